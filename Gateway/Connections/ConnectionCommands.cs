@@ -1,0 +1,142 @@
+using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Publishing;
+using OrleansPush.Gateway.Routing;
+
+namespace OrleansPush.Gateway.Connections;
+
+/// <summary>
+/// What a client can ask for, whatever its transport: the rules (names, personal channels, limits, who may publish)
+/// live here once, and each transport only translates its frames to these calls.
+/// </summary>
+public sealed class ConnectionCommands
+{
+    private readonly TopicRouter _router;
+    private readonly UserConnections _users;
+    private readonly Publisher _publisher;
+    private readonly GatewayOptions _options;
+    private readonly TopicOptions _topics;
+    private readonly ILogger<ConnectionCommands> _logger;
+
+    public ConnectionCommands(TopicRouter router, UserConnections users, Publisher publisher, IOptions<GatewayOptions> options,
+        IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger)
+    {
+        _router = router;
+        _users = users;
+        _publisher = publisher;
+        _options = options.Value;
+        _topics = topics.Value;
+        _logger = logger;
+        _users.SubscriptionChanged += OnServerSubscriptionChanged;
+    }
+
+    /// <summary>A connection opened: a user's connection follows its personal channel and its server-side subscriptions.</summary>
+    public async Task OnConnectedAsync(PushConnection connection)
+    {
+        if (connection.UserId is not { } userId)
+        {
+            return;
+        }
+
+        var serverSide = await _users.AddAsync(connection);
+        var subscribes = new List<Task>(serverSide.Length + 1) { SubscribeAsync(connection, TopicName.Personal(userId), null, 0) };
+        subscribes.AddRange(serverSide.Select(t => SubscribeAsync(connection, t, null, 0)));
+        await Task.WhenAll(subscribes);
+    }
+
+    public void OnDisconnected(PushConnection connection)
+    {
+        _users.Remove(connection);
+        foreach (var topic in connection.DrainTopics())
+        {
+            _router.Unsubscribe(connection, topic);
+        }
+    }
+
+    /// <exception cref="PushRejectedException">bad_topic, forbidden or unavailable.</exception>
+    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string? topic, Since? since, int last)
+    {
+        if (!TopicName.IsValid(topic))
+        {
+            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+        }
+
+        if (TopicName.PersonalOwner(topic!) is { } owner && owner != connection.UserId)
+        {
+            throw new PushRejectedException("forbidden", "A personal channel is for its user alone.");
+        }
+
+        var added = connection.AddTopic(topic!, _options.MaxSubscriptionsPerConnection, out var overLimit);
+        if (overLimit)
+        {
+            throw new PushRejectedException("forbidden", $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
+        }
+
+        return SubscribeCoreAsync(connection, topic!, since, last, added);
+    }
+
+    private async Task<SubscribeResult> SubscribeCoreAsync(PushConnection connection, string topic, Since? since, int last, bool added)
+    {
+        try
+        {
+            return await _router.SubscribeAsync(connection, topic, since, last);
+        }
+        catch (PushRejectedException) when (added && connection.RemoveTopic(topic))
+        {
+            _router.Unsubscribe(connection, topic);
+            throw;
+        }
+    }
+
+    public void Unsubscribe(PushConnection connection, string? topic)
+    {
+        if (!TopicName.IsValid(topic))
+        {
+            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+        }
+
+        if (connection.RemoveTopic(topic!))
+        {
+            _router.Unsubscribe(connection, topic!);
+        }
+    }
+
+    /// <summary>A client's own publish, where the topic's namespace allows it.</summary>
+    public Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> json)
+    {
+        if (!TopicName.IsValid(topic))
+        {
+            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+        }
+
+        if (TopicName.PersonalOwner(topic!) is not null || !_topics.For(topic!).ClientPublish)
+        {
+            throw new PushRejectedException("forbidden", "Clients may not publish to this topic's namespace.");
+        }
+
+        return _publisher.PublishAsync(topic!, json, idempotencyKey: null);
+    }
+
+    private void OnServerSubscriptionChanged(PushConnection connection, string topic, bool subscribed)
+    {
+        if (!subscribed)
+        {
+            Unsubscribe(connection, topic);
+            return;
+        }
+
+        _ = SubscribeQuietlyAsync();
+
+        async Task SubscribeQuietlyAsync()
+        {
+            try
+            {
+                await SubscribeAsync(connection, topic, null, 0);
+            }
+            catch (Exception ex)
+            {
+                GatewayLog.ServerSubscriptionFailed(_logger, topic, connection.Id, ex);
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+using OrleansPush.Grains;
+
+namespace OrleansPush.Gateway.Hosting;
+
+/// <summary>
+/// The embedded default: a silo in the gateway's process, started before the gateway joins it as a client. It is a
+/// host of its own because an Orleans client cannot consume streams from inside a silo; this way the gateway runs the
+/// same client code embedded as in a cluster. This is the only place the gateway touches grain implementations.
+/// </summary>
+public sealed class EmbeddedSilo : IAsyncDisposable
+{
+    private readonly IHost _host;
+
+    private EmbeddedSilo(IHost host) => _host = host;
+
+    public static async Task<EmbeddedSilo> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddConfiguration(configuration);
+        builder.Logging.AddConfiguration(configuration.GetSection("Logging"));
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        builder.UseOrleans(silo => silo.AddOrleansPushSilo(configuration));
+        var host = builder.Build();
+        await host.StartAsync(cancellationToken);
+        return new EmbeddedSilo(host);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await _host.StopAsync(TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            _host.Dispose();
+        }
+    }
+}

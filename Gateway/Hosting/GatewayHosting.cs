@@ -1,0 +1,110 @@
+using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.Options;
+using Orleans.Providers;
+using OrleansPush.Gateway.Connections;
+using OrleansPush.Gateway.Publishing;
+using OrleansPush.Gateway.Routing;
+using OrleansPush.Gateway.Transports.SignalR;
+using OrleansPush.Gateway.Transports.WebSockets;
+
+namespace OrleansPush.Gateway.Hosting;
+
+/// <summary>The gateway's wiring, so that <c>Program.cs</c> (and the tests, which run the same app on real Kestrel)
+/// read as a table of contents.</summary>
+public static class GatewayHosting
+{
+    /// <summary>Joins the cluster as an Orleans client: localhost clustering, the push stream provider.</summary>
+    public static WebApplicationBuilder AddOrleansPushClient(this WebApplicationBuilder builder)
+    {
+        var cluster = builder.Configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
+        var streams = builder.Configuration.GetSection(PushStreamOptions.Section).Get<PushStreamOptions>() ?? new PushStreamOptions();
+        var gatewayPorts = cluster.Mode == ClusterMode.Embedded ? [cluster.GatewayPort] : cluster.GatewayPorts;
+        builder.UseOrleansClient(client =>
+        {
+            client.UseLocalhostClustering(gatewayPorts, cluster.ServiceId, cluster.ClusterId);
+            client.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b => b.ConfigurePartitioning(streams.QueueCount));
+        });
+        return builder;
+    }
+
+    public static WebApplicationBuilder AddOrleansPushGateway(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddOptions<GatewayOptions>().Bind(builder.Configuration.GetSection(GatewayOptions.Section)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
+        services.AddOptions<TopicOptions>().Bind(builder.Configuration.GetSection(TopicOptions.Section));
+        services.AddOptions<RoutingOptions>().Bind(builder.Configuration.GetSection(RoutingOptions.Section));
+        services.AddSingleton(TimeProvider.System);
+
+        services.AddSingleton<GatewayIdentity>();
+        services.AddSingleton<Identity>();
+        services.AddSingleton<TopicRouter>();
+        services.AddSingleton<UserConnections>();
+        services.AddSingleton<Publisher>();
+        services.AddSingleton<ConnectionCommands>();
+        services.AddSingleton<WebSocketEndpoint>();
+        services.AddSingleton<SignalRConnections>();
+        services.AddHostedService<GatewayStream>();
+
+        services.AddSignalR(o => o.MaximumReceiveMessageSize = builder.Configuration.GetValue($"{GatewayOptions.Section}:MaxMessageBytes", GatewayOptions.DefaultMaxMessageBytes))
+            .AddMessagePackProtocol();
+        services.AddSingleton<HubLifetimeManager<PushHub>, PushHubLifetimeManager>();
+        return builder;
+    }
+
+    public static WebApplication MapOrleansPush(this WebApplication app)
+    {
+        app.Logger.LogDebug("Mapping OrleansPush endpoints");
+        if (app.Services.GetRequiredService<IOptions<GatewayOptions>>().Value.AllowUserQueryParameter)
+        {
+            GatewayLog.RunningOpen(app.Logger);
+        }
+
+        app.UseDefaultFiles();
+        app.UseStaticFiles();
+        app.UseWebSockets();
+        app.Map("/ws", (HttpContext context, WebSocketEndpoint endpoint) => endpoint.HandleAsync(context));
+        app.MapHub<PushHub>(PushHub.Path);
+        app.MapPublishApi();
+        app.MapGet("/healthz", () => Results.Ok(new { status = "live" }));
+        return app;
+    }
+}
+
+/// <summary>A running gateway: the web app, and the embedded silo when there is one.</summary>
+public sealed class GatewayHost : IAsyncDisposable
+{
+    private GatewayHost(WebApplication app, EmbeddedSilo? silo)
+    {
+        App = app;
+        Silo = silo;
+    }
+
+    public WebApplication App { get; }
+
+    public EmbeddedSilo? Silo { get; }
+
+    /// <summary>Builds the gateway; in the embedded default, starts its silo first.</summary>
+    public static async Task<GatewayHost> CreateAsync(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        configure?.Invoke(builder);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(25));
+        builder.AddOrleansPushClient().AddOrleansPushGateway();
+
+        var cluster = builder.Configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
+        var silo = cluster.Mode == ClusterMode.Embedded ? await EmbeddedSilo.StartAsync(builder.Configuration) : null;
+        var app = builder.Build();
+        app.MapOrleansPush();
+        return new GatewayHost(app, silo);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await App.DisposeAsync();
+        if (Silo is not null)
+        {
+            await Silo.DisposeAsync();
+        }
+    }
+}

@@ -1,0 +1,68 @@
+using Microsoft.Extensions.Options;
+
+namespace OrleansPush.Gateway.Hosting;
+
+/// <summary>Limits and timings of one gateway (<c>OrleansPush:Gateway</c>).</summary>
+public sealed class GatewayOptions
+{
+    public const string Section = "OrleansPush:Gateway";
+    public const int DefaultMaxMessageBytes = 64 * 1024;
+    public const int DefaultMaxSubscriptionsPerConnection = 1000;
+    public const int DefaultOutboundQueueBytes = 1024 * 1024;
+    public static readonly TimeSpan DefaultKeepAliveInterval = TimeSpan.FromSeconds(20);
+    public static readonly TimeSpan DefaultEmptyTopicLinger = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan DefaultSlowCloseGrace = TimeSpan.FromSeconds(2);
+
+    /// <summary>Largest client frame and largest published message body, in bytes.</summary>
+    public int MaxMessageBytes { get; set; } = DefaultMaxMessageBytes;
+
+    public int MaxSubscriptionsPerConnection { get; set; } = DefaultMaxSubscriptionsPerConnection;
+
+    /// <summary>Bytes a connection may have waiting to be written; past it the connection is closed as <c>slow</c>.</summary>
+    public int OutboundQueueBytes { get; set; } = DefaultOutboundQueueBytes;
+
+    public TimeSpan KeepAliveInterval { get; set; } = DefaultKeepAliveInterval;
+
+    /// <summary>How long a topic with no local subscriber keeps its lease, so a quick re-subscribe is free.</summary>
+    public TimeSpan EmptyTopicLinger { get; set; } = DefaultEmptyTopicLinger;
+
+    /// <summary>How long a connection closed as slow gets to take its goodbye before it is aborted.</summary>
+    public TimeSpan SlowCloseGrace { get; set; } = DefaultSlowCloseGrace;
+
+    /// <summary>Fan-out shards (topics are spread over them by name); 0 means one per processor.</summary>
+    public int Shards { get; set; }
+
+    /// <summary>Development identity: a connection may name its user with <c>?user=</c>.</summary>
+    public bool AllowUserQueryParameter { get; set; } = true;
+
+    public int EffectiveShards => Shards > 0 ? Shards : Environment.ProcessorCount;
+}
+
+internal sealed class GatewayOptionsValidator : IValidateOptions<GatewayOptions>
+{
+    public ValidateOptionsResult Validate(string? name, GatewayOptions o)
+    {
+        var failures = new List<string>();
+        if (o.MaxMessageBytes is < 256 or > 16 * 1024 * 1024)
+        {
+            failures.Add($"{GatewayOptions.Section}:MaxMessageBytes must be between 256 and 16777216 (is {o.MaxMessageBytes}).");
+        }
+
+        if (o.MaxSubscriptionsPerConnection < 1)
+        {
+            failures.Add($"{GatewayOptions.Section}:MaxSubscriptionsPerConnection must be at least 1.");
+        }
+
+        if (o.OutboundQueueBytes < o.MaxMessageBytes)
+        {
+            failures.Add($"{GatewayOptions.Section}:OutboundQueueBytes must be at least MaxMessageBytes ({o.MaxMessageBytes}).");
+        }
+
+        if (o.Shards < 0)
+        {
+            failures.Add($"{GatewayOptions.Section}:Shards must be 0 (one per processor) or more.");
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}

@@ -1,0 +1,86 @@
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Hosting;
+
+namespace OrleansPush.Gateway.Publishing;
+
+/// <summary>
+/// Publishes on behalf of backends (HTTP API) and clients. Checks what the gateway can check (name, size, JSON) and
+/// hands the message to its topic grain; the answer is the position the grain gave it.
+/// </summary>
+public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> options, ILogger<Publisher> logger)
+{
+    private readonly int _maxBytes = options.Value.MaxMessageBytes;
+
+    /// <summary>Publishes <paramref name="json"/> to <paramref name="topic"/>.</summary>
+    /// <exception cref="PushRejectedException">With the protocol's error code when the publish is refused.</exception>
+    public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> json, string? idempotencyKey)
+    {
+        if (!TopicName.IsValid(topic))
+        {
+            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+        }
+
+        var data = Validate(json);
+        return CallAsync(topic, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(data, idempotencyKey));
+    }
+
+    /// <summary>Publishes to a user's personal channel.</summary>
+    public Task<TopicPosition> PushToUserAsync(string userId, ReadOnlyMemory<byte> json, string? idempotencyKey)
+    {
+        if (!TopicName.IsValidUserId(userId))
+        {
+            throw new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':').");
+        }
+
+        var data = Validate(json);
+        return CallAsync(TopicName.Personal(userId), () => cluster.GetGrain<IUserGrain>(userId).PushAsync(data, idempotencyKey));
+    }
+
+    private byte[] Validate(ReadOnlyMemory<byte> json)
+    {
+        if (json.Length > _maxBytes)
+        {
+            throw new PushRejectedException("too_large", $"A message is at most {_maxBytes} bytes.");
+        }
+
+        if (json.Length == 0 || !IsJson(json.Span))
+        {
+            throw new PushRejectedException("bad_request", "The message must be one JSON value.");
+        }
+
+        return json.ToArray();
+    }
+
+    private static bool IsJson(ReadOnlySpan<byte> json)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = 64 });
+            reader.Read();
+            reader.Skip();
+            return !reader.Read();
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    private async Task<TopicPosition> CallAsync(string topic, Func<Task<TopicPosition>> call)
+    {
+        try
+        {
+            return await call();
+        }
+        catch (PushRejectedException)
+        {
+            throw;
+        }
+        catch (Exception ex)
+        {
+            GatewayLog.PublishFailed(logger, topic, ex);
+            throw new PushRejectedException("unavailable", "The message was not published; it is safe to retry (with the same Idempotency-Key).");
+        }
+    }
+}

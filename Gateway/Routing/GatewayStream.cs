@@ -1,0 +1,102 @@
+using Microsoft.Extensions.Options;
+using Orleans.Streams;
+
+namespace OrleansPush.Gateway.Routing;
+
+/// <summary>
+/// Consumes this gateway's own stream and keeps its leases alive. Stream subscriptions are soft state (a client's
+/// subscription can vanish when silos restart), so each renewal tick checks the subscription and makes it again
+/// when it is gone.
+/// </summary>
+internal sealed class GatewayStream(
+    IClusterClient cluster,
+    GatewayIdentity identity,
+    TopicRouter router,
+    UserConnections users,
+    IOptions<RoutingOptions> routing,
+    ILogger<GatewayStream> logger) : BackgroundService, IAsyncObserver<GatewayEvent>
+{
+    private IAsyncStream<GatewayEvent>? _stream;
+
+    public override async Task StartAsync(CancellationToken cancellationToken)
+    {
+        _stream = cluster.GetStreamProvider(PushNames.StreamProvider)
+            .GetStream<GatewayEvent>(StreamId.Create(PushNames.GatewayStreamNamespace, identity.Id));
+        await _stream.SubscribeAsync(this);
+        GatewayLog.StreamSubscribed(logger, identity.Id);
+        await base.StartAsync(cancellationToken);
+    }
+
+    public Task OnNextAsync(GatewayEvent item, StreamSequenceToken? token = null)
+    {
+        switch (item)
+        {
+            case TopicMessage message:
+                router.OnMessage(message);
+                break;
+            case UserSubscriptionChanged change:
+                users.OnSubscriptionChanged(change);
+                break;
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task OnCompletedAsync() => Task.CompletedTask;
+
+    public Task OnErrorAsync(Exception ex)
+    {
+        GatewayLog.StreamError(logger, ex);
+        return Task.CompletedTask;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var renew = routing.Value.RenewInterval;
+        var sweep = TimeSpan.FromSeconds(Math.Clamp(renew.TotalSeconds / 4, 0.25, 5));
+        var nextRenew = DateTimeOffset.UtcNow + renew;
+        using var timer = new PeriodicTimer(sweep);
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            router.Sweep();
+            if (DateTimeOffset.UtcNow < nextRenew)
+            {
+                continue;
+            }
+
+            nextRenew = DateTimeOffset.UtcNow + renew;
+            try
+            {
+                await EnsureSubscribedAsync();
+                await router.RenewAsync(stoppingToken);
+                await users.RenewAsync(stoppingToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                GatewayLog.RenewFailed(logger, ex);
+            }
+        }
+    }
+
+    private async Task EnsureSubscribedAsync()
+    {
+        if (_stream is null)
+        {
+            return;
+        }
+
+        var handles = await _stream.GetAllSubscriptionHandles();
+        if (handles.Count == 0)
+        {
+            GatewayLog.StreamResubscribed(logger, identity.Id);
+            await _stream.SubscribeAsync(this);
+        }
+        else if (handles.Count > 1)
+        {
+            foreach (var extra in handles.Skip(1))
+            {
+                await extra.UnsubscribeAsync();
+            }
+        }
+    }
+}

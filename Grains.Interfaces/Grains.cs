@@ -1,0 +1,72 @@
+namespace OrleansPush;
+
+/// <summary>
+/// One topic (key: the topic name). The single writer of the topic's sequence.
+/// <para>Guarantees: <see cref="PublishAsync"/> gives each message the next <c>seq</c> of the current epoch, keeps it
+/// in the recent history, and writes it once to the stream of every gateway holding a live interest lease, in seq
+/// order. The answer comes after the message is sequenced; stream delivery is at-most-once, which is why gateways
+/// check seq continuity and read gaps back through <see cref="ReadAsync"/>.</para>
+/// </summary>
+[Alias("OrleansPush.ITopicGrain")]
+public interface ITopicGrain : IGrainWithStringKey
+{
+    /// <summary>Sequences and routes one message. With an idempotency key seen within the dedupe window, nothing is
+    /// published again and the first publish's position is returned.</summary>
+    [Alias("Publish")]
+    Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey);
+
+    /// <summary>Registers or renews a gateway's interest lease and returns the position at that instant: every
+    /// message after it is routed to the gateway while the lease lives.</summary>
+    [Alias("AddInterest")]
+    Task<TopicPosition> AddInterestAsync(string gatewayId);
+
+    /// <summary>Drops a gateway's lease at once (its last local subscriber left).</summary>
+    [Alias("RemoveInterest")]
+    Task RemoveInterestAsync(string gatewayId);
+
+    /// <summary>Messages with seq greater than <paramref name="afterSeq"/>, oldest first, at most <paramref name="max"/>.</summary>
+    [Alias("Read")]
+    Task<HistorySlice> ReadAsync(long afterSeq, int max);
+
+    /// <summary>The newest <paramref name="count"/> messages, oldest first.</summary>
+    [Alias("ReadLast")]
+    Task<HistorySlice> ReadLastAsync(int count);
+
+    [Alias("GetPosition")]
+    Task<TopicPosition> GetPositionAsync();
+
+    /// <summary>The gateways that currently hold a live lease (for operators and tests).</summary>
+    [Alias("GetGateways")]
+    Task<string[]> GetGatewaysAsync();
+}
+
+/// <summary>
+/// One user (key: user id): the personal channel <c>user:{id}</c> and the topics a backend subscribed the user to.
+/// <para>Gateways that hold a connection of the user attach with a lease; a change of the user's subscriptions is
+/// sent to each attached gateway's stream, so every connection of the user, on any gateway, follows it.</para>
+/// </summary>
+[Alias("OrleansPush.IUserGrain")]
+public interface IUserGrain : IGrainWithStringKey
+{
+    /// <summary>Registers or renews the gateway's lease and returns the user's server-side subscriptions.</summary>
+    [Alias("Attach")]
+    Task<string[]> AttachAsync(string gatewayId);
+
+    [Alias("Detach")]
+    Task DetachAsync(string gatewayId);
+
+    /// <summary>Publishes to the user's personal channel.</summary>
+    [Alias("Push")]
+    Task<TopicPosition> PushAsync(byte[] data, string? idempotencyKey);
+
+    /// <summary>Adds a server-side subscription; true when it was not there before. Idempotent.</summary>
+    [Alias("Subscribe")]
+    Task<bool> SubscribeAsync(string topic);
+
+    /// <summary>Removes a server-side subscription; true when it was there. Idempotent.</summary>
+    [Alias("Unsubscribe")]
+    Task<bool> UnsubscribeAsync(string topic);
+
+    [Alias("GetSubscriptions")]
+    Task<string[]> GetSubscriptionsAsync();
+}

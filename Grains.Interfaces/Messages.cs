@@ -1,0 +1,65 @@
+namespace OrleansPush;
+
+/// <summary>A topic's position: <see cref="Seq"/> counts messages from 1 within <see cref="Epoch"/>; a new epoch means
+/// the topic's history was lost and older positions cannot be resumed.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.TopicPosition")]
+public sealed record TopicPosition([property: Id(0)] string Epoch, [property: Id(1)] long Seq);
+
+/// <summary>What a gateway receives on its own stream. Frozen: never reorder or reuse ids.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.GatewayEvent")]
+public abstract record GatewayEvent;
+
+/// <summary>One sequenced message. <see cref="Data"/> is the publisher's JSON, byte for byte (UTF-8).</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.TopicMessage")]
+public sealed record TopicMessage(
+    [property: Id(0)] string Topic,
+    [property: Id(1)] string Epoch,
+    [property: Id(2)] long Seq,
+    [property: Id(3)] byte[] Data,
+    [property: Id(4)] long PublishedAtUnixMs) : GatewayEvent;
+
+/// <summary>A backend subscribed a user to a topic (or removed it): every connection of that user follows.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.UserSubscriptionChanged")]
+public sealed record UserSubscriptionChanged(
+    [property: Id(0)] string UserId,
+    [property: Id(1)] string Topic,
+    [property: Id(2)] bool Subscribed) : GatewayEvent;
+
+/// <summary>A page of a topic's history: <see cref="Messages"/> in seq order, all within <see cref="Epoch"/>.
+/// <see cref="Head"/> is the topic's latest seq; <see cref="FirstAvailable"/> the oldest seq still kept
+/// (<c>Head + 1</c> when the history is empty).</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.HistorySlice")]
+public sealed record HistorySlice(
+    [property: Id(0)] string Epoch,
+    [property: Id(1)] long Head,
+    [property: Id(2)] long FirstAvailable,
+    [property: Id(3)] TopicMessage[] Messages);
+
+/// <summary>A publish refused for a reason the publisher can act on. <see cref="Code"/> is one of the wire
+/// protocol's error codes (<c>bad_topic</c>, <c>too_large</c>, ...).</summary>
+[GenerateSerializer, Alias("OrleansPush.PushRejectedException")]
+public sealed class PushRejectedException : Exception
+{
+    public PushRejectedException()
+    {
+        Code = "bad_request";
+    }
+
+    public PushRejectedException(string message) : base(message)
+    {
+        Code = "bad_request";
+    }
+
+    public PushRejectedException(string message, Exception inner) : base(message, inner)
+    {
+        Code = "bad_request";
+    }
+
+    public PushRejectedException(string code, string message) : base(message)
+    {
+        Code = code;
+    }
+
+    [Id(0)]
+    public string Code { get; }
+}

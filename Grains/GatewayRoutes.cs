@@ -1,0 +1,103 @@
+using Orleans.Streams;
+
+namespace OrleansPush.Grains;
+
+/// <summary>
+/// The gateways a grain routes to: an interest lease per gateway, and that gateway's stream. A gateway that stops
+/// renewing drops out when its lease lapses, so a dead gateway needs no clean-up by hand.
+/// </summary>
+internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, TimeSpan lease)
+{
+    private readonly Dictionary<string, Route> _routes = new(StringComparer.Ordinal);
+    private readonly List<Route> _live = [];
+
+    public int Count => _routes.Count;
+
+    public void Renew(string gatewayId)
+    {
+        var expires = time.GetUtcNow() + lease;
+        if (_routes.TryGetValue(gatewayId, out var route))
+        {
+            route.Expires = expires;
+            return;
+        }
+
+        var stream = streams.GetStream<GatewayEvent>(StreamId.Create(PushNames.GatewayStreamNamespace, gatewayId));
+        _routes[gatewayId] = new Route(gatewayId, stream) { Expires = expires };
+    }
+
+    public bool Remove(string gatewayId) => _routes.Remove(gatewayId);
+
+    public string[] LiveGateways()
+    {
+        DropExpired();
+        return [.. _routes.Keys];
+    }
+
+    /// <summary>Writes the event once to each live gateway's stream. A failed write is reported through
+    /// <paramref name="onFailure"/> and does not stop the others: gateways repair gaps from history.</summary>
+    public Task SendAsync(GatewayEvent e, Action<string, Exception> onFailure)
+    {
+        DropExpired();
+        switch (_routes.Count)
+        {
+            case 0:
+                return Task.CompletedTask;
+            case 1:
+                foreach (var only in _routes.Values)
+                {
+                    return SendOneAsync(only, e, onFailure);
+                }
+
+                return Task.CompletedTask;
+            default:
+                var tasks = new Task[_routes.Count];
+                var i = 0;
+                foreach (var route in _routes.Values)
+                {
+                    tasks[i++] = SendOneAsync(route, e, onFailure);
+                }
+
+                return Task.WhenAll(tasks);
+        }
+    }
+
+    private static async Task SendOneAsync(Route route, GatewayEvent e, Action<string, Exception> onFailure)
+    {
+        try
+        {
+            await route.Stream.OnNextAsync(e);
+        }
+        catch (Exception ex)
+        {
+            onFailure(route.GatewayId, ex);
+        }
+    }
+
+    private void DropExpired()
+    {
+        var now = time.GetUtcNow();
+        _live.Clear();
+        foreach (var route in _routes.Values)
+        {
+            if (route.Expires <= now)
+            {
+                _live.Add(route);
+            }
+        }
+
+        foreach (var expired in _live)
+        {
+            _routes.Remove(expired.GatewayId);
+        }
+    }
+
+    private sealed class Route(string gatewayId, IAsyncStream<GatewayEvent> stream)
+    {
+        public string GatewayId { get; } = gatewayId;
+
+        public IAsyncStream<GatewayEvent> Stream { get; } = stream;
+
+        public DateTimeOffset Expires { get; set; }
+    }
+}

@@ -1,0 +1,89 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace OrleansPush.Grains;
+
+/// <inheritdoc cref="IUserGrain"/>
+public sealed class UserGrain : Grain, IUserGrain
+{
+    private readonly ILogger<UserGrain> _logger;
+    private readonly TimeProvider _time;
+    private readonly RoutingOptions _routing;
+    private readonly HashSet<string> _subscriptions = new(StringComparer.Ordinal);
+    private readonly Action<string, Exception> _onRouteFailure;
+    private string _userId = string.Empty;
+    private GatewayRoutes _routes = null!;
+
+    public UserGrain(ILogger<UserGrain> logger, IOptions<RoutingOptions> routing, TimeProvider time)
+    {
+        _logger = logger;
+        _routing = routing.Value;
+        _time = time;
+        _onRouteFailure = (gateway, ex) => GrainsLog.RouteFailed(_logger, TopicName.Personal(_userId), gateway, ex);
+    }
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _userId = this.GetPrimaryKeyString();
+        _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
+        return Task.CompletedTask;
+    }
+
+    public Task<string[]> AttachAsync(string gatewayId)
+    {
+        EnsureValid();
+        _routes.Renew(gatewayId);
+        return Task.FromResult(_subscriptions.ToArray());
+    }
+
+    public Task DetachAsync(string gatewayId)
+    {
+        _routes.Remove(gatewayId);
+        return Task.CompletedTask;
+    }
+
+    public Task<TopicPosition> PushAsync(byte[] data, string? idempotencyKey)
+    {
+        EnsureValid();
+        return GrainFactory.GetGrain<ITopicGrain>(TopicName.Personal(_userId)).PublishAsync(data, idempotencyKey);
+    }
+
+    public async Task<bool> SubscribeAsync(string topic)
+    {
+        EnsureValid();
+        if (!TopicName.IsValid(topic))
+        {
+            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+        }
+
+        if (!_subscriptions.Add(topic))
+        {
+            return false;
+        }
+
+        await _routes.SendAsync(new UserSubscriptionChanged(_userId, topic, Subscribed: true), _onRouteFailure);
+        return true;
+    }
+
+    public async Task<bool> UnsubscribeAsync(string topic)
+    {
+        EnsureValid();
+        if (!_subscriptions.Remove(topic))
+        {
+            return false;
+        }
+
+        await _routes.SendAsync(new UserSubscriptionChanged(_userId, topic, Subscribed: false), _onRouteFailure);
+        return true;
+    }
+
+    public Task<string[]> GetSubscriptionsAsync() => Task.FromResult(_subscriptions.ToArray());
+
+    private void EnsureValid()
+    {
+        if (!TopicName.IsValidUserId(_userId))
+        {
+            throw new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @.");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using OrleansPush.Grains;
+
+var builder = Host.CreateApplicationBuilder(args);
+builder.UseOrleans(silo => silo.AddOrleansPushSilo(builder.Configuration));
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(25));
+
+await builder.Build().RunAsync();
