@@ -10,15 +10,19 @@ public static class PushSilo
     public static ISiloBuilder AddOrleansPushSilo(this ISiloBuilder silo, IConfiguration configuration)
     {
         var cluster = configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
-        var streams = configuration.GetSection(PushStreamOptions.Section).Get<PushStreamOptions>() ?? new PushStreamOptions();
-
         silo.UseLocalhostClustering(
             siloPort: cluster.SiloPort,
             gatewayPort: cluster.GatewayPort,
             primarySiloEndpoint: new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, cluster.PrimarySiloPort),
             serviceId: cluster.ServiceId,
             clusterId: cluster.ClusterId);
+        return silo.AddOrleansPushGrains(configuration);
+    }
 
+    /// <summary>Everything but clustering: the stream to gateways, pub-sub storage and the grains' options.</summary>
+    public static ISiloBuilder AddOrleansPushGrains(this ISiloBuilder silo, IConfiguration configuration)
+    {
+        var streams = configuration.GetSection(PushStreamOptions.Section).Get<PushStreamOptions>() ?? new PushStreamOptions();
         silo.AddMemoryGrainStorage(PushNames.PubSubStore);
         silo.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b =>
         {

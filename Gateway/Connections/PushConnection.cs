@@ -148,7 +148,7 @@ public abstract class QueuedConnection<TFrame> : PushConnection
             {
                 while (Volatile.Read(ref _closeReason) is null && reader.TryRead(out var item))
                 {
-                    await WriteAsync(item.Frame, moreQueued: reader.Count > 0, cancellationToken);
+                    await WriteAsync(item.Frame, moreQueued: reader.TryPeek(out _), cancellationToken);
                     Interlocked.Add(ref _queuedBytes, -item.Size);
                 }
 

@@ -46,7 +46,7 @@ public static class GatewayHosting
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();
 
-        services.AddSignalR(o => o.MaximumReceiveMessageSize = builder.Configuration.GetValue($"{GatewayOptions.Section}:MaxMessageBytes", GatewayOptions.DefaultMaxMessageBytes))
+        services.AddSignalR(o => { o.MaximumReceiveMessageSize = builder.Configuration.GetValue($"{GatewayOptions.Section}:MaxMessageBytes", GatewayOptions.DefaultMaxMessageBytes); })
             .AddMessagePackProtocol();
         services.AddSingleton<HubLifetimeManager<PushHub>, PushHubLifetimeManager>();
         return builder;

@@ -1,0 +1,149 @@
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using OrleansPush.Gateway.Hosting;
+
+namespace OrleansPush.Gateway.Tests;
+
+/// <summary>A real gateway on Kestrel, bound to 127.0.0.1 on a free port: embedded (its own silo) or a client of a
+/// silo started by <see cref="TestSilo"/>.</summary>
+public sealed class TestGateway : IAsyncDisposable
+{
+    private readonly GatewayHost _host;
+
+    private TestGateway(GatewayHost host, Uri baseAddress)
+    {
+        _host = host;
+        BaseAddress = baseAddress;
+        Http = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(30) };
+    }
+
+    public Uri BaseAddress { get; }
+
+    public HttpClient Http { get; }
+
+    public IServiceProvider Services => _host.App.Services;
+
+    public Uri WebSocketUri(string? query = null) =>
+        new($"ws://{BaseAddress.Authority}/ws{(query is null ? string.Empty : "?" + query)}");
+
+    /// <summary>Starts an embedded gateway (gateway and silo in one process).</summary>
+    public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null)
+    {
+        var all = new Dictionary<string, string?>
+        {
+            ["OrleansPush:Cluster:Mode"] = "Embedded",
+            ["OrleansPush:Cluster:SiloPort"] = Ports.Free().ToString(),
+            ["OrleansPush:Cluster:GatewayPort"] = Ports.Free().ToString(),
+        };
+        all["OrleansPush:Cluster:PrimarySiloPort"] = all["OrleansPush:Cluster:SiloPort"];
+        return StartAsync(Merge(all, settings));
+    }
+
+    /// <summary>Starts a gateway that joins the silo(s) of <paramref name="silo"/> as a client.</summary>
+    public static Task<TestGateway> StartClientAsync(TestSilo silo, IDictionary<string, string?>? settings = null) =>
+        StartAsync(Merge(new Dictionary<string, string?>
+        {
+            ["OrleansPush:Cluster:Mode"] = "Localhost",
+            ["OrleansPush:Cluster:GatewayPorts:0"] = silo.GatewayPort.ToString(),
+        }, settings));
+
+    private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings)
+    {
+        var host = await GatewayHost.CreateAsync([], builder =>
+        {
+            builder.Configuration.AddInMemoryCollection(Merge(TestSettings.Common(), settings));
+            builder.WebHost.UseUrls("http://127.0.0.1:0");
+        });
+        await host.App.StartAsync();
+        var address = host.App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        return new TestGateway(host, new Uri(address));
+    }
+
+    public async Task<PublishAnswer> PublishAsync(string topic, string json)
+    {
+        using var content = new StringContent(json, System.Text.Encoding.UTF8, "application/json");
+        using var response = await Http.PostAsync("/api/topics/" + topic, content);
+        Assert.True(response.IsSuccessStatusCode, $"publish to {topic} answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
+        return (await response.Content.ReadFromJsonAsync<PublishAnswer>())!;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+        {
+            await _host.App.StopAsync(stop.Token);
+        }
+
+        await _host.DisposeAsync();
+    }
+
+    internal static Dictionary<string, string?> Merge(IDictionary<string, string?> a, IDictionary<string, string?>? b)
+    {
+        var all = new Dictionary<string, string?>(a);
+        foreach (var (k, v) in b ?? new Dictionary<string, string?>())
+        {
+            all[k] = v;
+        }
+
+        return all;
+    }
+}
+
+public sealed record PublishAnswer(string Topic, string Epoch, long Seq);
+
+/// <summary>A silo on its own (the gateway-less half of a cluster), on free loopback ports.</summary>
+public sealed class TestSilo : IAsyncDisposable
+{
+    private readonly EmbeddedSilo _silo;
+
+    private TestSilo(EmbeddedSilo silo, int gatewayPort)
+    {
+        _silo = silo;
+        GatewayPort = gatewayPort;
+    }
+
+    public int GatewayPort { get; }
+
+    public static async Task<TestSilo> StartAsync(IDictionary<string, string?>? settings = null)
+    {
+        var siloPort = Ports.Free();
+        var gatewayPort = Ports.Free();
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(TestGateway.Merge(TestSettings.Common(), TestGateway.Merge(new Dictionary<string, string?>
+        {
+            ["OrleansPush:Cluster:SiloPort"] = siloPort.ToString(),
+            ["OrleansPush:Cluster:GatewayPort"] = gatewayPort.ToString(),
+            ["OrleansPush:Cluster:PrimarySiloPort"] = siloPort.ToString(),
+        }, settings))).Build();
+        return new TestSilo(await EmbeddedSilo.StartAsync(configuration), gatewayPort);
+    }
+
+    public ValueTask DisposeAsync() => _silo.DisposeAsync();
+}
+
+internal static class TestSettings
+{
+    public static Dictionary<string, string?> Common() => new()
+    {
+        ["Logging:LogLevel:Default"] = "Warning",
+        ["Logging:LogLevel:Orleans"] = "Error",
+        ["Logging:LogLevel:Polly"] = "Error",
+        ["OrleansPush:Topics:Namespaces:chat:ClientPublish"] = "true",
+    };
+}
+
+internal static class Ports
+{
+    public static int Free()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}

@@ -1,0 +1,126 @@
+using System.Text;
+
+namespace OrleansPush.Grains.Tests;
+
+[Collection(ClusterCollection.Name)]
+public sealed class TopicGrainTests(ClusterFixture fixture)
+{
+    private static byte[] Json(string s) => Encoding.UTF8.GetBytes(s);
+
+    private ITopicGrain Topic(string name) => fixture.Grains.GetGrain<ITopicGrain>(name);
+
+    [Fact]
+    public async Task SeqRisesByOneWithinOneEpoch()
+    {
+        var topic = Topic("seq-" + Guid.NewGuid().ToString("N"));
+        var positions = new List<TopicPosition>();
+        for (var i = 0; i < 10; i++)
+        {
+            positions.Add(await topic.PublishAsync(Json($"{{\"i\":{i}}}"), null));
+        }
+
+        Assert.Equal(Enumerable.Range(1, 10).Select(i => (long)i), positions.Select(p => p.Seq));
+        Assert.Single(positions.Select(p => p.Epoch).Distinct());
+        Assert.Equal(positions[^1], await topic.GetPositionAsync());
+    }
+
+    [Fact]
+    public async Task HistoryKeepsOnlyTheNamespacesSize()
+    {
+        var topic = Topic("small:" + Guid.NewGuid().ToString("N"));
+        for (var i = 1; i <= 12; i++)
+        {
+            await topic.PublishAsync(Json($"{{\"i\":{i}}}"), null);
+        }
+
+        var all = await topic.ReadAsync(0, 100);
+        Assert.Equal(12, all.Head);
+        Assert.Equal(8, all.FirstAvailable);
+        Assert.Equal([8L, 9, 10, 11, 12], all.Messages.Select(m => m.Seq));
+        Assert.Equal("{\"i\":12}", Encoding.UTF8.GetString(all.Messages[^1].Data));
+
+        var last2 = await topic.ReadLastAsync(2);
+        Assert.Equal([11L, 12], last2.Messages.Select(m => m.Seq));
+
+        var after10 = await topic.ReadAsync(10, 100);
+        Assert.Equal([11L, 12], after10.Messages.Select(m => m.Seq));
+    }
+
+    [Theory]
+    [InlineData("has space")]
+    [InlineData("emoji-\u263A")]
+    [InlineData("semi;colon")]
+    public async Task InvalidNamesAreRefusedAsBadTopic(string name)
+    {
+        var error = await Assert.ThrowsAsync<PushRejectedException>(() => Topic(name).PublishAsync(Json("1"), null));
+        Assert.Equal("bad_topic", error.Code);
+    }
+
+    [Fact]
+    public async Task NameOfTwoHundredCharactersIsAcceptedAndOneMoreIsNot()
+    {
+        var ok = await Topic(new string('a', 200)).PublishAsync(Json("1"), null);
+        Assert.Equal(1, ok.Seq);
+        var error = await Assert.ThrowsAsync<PushRejectedException>(() => Topic(new string('a', 201)).PublishAsync(Json("1"), null));
+        Assert.Equal("bad_topic", error.Code);
+    }
+
+    [Fact]
+    public async Task SameIdempotencyKeyReturnsTheFirstPositionAndPublishesOnce()
+    {
+        var topic = Topic("idem-" + Guid.NewGuid().ToString("N"));
+        var first = await topic.PublishAsync(Json("{\"a\":1}"), "key-1");
+        var retry = await topic.PublishAsync(Json("{\"a\":1}"), "key-1");
+        var other = await topic.PublishAsync(Json("{\"a\":2}"), "key-2");
+
+        Assert.Equal(first, retry);
+        Assert.Equal(2, other.Seq);
+        Assert.Equal(2, (await topic.ReadAsync(0, 10)).Messages.Length);
+    }
+
+    [Fact]
+    public async Task GatewayLeaseLapsesWhenNotRenewed()
+    {
+        var topic = Topic("lease-" + Guid.NewGuid().ToString("N"));
+        await topic.AddInterestAsync("gw-a");
+        await topic.AddInterestAsync("gw-b");
+        Assert.Equal(["gw-a", "gw-b"], (await topic.GetGatewaysAsync()).Order());
+
+        // Only gw-b renews; gw-a's lease lapses.
+        var deadline = DateTime.UtcNow + ClusterFixture.Lease * 2;
+        while (DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(ClusterFixture.Lease / 4);
+            await topic.AddInterestAsync("gw-b");
+        }
+
+        Assert.Equal(["gw-b"], await topic.GetGatewaysAsync());
+        await topic.RemoveInterestAsync("gw-b");
+        Assert.Empty(await topic.GetGatewaysAsync());
+    }
+
+    [Fact]
+    public async Task UserSubscriptionsAreKeptAndPersonalPushUsesThePersonalChannel()
+    {
+        var user = fixture.Grains.GetGrain<IUserGrain>("u" + Guid.NewGuid().ToString("N"));
+        Assert.True(await user.SubscribeAsync("news"));
+        Assert.False(await user.SubscribeAsync("news"));
+        Assert.True(await user.SubscribeAsync("chat:room1"));
+        Assert.Equal(["chat:room1", "news"], (await user.GetSubscriptionsAsync()).Order());
+        Assert.True(await user.UnsubscribeAsync("news"));
+        Assert.Equal(["chat:room1"], await user.AttachAsync("gw-x"));
+
+        var position = await user.PushAsync(Json("{\"dm\":true}"), null);
+        Assert.Equal(1, position.Seq);
+        var userId = user.GetPrimaryKeyString();
+        var history = await fixture.Grains.GetGrain<ITopicGrain>(TopicName.Personal(userId)).ReadAsync(0, 10);
+        Assert.Equal("{\"dm\":true}", Encoding.UTF8.GetString(history.Messages.Single().Data));
+    }
+
+    [Fact]
+    public async Task UserIdWithColonIsRefused()
+    {
+        var error = await Assert.ThrowsAsync<PushRejectedException>(() => fixture.Grains.GetGrain<IUserGrain>("a:b").SubscribeAsync("news"));
+        Assert.Equal("bad_request", error.Code);
+    }
+}
