@@ -6,8 +6,8 @@ cd "$(dirname "$0")"
 
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
-# Debian packages the tests need (none beyond the .NET SDK yet; Redis and PostgreSQL join with the durable stores).
-packages=()
+# Debian packages the tests need: real Redis and PostgreSQL servers for the durable stores.
+packages=(redis-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -25,7 +25,58 @@ fi
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+work=$(mktemp -d /tmp/orleanspush-test.XXXXXX)
+started=()
+
+cleanup() {
+  for pid in "${started[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${started[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work" "$out"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+# Redis on loopback, nothing persisted: the store tests need a real server, not durability across its restarts.
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --dir "$work" \
+  >"$work/redis.log" 2>&1 &
+started+=($!)
+export ORLEANSPUSH_TEST_REDIS="127.0.0.1:$redis_port"
+
+# PostgreSQL: a throwaway cluster in the work folder, run as the postgres user (it refuses root), trust auth on loopback.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+pg_port=$(free_port)
+pg_user=postgres
+if [ "$(id -u)" -eq 0 ]; then
+  mkdir -p "$work/pg" && chown postgres "$work" "$work/pg"
+  as_pg() { runuser -u postgres -- "$@"; }
+else
+  pg_user=$(id -un)
+  mkdir -p "$work/pg"
+  as_pg() { "$@"; }
+fi
+as_pg "$pg_bin/initdb" -D "$work/pg/data" -U "$pg_user" --auth=trust -E UTF8 >"$work/initdb.log" 2>&1 \
+  || { log "initdb failed:"; cat "$work/initdb.log" >&2; exit 1; }
+as_pg "$pg_bin/postgres" -D "$work/pg/data" -p "$pg_port" -c listen_addresses=127.0.0.1 -c unix_socket_directories="$work/pg" \
+  -c fsync=off -c max_connections=200 >"$work/postgres.log" 2>&1 &
+started+=($!)
+export ORLEANSPUSH_TEST_POSTGRES="Host=127.0.0.1;Port=$pg_port;Username=$pg_user;Database=postgres;Pooling=true;Maximum Pool Size=50"
+
+for _ in $(seq 100); do
+  if redis-cli -p "$redis_port" ping >/dev/null 2>&1 && as_pg "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port" >/dev/null 2>&1; then
+    break
+  fi
+  sleep 0.2
+done
+redis-cli -p "$redis_port" ping >/dev/null 2>&1 || { log "redis-server did not start"; cat "$work/redis.log" >&2; exit 1; }
+as_pg "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port" >/dev/null 2>&1 || { log "postgres did not start"; cat "$work/postgres.log" >&2; exit 1; }
+log "redis on $ORLEANSPUSH_TEST_REDIS, postgres on 127.0.0.1:$pg_port"
 
 log "building"
 if ! dotnet build OrleansPush.sln -c Debug -nologo -v q 2>&1 | tee -a "$out" | grep -E ' error |Build succeeded|FAILED' ; then

@@ -63,3 +63,7 @@ public sealed class PushRejectedException : Exception
     [Id(0)]
     public string Code { get; }
 }
+
+/// <summary>Consecutive messages of one topic, sequenced together (a group commit), in seq order.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.TopicMessageBatch")]
+public sealed record TopicMessageBatch([property: Id(0)] TopicMessage[] Messages) : GatewayEvent;

@@ -9,6 +9,9 @@ public static class PushNames
     /// <summary>The stream namespace of the per-gateway streams (stream key = gateway id).</summary>
     public const string GatewayStreamNamespace = "orleanspush.gateway";
 
+    /// <summary>Grain storage of user subscriptions and other grain state.</summary>
+    public const string StateStore = "push";
+
     /// <summary>Grain storage for Orleans' stream pub-sub.</summary>
     public const string PubSubStore = "PubSubStore";
 }

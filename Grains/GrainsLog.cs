@@ -7,4 +7,8 @@ internal static partial class GrainsLog
     [LoggerMessage(EventId = 1001, Level = LogLevel.Warning,
         Message = "Routing a message of {Topic} to gateway {GatewayId} failed; the gateway will repair the gap from history")]
     public static partial void RouteFailed(ILogger logger, string topic, string gatewayId, Exception exception);
+
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Error,
+        Message = "Storing {Count} message(s) of {Topic} failed; they were not published and their publishers were told so")]
+    public static partial void AppendFailed(ILogger logger, string topic, int count, Exception exception);
 }

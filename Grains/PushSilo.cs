@@ -1,6 +1,10 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
 using Orleans.Providers;
+using Orleans.Storage;
+using OrleansPush.Grains.History;
+using StackExchange.Redis;
 
 namespace OrleansPush.Grains;
 
@@ -30,9 +34,51 @@ public static class PushSilo
             b.ConfigurePullingAgent(o => o.Configure(x => x.GetQueueMsgsTimerPeriod = streams.PollPeriod));
         });
 
+        silo.AddHistoryAndState(configuration);
         silo.Services.AddOptions<TopicOptions>().Bind(configuration.GetSection(TopicOptions.Section));
         silo.Services.AddOptions<RoutingOptions>().Bind(configuration.GetSection(RoutingOptions.Section));
         silo.Services.AddSingleton(TimeProvider.System);
         return silo;
     }
+
+    /// <summary>The history store and grain storage named <see cref="PushNames.StateStore"/>, on the configured
+    /// provider (<c>OrleansPush:Storage:Provider</c>).</summary>
+    private static void AddHistoryAndState(this ISiloBuilder silo, IConfiguration configuration)
+    {
+        var storage = configuration.GetSection(StorageOptions.Section).Get<StorageOptions>() ?? new StorageOptions();
+        switch (storage.Provider)
+        {
+            case StorageProvider.Memory:
+                silo.Services.AddSingleton<IHistoryStore, MemoryHistoryStore>();
+                silo.AddMemoryGrainStorage(PushNames.StateStore);
+                break;
+            case StorageProvider.Redis:
+                var redis = Required(storage.Redis, "Redis");
+                silo.Services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(RedisConfiguration(redis)));
+                silo.Services.AddSingleton<IHistoryStore>(sp => new RedisHistoryStore(sp.GetRequiredService<IConnectionMultiplexer>(), storage.Prefix));
+                silo.AddRedisGrainStorage(PushNames.StateStore, (Orleans.Persistence.RedisStorageOptions o) => o.ConfigurationOptions = RedisConfiguration(redis));
+                break;
+            case StorageProvider.Postgres:
+                var postgres = Required(storage.Postgres, "Postgres");
+                silo.Services.AddSingleton(_ => NpgsqlDataSource.Create(postgres));
+                silo.Services.AddSingleton<IHistoryStore>(sp => new PostgresHistoryStore(sp.GetRequiredService<NpgsqlDataSource>(), storage.Prefix));
+                silo.Services.AddKeyedSingleton<IGrainStorage>(PushNames.StateStore,
+                    (sp, _) => new PostgresGrainStorage(sp.GetRequiredService<NpgsqlDataSource>(), storage.Prefix, sp.GetRequiredService<IGrainStorageSerializer>()));
+                break;
+            default:
+                throw new InvalidOperationException($"{StorageOptions.Section}:Provider must be Memory, Redis or Postgres.");
+        }
+    }
+
+    private static ConfigurationOptions RedisConfiguration(string redis)
+    {
+        var options = ConfigurationOptions.Parse(redis);
+        options.AbortOnConnectFail = false;
+        return options;
+    }
+
+    private static string Required(string? value, string key) =>
+        string.IsNullOrWhiteSpace(value)
+            ? throw new InvalidOperationException($"{StorageOptions.Section}:{key} must be set when {StorageOptions.Section}:Provider is {key}.")
+            : value;
 }

@@ -9,13 +9,18 @@ public sealed class UserGrain : Grain, IUserGrain
     private readonly ILogger<UserGrain> _logger;
     private readonly TimeProvider _time;
     private readonly RoutingOptions _routing;
-    private readonly HashSet<string> _subscriptions = new(StringComparer.Ordinal);
+    private readonly IPersistentState<UserState> _state;
     private readonly Action<string, Exception> _onRouteFailure;
     private string _userId = string.Empty;
     private GatewayRoutes _routes = null!;
 
-    public UserGrain(ILogger<UserGrain> logger, IOptions<RoutingOptions> routing, TimeProvider time)
+    public UserGrain(
+        [PersistentState("user", PushNames.StateStore)] IPersistentState<UserState> state,
+        ILogger<UserGrain> logger,
+        IOptions<RoutingOptions> routing,
+        TimeProvider time)
     {
+        _state = state;
         _logger = logger;
         _routing = routing.Value;
         _time = time;
@@ -33,7 +38,7 @@ public sealed class UserGrain : Grain, IUserGrain
     {
         EnsureValid();
         _routes.Renew(gatewayId);
-        return Task.FromResult(_subscriptions.ToArray());
+        return Task.FromResult(_state.State.Subscriptions.ToArray());
     }
 
     public Task DetachAsync(string gatewayId)
@@ -56,10 +61,12 @@ public sealed class UserGrain : Grain, IUserGrain
             throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
-        if (!_subscriptions.Add(topic))
+        if (!_state.State.Subscriptions.Add(topic))
         {
             return false;
         }
+
+        await _state.WriteStateAsync();
 
         await _routes.SendAsync(new UserSubscriptionChanged(_userId, topic, Subscribed: true), _onRouteFailure);
         return true;
@@ -68,16 +75,18 @@ public sealed class UserGrain : Grain, IUserGrain
     public async Task<bool> UnsubscribeAsync(string topic)
     {
         EnsureValid();
-        if (!_subscriptions.Remove(topic))
+        if (!_state.State.Subscriptions.Remove(topic))
         {
             return false;
         }
+
+        await _state.WriteStateAsync();
 
         await _routes.SendAsync(new UserSubscriptionChanged(_userId, topic, Subscribed: false), _onRouteFailure);
         return true;
     }
 
-    public Task<string[]> GetSubscriptionsAsync() => Task.FromResult(_subscriptions.ToArray());
+    public Task<string[]> GetSubscriptionsAsync() => Task.FromResult(_state.State.Subscriptions.ToArray());
 
     private void EnsureValid()
     {
@@ -86,4 +95,13 @@ public sealed class UserGrain : Grain, IUserGrain
             throw new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @.");
         }
     }
+}
+
+/// <summary>What a user grain keeps durably. Frozen: never reorder or reuse ids.</summary>
+[GenerateSerializer, Alias("OrleansPush.UserState")]
+public sealed class UserState
+{
+    /// <summary>Topics a backend subscribed the user to.</summary>
+    [Id(0)]
+    public HashSet<string> Subscriptions { get; set; } = new(StringComparer.Ordinal);
 }

@@ -34,6 +34,9 @@ internal sealed class GatewayStream(
             case TopicMessage message:
                 router.OnMessage(message);
                 break;
+            case TopicMessageBatch batch:
+                router.OnMessages(batch);
+                break;
             case UserSubscriptionChanged change:
                 users.OnSubscriptionChanged(change);
                 break;

@@ -65,6 +65,13 @@ public sealed partial class TopicRouter
                 case TopicMessage message:
                     OnMessage(message);
                     break;
+                case TopicMessageBatch batch:
+                    foreach (var m in batch.Messages)
+                    {
+                        OnMessage(m);
+                    }
+
+                    break;
                 case SubscribeCommand subscribe:
                     OnSubscribe(subscribe);
                     break;

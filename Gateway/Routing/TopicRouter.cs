@@ -68,6 +68,15 @@ public sealed partial class TopicRouter : IAsyncDisposable
     /// <summary>A message from this gateway's stream.</summary>
     public void OnMessage(TopicMessage message) => ShardOf(message.Topic).Post(message);
 
+    /// <summary>Consecutive messages of one topic from this gateway's stream.</summary>
+    public void OnMessages(TopicMessageBatch batch)
+    {
+        if (batch.Messages.Length > 0)
+        {
+            ShardOf(batch.Messages[0].Topic).Post(batch);
+        }
+    }
+
     /// <summary>Renews every lease this gateway holds and checks each topic's position against the grain's: a topic
     /// that moved on without us (a lost stream event, a reactivated grain) is repaired from history.</summary>
     public async Task RenewAsync(CancellationToken cancellationToken)

@@ -1,10 +1,10 @@
-namespace OrleansPush.Grains;
+namespace OrleansPush.Grains.History;
 
 /// <summary>
 /// A topic's recent messages in a ring: consecutive seqs, bounded by count and age. Reads are by seq arithmetic, so
 /// neither a publish nor a read costs more as the history grows.
 /// </summary>
-internal sealed class History(int capacity, TimeSpan ttl)
+internal sealed class RecentHistory(int capacity, TimeSpan ttl)
 {
     private readonly TopicMessage[] _ring = new TopicMessage[Math.Max(1, capacity)];
     private int _start;

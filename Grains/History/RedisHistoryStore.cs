@@ -1,0 +1,114 @@
+using System.Buffers.Binary;
+using StackExchange.Redis;
+
+namespace OrleansPush.Grains.History;
+
+/// <summary>
+/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>) and a sorted set of messages scored by seq, both
+/// under one hash tag so a Redis Cluster keeps them on one shard. An append is one Lua script (one round trip,
+/// atomic): it switches epoch when needed, adds the messages, trims to the bound and refreshes the expiry. Durability
+/// is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes to survive a Redis restart.
+/// </summary>
+public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefix) : IHistoryStore
+{
+    // KEYS: meta, messages. ARGV: epoch, head, max count, ttl ms, meta ttl ms, then score/member pairs.
+    private const string AppendScript = """
+        if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
+          redis.call('DEL', KEYS[2])
+        end
+        redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[2])
+        for i = 6, #ARGV, 2 do
+          redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
+        end
+        local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+        if extra > 0 then
+          redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+        end
+        redis.call('PEXPIRE', KEYS[2], ARGV[4])
+        redis.call('PEXPIRE', KEYS[1], ARGV[5])
+        return 1
+        """;
+
+    // KEYS: meta, messages. ARGV: max count. Returns epoch, head, then the newest members oldest first.
+    private const string LoadScript = """
+        local meta = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+        if not meta[1] then
+          return {}
+        end
+        local members = redis.call('ZRANGE', KEYS[2], -tonumber(ARGV[1]), -1)
+        local result = { meta[1], meta[2] }
+        for i = 1, #members do
+          result[#result + 1] = members[i]
+        end
+        return result
+        """;
+
+    /// <summary>Epoch and head outlive the messages by this much, so a quiet topic keeps counting where it was.</summary>
+    public static readonly TimeSpan MetaGrace = TimeSpan.FromDays(7);
+
+    public async Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    {
+        var (meta, messages) = Keys(topic);
+        var result = (RedisResult[]?)await redis.GetDatabase().ScriptEvaluateAsync(LoadScript, [meta, messages], [Math.Max(1, bounds.MaxCount)]);
+        if (result is null || result.Length < 2)
+        {
+            return null;
+        }
+
+        var epoch = (string)result[0]!;
+        var head = (long)result[1];
+        var oldest = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        var list = new List<TopicMessage>(result.Length - 2);
+        for (var i = 2; i < result.Length; i++)
+        {
+            var m = Decode(topic, epoch, (byte[])result[i]!);
+            if (m.PublishedAtUnixMs >= oldest)
+            {
+                list.Add(m);
+            }
+        }
+
+        return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : list);
+    }
+
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    {
+        if (messages.Count == 0)
+        {
+            return;
+        }
+
+        var (meta, set) = Keys(topic);
+        var args = new RedisValue[5 + (bounds.MaxCount > 0 ? messages.Count * 2 : 0)];
+        args[0] = epoch;
+        args[1] = messages[^1].Seq;
+        args[2] = Math.Max(0, bounds.MaxCount);
+        args[3] = (long)Math.Max(1, bounds.Ttl.TotalMilliseconds);
+        args[4] = (long)(bounds.Ttl + MetaGrace).TotalMilliseconds;
+        if (bounds.MaxCount > 0)
+        {
+            for (var i = 0; i < messages.Count; i++)
+            {
+                args[5 + (2 * i)] = messages[i].Seq;
+                args[6 + (2 * i)] = Encode(messages[i]);
+            }
+        }
+
+        await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, [meta, set], args);
+    }
+
+    private (RedisKey Meta, RedisKey Messages) Keys(string topic) => ($"{prefix}:{{{topic}}}:meta", $"{prefix}:{{{topic}}}:msgs");
+
+    /// <summary>seq (8 bytes) | published-at ms (8 bytes) | payload. The seq keeps members unique.</summary>
+    private static byte[] Encode(TopicMessage m)
+    {
+        var bytes = new byte[16 + m.Data.Length];
+        BinaryPrimitives.WriteInt64BigEndian(bytes, m.Seq);
+        BinaryPrimitives.WriteInt64BigEndian(bytes.AsSpan(8), m.PublishedAtUnixMs);
+        m.Data.CopyTo(bytes.AsSpan(16));
+        return bytes;
+    }
+
+    private static TopicMessage Decode(string topic, string epoch, byte[] bytes) =>
+        new(topic, epoch, BinaryPrimitives.ReadInt64BigEndian(bytes), bytes[16..], BinaryPrimitives.ReadInt64BigEndian(bytes.AsSpan(8)));
+}
