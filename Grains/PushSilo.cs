@@ -35,6 +35,9 @@ public static class PushSilo
         });
 
         silo.AddHistoryAndState(configuration);
+
+        // Failure detection (probe timeouts, missed probes): how fast a dead silo's grains move elsewhere.
+        silo.Services.Configure<Orleans.Configuration.ClusterMembershipOptions>(configuration.GetSection(ClusterSettings.Section + ":Membership"));
         silo.Services.AddOptions<TopicOptions>().Bind(configuration.GetSection(TopicOptions.Section));
         silo.Services.AddOptions<RoutingOptions>().Bind(configuration.GetSection(RoutingOptions.Section));
         silo.Services.AddSingleton(TimeProvider.System);

@@ -1,0 +1,88 @@
+using System.Text;
+using Microsoft.Extensions.Configuration;
+using Orleans.TestingHost;
+
+namespace OrleansPush.Grains.Tests;
+
+/// <summary>A whole cluster stopped and started again on a durable store keeps history, epochs and user
+/// subscriptions.</summary>
+public sealed class RestartTests
+{
+    public static TheoryData<string> Providers => new() { "Redis", "Postgres" };
+
+    [Theory]
+    [MemberData(nameof(Providers))]
+    public async Task RestartedClusterKeepsHistoryEpochsAndUserSubscriptions(string provider)
+    {
+        var prefix = "restart_" + Guid.NewGuid().ToString("N")[..8];
+        var topic = "news-" + Guid.NewGuid().ToString("N");
+        var user = "u" + Guid.NewGuid().ToString("N");
+        TopicPosition last;
+
+        var first = await StartAsync(provider, prefix);
+        try
+        {
+            for (var i = 1; i <= 5; i++)
+            {
+                last = await first.Client.GetGrain<ITopicGrain>(topic).PublishAsync(Encoding.UTF8.GetBytes($"{{\"i\":{i}}}"), null);
+            }
+
+            await first.Client.GetGrain<IUserGrain>(user).SubscribeAsync("team:blue");
+            await first.Client.GetGrain<IUserGrain>(user).SubscribeAsync("team:red");
+            await first.Client.GetGrain<IUserGrain>(user).UnsubscribeAsync("team:red");
+            last = await first.Client.GetGrain<ITopicGrain>(topic).GetPositionAsync();
+        }
+        finally
+        {
+            await first.StopAllSilosAsync();
+            await first.DisposeAsync();
+        }
+
+        var second = await StartAsync(provider, prefix);
+        try
+        {
+            var grain = second.Client.GetGrain<ITopicGrain>(topic);
+            Assert.Equal(last, await grain.GetPositionAsync());
+            var history = await grain.ReadAsync(0, 100);
+            Assert.Equal(Enumerable.Range(1, 5).Select(i => $"{{\"i\":{i}}}"), history.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+
+            var next = await grain.PublishAsync(Encoding.UTF8.GetBytes("{\"i\":6}"), null);
+            Assert.Equal(new TopicPosition(last.Epoch, 6), next);
+            Assert.Equal(["team:blue"], await second.Client.GetGrain<IUserGrain>(user).GetSubscriptionsAsync());
+        }
+        finally
+        {
+            await second.StopAllSilosAsync();
+            await second.DisposeAsync();
+        }
+    }
+
+    private static async Task<TestCluster> StartAsync(string provider, string prefix)
+    {
+        var builder = new TestClusterBuilder(1);
+        builder.Options.ServiceId = prefix;
+        builder.Properties["provider"] = provider;
+        builder.Properties["prefix"] = prefix;
+        builder.AddSiloBuilderConfigurator<StoreSilo>();
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        return cluster;
+    }
+
+    private sealed class StoreSilo : ISiloConfigurator
+    {
+        public void Configure(ISiloBuilder siloBuilder)
+        {
+            var properties = siloBuilder.Configuration;
+            var provider = properties["provider"]!;
+            var settings = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["OrleansPush:Storage:Provider"] = provider,
+                ["OrleansPush:Storage:Redis"] = provider == "Redis" ? TestServers.Redis : null,
+                ["OrleansPush:Storage:Postgres"] = provider == "Postgres" ? TestServers.Postgres : null,
+                ["OrleansPush:Storage:Prefix"] = properties["prefix"],
+            }).Build();
+            siloBuilder.AddOrleansPushGrains(settings);
+        }
+    }
+}
