@@ -117,6 +117,10 @@ public sealed class ClusterSettings
     /// <summary>Localhost clustering: the silo port of the first (primary) silo, which the others join.</summary>
     public int PrimarySiloPort { get; set; } = DefaultSiloPort;
 
+    /// <summary>How long a grain call may take before it fails (Orleans' default is 30 s; a publisher would rather
+    /// hear "unavailable" sooner and retry).</summary>
+    public TimeSpan ResponseTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Localhost clustering: the silo gateway ports a gateway process connects to.</summary>
     public int[] GatewayPorts { get; set; } = [DefaultGatewayPort];
 }

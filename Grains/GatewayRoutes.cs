@@ -8,6 +8,10 @@ namespace OrleansPush.Grains;
 /// </summary>
 internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, TimeSpan lease)
 {
+    /// <summary>A stream write that takes longer (its queue's silo died) counts as failed rather than holding up the
+    /// topic: the gateway finds the gap by seq and reads it from history.</summary>
+    public static readonly TimeSpan WriteTimeout = TimeSpan.FromSeconds(2);
+
     private readonly Dictionary<string, Route> _routes = new(StringComparer.Ordinal);
     private readonly List<Route> _live = [];
 
@@ -66,7 +70,7 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
     {
         try
         {
-            await route.Stream.OnNextAsync(e);
+            await route.Stream.OnNextAsync(e).WaitAsync(WriteTimeout);
         }
         catch (Exception ex)
         {

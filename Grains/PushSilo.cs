@@ -20,6 +20,7 @@ public static class PushSilo
             primarySiloEndpoint: new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, cluster.PrimarySiloPort),
             serviceId: cluster.ServiceId,
             clusterId: cluster.ClusterId);
+        silo.Services.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
         return silo.AddOrleansPushGrains(configuration);
     }
 

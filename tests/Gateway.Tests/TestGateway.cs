@@ -53,6 +53,9 @@ public sealed class TestGateway : IAsyncDisposable
             ["OrleansPush:Cluster:GatewayPorts:0"] = silo.GatewayPort.ToString(),
         }, settings));
 
+    /// <summary>Starts a gateway with exactly these settings (on top of the test defaults).</summary>
+    public static Task<TestGateway> StartCustomAsync(Dictionary<string, string?> settings) => StartAsync(settings);
+
     private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings)
     {
         var host = await GatewayHost.CreateAsync([], builder =>
