@@ -8,6 +8,7 @@ public sealed class GatewayFixture : IAsyncLifetime
     public async Task InitializeAsync() => Gateway = await TestGateway.StartEmbeddedAsync(new Dictionary<string, string?>
     {
         ["OrleansPush:Topics:Namespaces:tiny:HistorySize"] = "3",
+        ["OrleansPush:Topics:Namespaces:prop:HistorySize"] = "5000",
     });
 
     public async Task DisposeAsync() => await Gateway.DisposeAsync();

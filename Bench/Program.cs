@@ -1,0 +1,166 @@
+using System.Diagnostics;
+
+namespace OrleansPush.Bench;
+
+/// <summary>
+/// <c>run</c>: the standard suite (starts every system itself, loads it, writes <c>results/&lt;date&gt;.md</c> and a chart).
+/// <c>serve-limit</c> and <c>serve-signalr</c>: the comparators, each run as its own process so its CPU can be measured.
+/// </summary>
+internal static class Program
+{
+    private static readonly string[] _loadSystems = ["limit", "signalr-redis", "orleanspush", "orleanspush-cluster"];
+    private static readonly string[] _idleSystems = ["limit", "signalr", "orleanspush"];
+
+    public static async Task<int> Main(string[] args)
+    {
+        var command = args.Length > 0 ? args[0] : "run";
+        var options = Options(args.Skip(1).ToArray());
+        switch (command)
+        {
+            case "serve-limit":
+                return await LimitServer.RunAsync(int.Parse(options["port"]));
+            case "serve-signalr":
+                return await SignalRServer.RunAsync(int.Parse(options["port"]), options.GetValueOrDefault("redis"));
+            case "run":
+                return await RunSuiteAsync(options);
+            default:
+                Console.Error.WriteLine("usage: OrleansPush.Bench run [--root DIR] [--out DIR] [--measure S] [--warmup S] [--idle N] [--storm N] [--systems a,b] [--scenarios a,b]");
+                Console.Error.WriteLine("       OrleansPush.Bench serve-limit --port N | serve-signalr --port N [--redis HOST:PORT]");
+                return 2;
+        }
+    }
+
+    private static Dictionary<string, string> Options(string[] args)
+    {
+        var options = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (args[i].StartsWith("--", StringComparison.Ordinal))
+            {
+                options[args[i][2..]] = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : "true";
+            }
+        }
+
+        return options;
+    }
+
+    private static async Task<int> RunSuiteAsync(Dictionary<string, string> options)
+    {
+        var root = Path.GetFullPath(options.GetValueOrDefault("root") ?? FindRoot());
+        var outDir = Path.GetFullPath(options.GetValueOrDefault("out") ?? Path.Combine(root, "Bench", "results"));
+        SystemUnderTest.Root = root;
+        ServerProcess.LogDir = Path.Combine(outDir, "logs");
+        ServerProcess.PidFile = Path.Combine(outDir, "logs", "servers.pid");
+        Directory.CreateDirectory(ServerProcess.LogDir);
+        var warmup = TimeSpan.FromSeconds(double.Parse(options.GetValueOrDefault("warmup") ?? "3"));
+        var measure = TimeSpan.FromSeconds(double.Parse(options.GetValueOrDefault("measure") ?? "10"));
+        var idle = int.Parse(options.GetValueOrDefault("idle") ?? "19000");
+        var storm = int.Parse(options.GetValueOrDefault("storm") ?? "5000");
+        var systems = options.GetValueOrDefault("systems")?.Split(',') ?? [.. _loadSystems, .. _idleSystems.Except(_loadSystems)];
+        var only = options.GetValueOrDefault("scenarios")?.Split(',');
+        bool Wanted(string scenario) => only is null || only.Contains(scenario);
+
+        // Ctrl-C, SIGTERM and any exit: stop every server this run started, each by its PID.
+        Console.CancelKeyPress += (_, e) =>
+        {
+            e.Cancel = true;
+            Console.WriteLine("interrupted: stopping servers");
+            ServerProcess.StopAll();
+            Environment.Exit(130);
+        };
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => ServerProcess.StopAll();
+
+        var started = Stopwatch.StartNew();
+        var report = new Report(DateTime.Now, warmup, measure);
+        var scenarios = new Scenarios(warmup, measure);
+        LoadSpec[] specs =
+        [
+            new("fanout-1000", 1000, 1, PublishMode.Http, null, InFlight: 32, Workers: 16),
+            new("fanout-5000", 5000, 1, PublishMode.Http, null, InFlight: 32, Workers: 16),
+            new("p2p-1000", 1000, 1000, PublishMode.Http, null, InFlight: 256, Workers: 32),
+            new("latency-1000", 1000, 1, PublishMode.Http, 50, InFlight: 64, Workers: 1),
+        ];
+        LoadSpec[] orleansOnly =
+        [
+            new("p2p-1000", 1000, 1000, PublishMode.Batch, null, InFlight: 500, Workers: 4, BatchSize: 50),
+            new("p2p-1000", 1000, 1000, PublishMode.Orleans, null, InFlight: 256, Workers: 32),
+        ];
+        try
+        {
+            foreach (var system in _loadSystems.Where(systems.Contains))
+            {
+                var wanted = specs.Where(s => Wanted(s.Scenario)).ToList();
+                if (system.StartsWith("orleanspush", StringComparison.Ordinal))
+                {
+                    wanted.AddRange(orleansOnly.Where(s => Wanted(s.Scenario)));
+                }
+
+                var storms = system.StartsWith("orleanspush", StringComparison.Ordinal) && Wanted("storm");
+                if (wanted.Count == 0 && !storms)
+                {
+                    continue;
+                }
+
+                Console.WriteLine($"[{started.Elapsed:mm\\:ss}] starting {system}");
+                try
+                {
+                    await using var sut = await SystemUnderTest.StartAsync(system);
+                    foreach (var spec in wanted)
+                    {
+                        report.Load.Add(await scenarios.RunLoadAsync(sut, spec));
+                    }
+
+                    if (storms)
+                    {
+                        report.Storms.Add(await Scenarios.RunStormAsync(sut, storm));
+                    }
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    report.Problems.Add($"{system}: {e.GetType().Name}: {e.Message}");
+                    Console.WriteLine($"  {system} failed: {e}");
+                }
+            }
+
+            if (Wanted("idle"))
+            {
+                foreach (var system in _idleSystems.Where(systems.Contains))
+                {
+                    Console.WriteLine($"[{started.Elapsed:mm\\:ss}] idle connections on {system}");
+                    try
+                    {
+                        report.Idle.Add(await Scenarios.RunIdleAsync(system, idle));
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        report.Problems.Add($"idle {system}: {e.GetType().Name}: {e.Message}");
+                        Console.WriteLine($"  idle {system} failed: {e}");
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ServerProcess.StopAll();
+        }
+
+        report.Elapsed = started.Elapsed;
+        var markdown = report.Write(outDir);
+        Console.WriteLine();
+        Console.WriteLine(markdown);
+        return 0;
+    }
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Directory.Packages.props")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        return Directory.GetCurrentDirectory();
+    }
+}
