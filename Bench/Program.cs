@@ -52,7 +52,7 @@ internal static class Program
         ServerProcess.LogDir = Path.Combine(outDir, "logs");
         ServerProcess.PidFile = Path.Combine(outDir, "logs", "servers.pid");
         Directory.CreateDirectory(ServerProcess.LogDir);
-        var warmup = TimeSpan.FromSeconds(double.Parse(options.GetValueOrDefault("warmup") ?? "3"));
+        var warmup = TimeSpan.FromSeconds(double.Parse(options.GetValueOrDefault("warmup") ?? "10"));
         var measure = TimeSpan.FromSeconds(double.Parse(options.GetValueOrDefault("measure") ?? "10"));
         var idle = int.Parse(options.GetValueOrDefault("idle") ?? "19000");
         var storm = int.Parse(options.GetValueOrDefault("storm") ?? "5000");
@@ -79,6 +79,8 @@ internal static class Program
             new("fanout-5000", 5000, 1, PublishMode.Http, null, InFlight: 32, Workers: 16),
             new("p2p-1000", 1000, 1000, PublishMode.Http, null, InFlight: 256, Workers: 32),
             new("latency-1000", 1000, 1, PublishMode.Http, 50, InFlight: 64, Workers: 1),
+            // One subscriber at a light load: what the path itself adds, with no fan-out or loader queueing.
+            new("latency-1", 1, 1, PublishMode.Http, 20, InFlight: 4, Workers: 1),
         ];
         LoadSpec[] orleansOnly =
         [

@@ -17,7 +17,7 @@ public static class PushSilo
         silo.UseLocalhostClustering(
             siloPort: cluster.SiloPort,
             gatewayPort: cluster.GatewayPort,
-            primarySiloEndpoint: new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, cluster.PrimarySiloPort),
+            primarySiloEndpoint: new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, cluster.PrimarySiloPort ?? cluster.SiloPort),
             serviceId: cluster.ServiceId,
             clusterId: cluster.ClusterId);
         silo.Services.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
@@ -32,7 +32,11 @@ public static class PushSilo
         silo.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b =>
         {
             b.ConfigurePartitioning(streams.QueueCount);
-            b.ConfigurePullingAgent(o => o.Configure(x => x.GetQueueMsgsTimerPeriod = streams.PollPeriod));
+            b.ConfigurePullingAgent(o => o.Configure(x =>
+            {
+                x.GetQueueMsgsTimerPeriod = streams.PollPeriod;
+                x.BatchContainerBatchSize = streams.DeliveryBatchSize;
+            }));
         });
 
         silo.AddHistoryAndState(configuration);

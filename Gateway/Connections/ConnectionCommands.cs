@@ -30,18 +30,20 @@ public sealed class ConnectionCommands
         _users.SubscriptionChanged += OnServerSubscriptionChanged;
     }
 
-    /// <summary>A connection opened: a user's connection follows its personal channel and its server-side subscriptions.</summary>
-    public async Task OnConnectedAsync(PushConnection connection)
+    /// <summary>A connection opened: a user's connection follows its personal channel and its server-side subscriptions.
+    /// <paramref name="resume"/> (optional, e.g. SSE's <c>Last-Event-ID</c>) names where to resume each of those topics
+    /// from. Returns the topics joined with their positions.</summary>
+    public async Task<IReadOnlyList<(string Topic, SubscribeResult Result)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null)
     {
         if (connection.UserId is not { } userId)
         {
-            return;
+            return [];
         }
 
         var serverSide = await _users.AddAsync(connection);
-        var subscribes = new List<Task>(serverSide.Length + 1) { SubscribeAsync(connection, TopicName.Personal(userId), null, 0) };
-        subscribes.AddRange(serverSide.Select(t => SubscribeAsync(connection, t, null, 0)));
-        await Task.WhenAll(subscribes);
+        string[] topics = [TopicName.Personal(userId), .. serverSide];
+        var results = await Task.WhenAll(topics.Select(t => SubscribeAsync(connection, t, resume?.Invoke(t), 0)));
+        return [.. topics.Zip(results)];
     }
 
     public void OnDisconnected(PushConnection connection)

@@ -4,6 +4,7 @@ using Orleans.Providers;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Publishing;
 using OrleansPush.Gateway.Routing;
+using OrleansPush.Gateway.Transports.Http;
 using OrleansPush.Gateway.Transports.SignalR;
 using OrleansPush.Gateway.Transports.WebSockets;
 
@@ -22,6 +23,7 @@ public static class GatewayHosting
         builder.UseOrleansClient(client =>
         {
             client.UseLocalhostClustering(gatewayPorts, cluster.ServiceId, cluster.ClusterId);
+            client.Configure<Orleans.Configuration.ClientMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
             client.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b => b.ConfigurePartitioning(streams.QueueCount));
         });
         return builder;
@@ -45,6 +47,7 @@ public static class GatewayHosting
         services.AddSingleton<WebSocketEndpoint>();
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();
+        services.AddSseAndLongPolling(builder.Configuration);
 
         services.AddSignalR(o => { o.MaximumReceiveMessageSize = builder.Configuration.GetValue($"{GatewayOptions.Section}:MaxMessageBytes", GatewayOptions.DefaultMaxMessageBytes); })
             .AddMessagePackProtocol();
@@ -65,6 +68,7 @@ public static class GatewayHosting
         app.UseWebSockets();
         app.Map("/ws", (HttpContext context, WebSocketEndpoint endpoint) => endpoint.HandleAsync(context));
         app.MapHub<PushHub>(PushHub.Path);
+        app.MapSseAndLongPolling();
         app.MapPublishApi();
         app.MapGet("/healthz", () => Results.Ok(new { status = "live" }));
         return app;

@@ -27,6 +27,29 @@ internal sealed class GatewayStream(
         await base.StartAsync(cancellationToken);
     }
 
+    /// <summary>A gateway that stops says so: its stream subscription goes at once instead of when a delivery to it
+    /// times out.</summary>
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        if (_stream is null)
+        {
+            return;
+        }
+
+        try
+        {
+            foreach (var handle in await _stream.GetAllSubscriptionHandles())
+            {
+                await handle.UnsubscribeAsync();
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            GatewayLog.StreamError(logger, ex);
+        }
+    }
+
     public Task OnNextAsync(GatewayEvent item, StreamSequenceToken? token = null)
     {
         switch (item)

@@ -246,9 +246,12 @@ public sealed partial class TopicRouter
                 return;
             }
 
-            if (check.Position.Epoch == topic.Epoch && check.Position.Seq > topic.Seq)
+            // Behind the grain and no progress since the last check: the topic went quiet with its tail stranded (a
+            // stream event lost). Merely behind is normal under load: the messages are still on their way.
+            var stalled = topic.Seq == topic.SeqAtLastCheck;
+            topic.SeqAtLastCheck = topic.Seq;
+            if (check.Position.Epoch == topic.Epoch && check.Position.Seq > topic.Seq && stalled)
             {
-                // The topic moved past what reached us and went quiet: fetch the stranded tail.
                 StartGapFill(topic, null);
             }
         }

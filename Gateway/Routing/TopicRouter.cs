@@ -182,6 +182,9 @@ public sealed partial class TopicRouter : IAsyncDisposable
 
         public bool FillingGap { get; set; }
 
+        /// <summary>The seq at the previous lease renewal: a topic behind its grain and not moving is stalled.</summary>
+        public long SeqAtLastCheck { get; set; } = -1;
+
         public long EmptySince { get; set; }
 
         public void Changed() => _snapshot = null;

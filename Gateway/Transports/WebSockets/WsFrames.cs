@@ -80,14 +80,7 @@ internal static class WsFrames
             buffer.ResetWrittenCount();
             using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
             {
-                w.WriteStartObject();
-                w.WriteString("op"u8, "msg"u8);
-                w.WriteString("topic"u8, m.Topic);
-                w.WriteString("epoch"u8, m.Epoch);
-                w.WriteNumber("seq"u8, m.Seq);
-                w.WritePropertyName("data"u8);
-                w.WriteRawValue(m.Data, skipInputValidation: true);
-                w.WriteEndObject();
+                MessageJson.Write(w, m);
             }
 
             return buffer.WrittenSpan.ToArray();

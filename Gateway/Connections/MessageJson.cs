@@ -1,0 +1,25 @@
+using System.Text.Json;
+
+namespace OrleansPush.Gateway.Connections;
+
+/// <summary>The JSON form of a message that the raw WebSocket, SSE and long-polling transports share:
+/// <c>{"op":"msg","topic":..,"epoch":..,"seq":..,"data":&lt;the publisher's JSON, byte for byte&gt;}</c>.</summary>
+public static class MessageJson
+{
+    /// <summary>Writes the message object; <paramref name="withOp"/> adds the raw protocol's <c>"op":"msg"</c>.</summary>
+    public static void Write(Utf8JsonWriter writer, TopicMessage message, bool withOp = true)
+    {
+        writer.WriteStartObject();
+        if (withOp)
+        {
+            writer.WriteString("op"u8, "msg"u8);
+        }
+
+        writer.WriteString("topic"u8, message.Topic);
+        writer.WriteString("epoch"u8, message.Epoch);
+        writer.WriteNumber("seq"u8, message.Seq);
+        writer.WritePropertyName("data"u8);
+        writer.WriteRawValue(message.Data, skipInputValidation: true);
+        writer.WriteEndObject();
+    }
+}

@@ -1,0 +1,72 @@
+using OrleansPush.Gateway.Connections;
+
+namespace OrleansPush.Gateway.Transports.LongPolling;
+
+/// <summary>
+/// The connection of one poll request: it lives as long as the request, collects what the router delivers and wakes
+/// the waiting request on the first message. It holds no thread: the request awaits <see cref="Arrived"/>.
+/// <para>Guarantees: per topic, the collected messages are in seq order with no gap. Once a message does not fit
+/// (message or byte limit), nothing more is collected for any topic, and <see cref="Collected.FirstDropped"/> tells
+/// where each topic stopped, so the next poll continues from there without loss.</para>
+/// </summary>
+internal sealed class PollConnection(string? userId, string? remoteAddress, int maxMessages, long maxBytes)
+    : PushConnection("poll", userId, remoteAddress)
+{
+    private readonly Lock _lock = new();
+    private readonly List<TopicMessage> _messages = [];
+    private readonly Dictionary<string, TopicPosition> _firstDropped = new(StringComparer.Ordinal);
+    private readonly TaskCompletionSource _arrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _bytes;
+    private bool _full;
+    private bool _sealed;
+
+    /// <summary>Completes when the first message is collected (or the connection is closed).</summary>
+    public Task Arrived => _arrived.Task;
+
+    public override bool Deliver(OutboundMessage message)
+    {
+        var m = message.Message;
+        lock (_lock)
+        {
+            if (_sealed)
+            {
+                return false;
+            }
+
+            if (_full || (_messages.Count > 0 && (_messages.Count >= maxMessages || _bytes + m.Data.Length > maxBytes)))
+            {
+                _full = true;
+                _firstDropped.TryAdd(m.Topic, new TopicPosition(m.Epoch, m.Seq));
+                return false;
+            }
+
+            _messages.Add(m);
+            _bytes += m.Data.Length;
+        }
+
+        _arrived.TrySetResult();
+        return true;
+    }
+
+    public override void Close(string reason)
+    {
+        lock (_lock)
+        {
+            _sealed = true;
+        }
+
+        _arrived.TrySetResult();
+    }
+
+    /// <summary>Stops collecting and returns what was collected.</summary>
+    public Collected Seal()
+    {
+        lock (_lock)
+        {
+            _sealed = true;
+            return new Collected([.. _messages], new Dictionary<string, TopicPosition>(_firstDropped, StringComparer.Ordinal));
+        }
+    }
+
+    public sealed record Collected(TopicMessage[] Messages, Dictionary<string, TopicPosition> FirstDropped);
+}

@@ -1,0 +1,175 @@
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Connections;
+using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Routing;
+using OrleansPush.Gateway.Transports.Http;
+
+namespace OrleansPush.Gateway.Transports.Sse;
+
+/// <summary>
+/// <c>GET /sse?topic=a&amp;topic=b</c>: a Server-Sent Events stream of the named topics (and, for a named user, the
+/// personal channel and server-side subscriptions). Every event's id is the stream's position in all its topics; a
+/// reconnect that sends it back as <c>Last-Event-ID</c> (or <c>?lastEventId=</c>, for EventSource polyfills) resumes
+/// every topic with <c>since</c>: each missed message still in history is replayed once, in order, and a topic that
+/// cannot be fully recovered says so with a <c>subscribed</c> event carrying <c>"recovered":false</c>.
+/// <para>Nothing is sent until every subscribe has succeeded, so a refused topic is a plain JSON error
+/// (<c>{"error":code,"message":..}</c>, 400/403/503) rather than a broken stream.</para>
+/// </summary>
+internal sealed class SseEndpoint(
+    ConnectionCommands commands,
+    Identity identity,
+    IOptions<GatewayOptions> gatewayOptions,
+    IOptions<SseOptions> sseOptions,
+    IHostApplicationLifetime lifetime,
+    TimeProvider time,
+    ILogger<SseEndpoint> logger)
+{
+    public const string Path = "/sse";
+    private readonly GatewayOptions _gateway = gatewayOptions.Value;
+    private readonly SseOptions _options = sseOptions.Value;
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        if (!identity.TryGetUser(context, out var userId, out var problem))
+        {
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", problem);
+            return;
+        }
+
+        var topics = context.Request.Query["topic"].Where(t => t is not null).Select(t => t!).Distinct(StringComparer.Ordinal).ToList();
+        if (topics.Count > _options.MaxTopics)
+        {
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", $"A stream may name at most {_options.MaxTopics} topics.");
+            return;
+        }
+
+        if (topics.Count == 0 && userId is null)
+        {
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", "Name at least one topic: /sse?topic=news.");
+            return;
+        }
+
+        var lastEventId = context.Request.Headers["Last-Event-ID"].ToString();
+        if (string.IsNullOrEmpty(lastEventId))
+        {
+            lastEventId = context.Request.Query["lastEventId"].ToString();
+        }
+
+        if (!StreamPositions.TryParseList(lastEventId, _options.MaxTopics + 1, out var resume, out problem))
+        {
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", problem);
+            return;
+        }
+
+        var connection = new SseConnection(context, userId, _gateway.OutboundQueueBytes, _gateway.SlowCloseGrace);
+        var aborted = context.RequestAborted;
+        var joined = await SubscribeAllAsync(context, connection, topics, resume);
+        if (joined is null)
+        {
+            commands.OnDisconnected(connection);
+            return;
+        }
+
+        context.Response.StatusCode = StatusCodes.Status200OK;
+        context.Response.ContentType = "text/event-stream";
+        context.Response.Headers.CacheControl = "no-cache";
+        context.Response.Headers["X-Accel-Buffering"] = "no";
+        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+
+        // Ids carry where the client was until each topic's own events move it on, so a drop in between loses nothing.
+        foreach (var (topic, since) in resume)
+        {
+            if (joined.ContainsKey(topic))
+            {
+                connection.Seed(topic, since);
+            }
+        }
+
+        foreach (var (topic, result) in joined)
+        {
+            connection.Subscribed(topic, result);
+        }
+
+        using var stopping = lifetime.ApplicationStopping.Register(() => connection.Close("shutdown"));
+        using var heartbeats = CancellationTokenSource.CreateLinkedTokenSource(aborted);
+        var writer = connection.RunWriterAsync(aborted);
+        var beating = HeartbeatAsync(connection, heartbeats.Token);
+        try
+        {
+            await writer;
+        }
+        finally
+        {
+            await heartbeats.CancelAsync();
+            await beating;
+            commands.OnDisconnected(connection);
+            connection.Complete();
+            if (connection.CloseReason is { } reason)
+            {
+                GatewayLog.ConnectionClosed(logger, connection.Id, connection.Transport, connection.RemoteAddress, reason);
+            }
+        }
+    }
+
+    /// <summary>Subscribes the stream's topics, each from its resume position when the client sent one. Returns the
+    /// position of every topic joined, or null when the request was answered with an error (or went away).</summary>
+    private async Task<Dictionary<string, SubscribeResult>?> SubscribeAllAsync(
+        HttpContext context, SseConnection connection, List<string> topics, Dictionary<string, Since> resume)
+    {
+        var joined = new Dictionary<string, SubscribeResult>(StringComparer.Ordinal);
+        try
+        {
+            var named = new List<Task<SubscribeResult>>(topics.Count);
+            foreach (var topic in topics)
+            {
+                named.Add(commands.SubscribeAsync(connection, topic, resume.GetValueOrDefault(topic), 0));
+            }
+
+            // The personal channel and server-side subscriptions resume too, unless the query named them (then they
+            // are already being resumed above, and a second resume would replay twice).
+            var own = await commands.OnConnectedAsync(connection, t => topics.Contains(t, StringComparer.Ordinal) ? null : resume.GetValueOrDefault(t))
+                .WaitAsync(context.RequestAborted);
+            var results = await Task.WhenAll(named).WaitAsync(context.RequestAborted);
+            for (var i = 0; i < topics.Count; i++)
+            {
+                joined[topics[i]] = results[i];
+            }
+
+            foreach (var (topic, result) in own)
+            {
+                joined.TryAdd(topic, result);
+            }
+
+            return joined;
+        }
+        catch (PushRejectedException rejected)
+        {
+            await Problems.WriteAsync(context, Problems.StatusOf(rejected.Code), rejected.Code, rejected.Message);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex)
+        {
+            GatewayLog.SseSubscribeFailed(logger, connection.Id, ex);
+            await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "unavailable", "The stream could not be opened; try again.");
+        }
+
+        return null;
+    }
+
+    private async Task HeartbeatAsync(SseConnection connection, CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(_options.HeartbeatInterval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken) && connection.Ping())
+            {
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}
