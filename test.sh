@@ -6,8 +6,9 @@ cd "$(dirname "$0")"
 
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
-# Debian packages the tests need: real Redis and PostgreSQL servers for the durable stores.
-packages=(redis-server postgresql)
+# Debian packages the tests need: real Redis and PostgreSQL servers for the durable stores, an MQTT client nobody here
+# wrote, Chromium for the browser test, yamllint for the deployment manifests.
+packages=(redis-server postgresql mosquitto-clients chromium yamllint)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,6 +17,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null || { log "could not install ${missing[*]}"; exit 1; }
+fi
+
+# npm packages of the browser test (playwright-core drives Debian's Chromium; it downloads no browser of its own).
+if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
+  log "installing the browser test's npm packages"
+  (cd tests/browser && npm install --no-audit --no-fund --silent >/dev/null 2>&1) || { log "npm install failed in tests/browser"; exit 1; }
 fi
 
 if ! command -v dotnet >/dev/null 2>&1; then

@@ -9,6 +9,9 @@ namespace OrleansPush.Bench;
 internal static class Program
 {
     private static readonly string[] _loadSystems = ["limit", "signalr-redis", "orleanspush", "orleanspush-cluster"];
+
+    /// <summary>Run only when named with --systems (the durable-store comparison of the guarantees work).</summary>
+    private static readonly string[] _optionalSystems = ["orleanspush-redis"];
     private static readonly string[] _idleSystems = ["limit", "signalr", "orleanspush"];
 
     public static async Task<int> Main(string[] args)
@@ -82,6 +85,11 @@ internal static class Program
             // One subscriber at a light load: what the path itself adds, with no fan-out or loader queueing.
             new("latency-1", 1, 1, PublishMode.Http, 20, InFlight: 4, Workers: 1),
         ];
+        LoadSpec[] optional =
+        [
+            // Publish throughput of one topic (one subscriber, so delivery is not the limit): group commit at work.
+            new("topic-1", 1, 1, PublishMode.Http, null, InFlight: 256, Workers: 32),
+        ];
         LoadSpec[] orleansOnly =
         [
             new("p2p-1000", 1000, 1000, PublishMode.Batch, null, InFlight: 500, Workers: 4, BatchSize: 50),
@@ -89,9 +97,9 @@ internal static class Program
         ];
         try
         {
-            foreach (var system in _loadSystems.Where(systems.Contains))
+            foreach (var system in _loadSystems.Concat(_optionalSystems).Where(systems.Contains))
             {
-                var wanted = specs.Where(s => Wanted(s.Scenario)).ToList();
+                var wanted = specs.Where(s => Wanted(s.Scenario)).Concat(optional.Where(s => only?.Contains(s.Scenario) == true)).ToList();
                 if (system.StartsWith("orleanspush", StringComparison.Ordinal))
                 {
                     wanted.AddRange(orleansOnly.Where(s => Wanted(s.Scenario)));

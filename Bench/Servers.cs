@@ -256,7 +256,8 @@ internal sealed class SystemUnderTest : IAsyncDisposable
             "limit" => StartLimit(),
             "signalr-redis" => StartSignalR(redis: true),
             "signalr" => StartSignalR(redis: false),
-            "orleanspush" => StartEmbedded(),
+            "orleanspush" => StartEmbedded(redisStore: false),
+            "orleanspush-redis" => StartEmbedded(redisStore: true),
             "orleanspush-cluster" => await StartClusterAsync(),
             _ => throw new ArgumentException("unknown system " + name),
         };
@@ -305,15 +306,26 @@ internal sealed class SystemUnderTest : IAsyncDisposable
         return sut;
     }
 
-    private static SystemUnderTest StartEmbedded()
+    /// <summary>The embedded single node; with <paramref name="redisStore"/>, its history and state on a redis-server
+    /// of its own (counted in the system's CPU).</summary>
+    private static SystemUnderTest StartEmbedded(bool redisStore)
     {
-        var sut = new SystemUnderTest("orleanspush", ClientKind.RawWebSocket) { SupportsBatch = true };
+        var sut = new SystemUnderTest(redisStore ? "orleanspush-redis" : "orleanspush", ClientKind.RawWebSocket) { SupportsBatch = true };
         int port = ServerProcess.FreePort(), silo = ServerProcess.FreePort(), gateway = ServerProcess.FreePort();
-        sut.Processes.Add(ServerProcess.Start("orleanspush", "dotnet",
+        string[] storeArgs = [];
+        if (redisStore)
+        {
+            var redisPort = ServerProcess.FreePort();
+            sut.Processes.Add(ServerProcess.Start("redis", "redis-server",
+                ["--port", redisPort.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]));
+            WaitTcp(redisPort, TimeSpan.FromSeconds(10));
+            storeArgs = ["--OrleansPush:Storage:Provider=Redis", $"--OrleansPush:Storage:Redis=127.0.0.1:{redisPort}"];
+        }
+
+        sut.Processes.Add(ServerProcess.Start(sut.Name, "dotnet",
         [
             Dll("Gateway", "OrleansPush.Gateway"), "--urls", $"http://127.0.0.1:{port}",
-            // PrimarySiloPort too: localhost clustering joins the primary silo, and it defaults to 11111 even when SiloPort moves
-            $"--OrleansPush:Cluster:SiloPort={silo}", $"--OrleansPush:Cluster:GatewayPort={gateway}", $"--OrleansPush:Cluster:PrimarySiloPort={silo}", .. _quiet,
+            $"--OrleansPush:Cluster:SiloPort={silo}", $"--OrleansPush:Cluster:GatewayPort={gateway}", .. storeArgs, .. _quiet,
         ]));
         sut.Endpoints.Add($"http://127.0.0.1:{port}");
         sut.OrleansGatewayPort = gateway;

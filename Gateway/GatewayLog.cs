@@ -38,6 +38,9 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 2012, Level = LogLevel.Warning, Message = "Topic {Topic}: reading history for a resume failed")]
     public static partial void ReplayFailed(ILogger logger, string topic, Exception? exception);
 
+    [LoggerMessage(EventId = 2013, Level = LogLevel.Warning, Message = "Topic {Topic}: reporting presence failed")]
+    public static partial void PresenceReportFailed(ILogger logger, string topic, Exception exception);
+
     [LoggerMessage(EventId = 2020, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({Transport}) from {Remote} closed by the server: {Reason}")]
     public static partial void ConnectionClosed(ILogger logger, string connectionId, string transport, string? remote, string reason);
 

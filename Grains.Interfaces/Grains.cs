@@ -35,6 +35,15 @@ public interface ITopicGrain : IGrainWithStringKey
     [Alias("GetPosition")]
     Task<TopicPosition> GetPositionAsync();
 
+    /// <summary>A gateway reports how many of its connections a member (a user id, or "" for anonymous connections)
+    /// has on this topic. Joins and leaves that change the cluster-wide picture are announced to the gateways.</summary>
+    [Alias("ReportPresence")]
+    Task ReportPresenceAsync(string gatewayId, string member, int connections);
+
+    /// <summary>Who is subscribed, counted over the gateways with a live lease.</summary>
+    [Alias("GetPresence")]
+    Task<TopicPresence> GetPresenceAsync();
+
     /// <summary>The gateways that currently hold a live lease (for operators and tests).</summary>
     [Alias("GetGateways")]
     Task<string[]> GetGatewaysAsync();

@@ -67,3 +67,19 @@ public sealed class PushRejectedException : Exception
 /// <summary>Consecutive messages of one topic, sequenced together (a group commit), in seq order.</summary>
 [GenerateSerializer, Immutable, Alias("OrleansPush.TopicMessageBatch")]
 public sealed record TopicMessageBatch([property: Id(0)] TopicMessage[] Messages) : GatewayEvent;
+
+/// <summary>A user's first connection to a presence-enabled topic joined, or its last one left (cluster-wide).</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.PresenceChanged")]
+public sealed record PresenceChanged(
+    [property: Id(0)] string Topic,
+    [property: Id(1)] string UserId,
+    [property: Id(2)] bool Joined) : GatewayEvent;
+
+/// <summary>Who is subscribed to a topic: users with their connection counts, and anonymous connections.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.TopicPresence")]
+public sealed record TopicPresence(
+    [property: Id(0)] PresenceEntry[] Users,
+    [property: Id(1)] int AnonymousConnections);
+
+[GenerateSerializer, Immutable, Alias("OrleansPush.PresenceEntry")]
+public sealed record PresenceEntry([property: Id(0)] string UserId, [property: Id(1)] int Connections);

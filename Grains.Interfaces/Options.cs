@@ -63,6 +63,12 @@ public sealed class NamespaceOptions
 
     /// <summary>Whether connected clients may publish (<c>pub</c>) to topics of this namespace.</summary>
     public bool ClientPublish { get; set; }
+
+    /// <summary>Whether topics of this namespace track who is subscribed (presence) and announce joins and leaves.</summary>
+    public bool Presence { get; set; }
+
+    /// <summary>Whether any connection may subscribe to topics of this namespace without a matching <c>topics</c> claim.</summary>
+    public bool PublicSubscribe { get; set; }
 }
 
 /// <summary>How topics route to gateways (<c>OrleansPush:Routing</c>).</summary>
@@ -130,10 +136,45 @@ public sealed class ClusterSettings
 
     /// <summary>Localhost clustering: the silo gateway ports a gateway process connects to.</summary>
     public int[] GatewayPorts { get; set; } = [DefaultGatewayPort];
+
+    /// <summary>How silos find each other and gateways find silos: <c>Localhost</c> (the default; fixed loopback
+    /// ports), <c>Redis</c> or <c>Postgres</c> (a membership table every silo and gateway reads).</summary>
+    public ClusteringProvider Clustering { get; set; } = ClusteringProvider.Localhost;
+
+    /// <summary>The Redis of the membership table; unset, <c>OrleansPush:Storage:Redis</c> is used.</summary>
+    public string? Redis { get; set; }
+
+    /// <summary>The PostgreSQL of the membership table; unset, <c>OrleansPush:Storage:Postgres</c> is used.</summary>
+    public string? Postgres { get; set; }
+
+    /// <summary>The address a silo publishes in the membership table. Unset: the pod's IP (<c>POD_IP</c>, from the
+    /// downward API) when there is one, else 127.0.0.1.</summary>
+    public string? AdvertisedIP { get; set; }
+
+    /// <summary>The silo's name in the membership table. Unset: the pod's name (<c>POD_NAME</c>) when there is one.</summary>
+    public string? SiloName { get; set; }
+
+    /// <summary>Whether a silo listens on every interface rather than only on <see cref="AdvertisedIP"/> (true in
+    /// containers, where the advertised pod IP is not always a local interface address). Unset: true when
+    /// <c>POD_IP</c> is set.</summary>
+    public bool? ListenOnAnyHostAddress { get; set; }
 }
 
 public enum ClusterMode
 {
+    /// <summary>The gateway co-hosts a silo.</summary>
     Embedded,
+
+    /// <summary>The gateway joins silos on this machine at <see cref="ClusterSettings.GatewayPorts"/>.</summary>
     Localhost,
+
+    /// <summary>The gateway is a pure client of whatever <see cref="ClusterSettings.Clustering"/> names.</summary>
+    Cluster,
+}
+
+public enum ClusteringProvider
+{
+    Localhost,
+    Redis,
+    Postgres,
 }

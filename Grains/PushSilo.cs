@@ -11,15 +11,14 @@ namespace OrleansPush.Grains;
 /// <summary>The silo wiring, shared by the <c>Silo</c> host and the gateway's embedded silo.</summary>
 public static class PushSilo
 {
+    /// <summary>How long a stopping silo has to hand its grains over and leave the membership table
+    /// (<c>HostOptions.ShutdownTimeout</c> of the <c>Silo</c> host); a pod's grace period must exceed it.</summary>
+    public static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(25);
+
     public static ISiloBuilder AddOrleansPushSilo(this ISiloBuilder silo, IConfiguration configuration)
     {
         var cluster = configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
-        silo.UseLocalhostClustering(
-            siloPort: cluster.SiloPort,
-            gatewayPort: cluster.GatewayPort,
-            primarySiloEndpoint: new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, cluster.PrimarySiloPort ?? cluster.SiloPort),
-            serviceId: cluster.ServiceId,
-            clusterId: cluster.ClusterId);
+        silo.UsePushClustering(cluster, configuration);
         silo.Services.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
         return silo.AddOrleansPushGrains(configuration);
     }
@@ -40,6 +39,7 @@ public static class PushSilo
         });
 
         silo.AddHistoryAndState(configuration);
+        silo.Services.AddHistoryEncryption(configuration);
 
         // Failure detection (probe timeouts, missed probes): how fast a dead silo's grains move elsewhere.
         silo.Services.Configure<Orleans.Configuration.ClusterMembershipOptions>(configuration.GetSection(ClusterSettings.Section + ":Membership"));

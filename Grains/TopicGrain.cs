@@ -33,6 +33,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private RecentHistory _history = null!;
     private GatewayRoutes _routes = null!;
     private IdempotencyWindow _dedupe = null!;
+    private readonly Dictionary<string, Dictionary<string, int>> _presence = new(StringComparer.Ordinal);
     private List<Pending> _batch = [];
     private bool _flushing;
 
@@ -136,6 +137,53 @@ public sealed class TopicGrain : Grain, ITopicGrain
     }
 
     public Task<string[]> GetGatewaysAsync() => Task.FromResult(_routes.LiveGateways());
+
+    public async Task ReportPresenceAsync(string gatewayId, string member, int connections)
+    {
+        EnsureValid();
+        var before = MemberConnections(member);
+        if (!_presence.TryGetValue(gatewayId, out var members))
+        {
+            _presence[gatewayId] = members = new Dictionary<string, int>(StringComparer.Ordinal);
+        }
+
+        if (connections > 0)
+        {
+            members[member] = connections;
+        }
+        else
+        {
+            members.Remove(member);
+        }
+
+        var after = MemberConnections(member);
+        if (member.Length > 0 && (before == 0) != (after == 0))
+        {
+            await _routes.SendAsync(new PresenceChanged(_topic, member, Joined: after > 0), _onRouteFailure);
+        }
+    }
+
+    public Task<TopicPresence> GetPresenceAsync()
+    {
+        EnsureValid();
+        var live = _routes.LiveGateways().ToHashSet(StringComparer.Ordinal);
+        foreach (var gone in _presence.Keys.Where(g => !live.Contains(g)).ToArray())
+        {
+            _presence.Remove(gone);
+        }
+
+        var totals = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (member, count) in _presence.Values.SelectMany(m => m))
+        {
+            totals[member] = totals.GetValueOrDefault(member) + count;
+        }
+
+        var users = totals.Where(t => t.Key.Length > 0).OrderBy(t => t.Key, StringComparer.Ordinal)
+            .Select(t => new PresenceEntry(t.Key, t.Value)).ToArray();
+        return Task.FromResult(new TopicPresence(users, totals.GetValueOrDefault(string.Empty)));
+    }
+
+    private int MemberConnections(string member) => _presence.Values.Sum(m => m.GetValueOrDefault(member));
 
     /// <summary>The one flush loop: store a batch, remember it, route it, answer its publishers; repeat while more
     /// publishes arrived meanwhile.</summary>

@@ -4,6 +4,6 @@ using OrleansPush.Grains;
 
 var builder = Host.CreateApplicationBuilder(args);
 builder.UseOrleans(silo => silo.AddOrleansPushSilo(builder.Configuration));
-builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(25));
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = PushSilo.ShutdownTimeout);
 
 await builder.Build().RunAsync();

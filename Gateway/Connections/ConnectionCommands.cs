@@ -2,6 +2,7 @@ using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Hosting;
 using OrleansPush.Gateway.Publishing;
 using OrleansPush.Gateway.Routing;
+using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Connections;
 
@@ -17,10 +18,15 @@ public sealed class ConnectionCommands
     private readonly GatewayOptions _options;
     private readonly TopicOptions _topics;
     private readonly ILogger<ConnectionCommands> _logger;
+    private readonly ConnectionDrain _drain;
+    private readonly ConnectionSecurity _security;
 
     public ConnectionCommands(TopicRouter router, UserConnections users, Publisher publisher, IOptions<GatewayOptions> options,
-        IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger)
+        IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger, ConnectionDrain drain,
+        ConnectionSecurity security)
     {
+        _security = security;
+        _drain = drain;
         _router = router;
         _users = users;
         _publisher = publisher;
@@ -35,6 +41,8 @@ public sealed class ConnectionCommands
     /// from. Returns the topics joined with their positions.</summary>
     public async Task<IReadOnlyList<(string Topic, SubscribeResult Result)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null)
     {
+        _drain.Track(connection);
+        _security.OnConnected(connection);
         if (connection.UserId is not { } userId)
         {
             return [];
@@ -42,12 +50,14 @@ public sealed class ConnectionCommands
 
         var serverSide = await _users.AddAsync(connection);
         string[] topics = [TopicName.Personal(userId), .. serverSide];
-        var results = await Task.WhenAll(topics.Select(t => SubscribeAsync(connection, t, resume?.Invoke(t), 0)));
+        var results = await Task.WhenAll(topics.Select(t => SubscribeAsync(connection, t, resume?.Invoke(t), 0, serverSide: true)));
         return [.. topics.Zip(results)];
     }
 
     public void OnDisconnected(PushConnection connection)
     {
+        _drain.Untrack(connection);
+        _security.OnDisconnected(connection);
         _users.Remove(connection);
         foreach (var topic in connection.DrainTopics())
         {
@@ -55,8 +65,11 @@ public sealed class ConnectionCommands
         }
     }
 
+    /// <summary>Subscribes. A client's own subscribe needs the right to the topic (<see cref="ConnectionSecurity"/>);
+    /// <paramref name="serverSide"/> ones (the personal channel, a backend's server-side subscriptions) were decided by
+    /// the backend and skip that check.</summary>
     /// <exception cref="PushRejectedException">bad_topic, forbidden or unavailable.</exception>
-    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string? topic, Since? since, int last)
+    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string? topic, Since? since, int last, bool presenceEvents = false, bool serverSide = false)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -68,20 +81,25 @@ public sealed class ConnectionCommands
             throw new PushRejectedException("forbidden", "A personal channel is for its user alone.");
         }
 
+        if (!serverSide)
+        {
+            _security.CheckSubscribe(connection, topic!);
+        }
+
         var added = connection.AddTopic(topic!, _options.MaxSubscriptionsPerConnection, out var overLimit);
         if (overLimit)
         {
             throw new PushRejectedException("forbidden", $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
         }
 
-        return SubscribeCoreAsync(connection, topic!, since, last, added);
+        return SubscribeCoreAsync(connection, topic!, since, last, presenceEvents, added);
     }
 
-    private async Task<SubscribeResult> SubscribeCoreAsync(PushConnection connection, string topic, Since? since, int last, bool added)
+    private async Task<SubscribeResult> SubscribeCoreAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents, bool added)
     {
         try
         {
-            return await _router.SubscribeAsync(connection, topic, since, last);
+            return await _router.SubscribeAsync(connection, topic, since, last, presenceEvents);
         }
         catch (PushRejectedException) when (added && connection.RemoveTopic(topic))
         {
@@ -111,10 +129,7 @@ public sealed class ConnectionCommands
             throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
-        if (TopicName.PersonalOwner(topic!) is not null || !_topics.For(topic!).ClientPublish)
-        {
-            throw new PushRejectedException("forbidden", "Clients may not publish to this topic's namespace.");
-        }
+        _security.CheckClientPublish(connection, topic!);
 
         return _publisher.PublishAsync(topic!, json, idempotencyKey: null);
     }
@@ -133,7 +148,7 @@ public sealed class ConnectionCommands
         {
             try
             {
-                await SubscribeAsync(connection, topic, null, 0);
+                await SubscribeAsync(connection, topic, null, 0, serverSide: true);
             }
             catch (Exception ex)
             {

@@ -28,8 +28,17 @@ public abstract class PushConnection
 
     public string? RemoteAddress { get; }
 
+    /// <summary>What the connection's token grants, and when it expires; replaced whole by a refresh.</summary>
+    public Security.ConnectionAccess Access { get; set; } = Security.ConnectionAccess.None;
+
     /// <summary>Queues a message for writing. False when the connection is closing (it then wants nothing more).</summary>
     public abstract bool Deliver(OutboundMessage message);
+
+    /// <summary>A presence event (a user joined or left a topic this connection follows with presence events on).
+    /// Transports without a form for it ignore it.</summary>
+    public virtual void DeliverPresence(PresenceChanged change)
+    {
+    }
 
     /// <summary>Closes the connection with a reason code (<c>slow</c>, <c>shutdown</c>, ...), telling the client first
     /// when the transport can.</summary>

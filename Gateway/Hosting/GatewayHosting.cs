@@ -4,9 +4,13 @@ using Orleans.Providers;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Publishing;
 using OrleansPush.Gateway.Routing;
+using OrleansPush.Gateway.Security;
 using OrleansPush.Gateway.Transports.Http;
+using OrleansPush.Gateway.Transports.Mqtt;
 using OrleansPush.Gateway.Transports.SignalR;
 using OrleansPush.Gateway.Transports.WebSockets;
+using OrleansPush.Grains;
+using OrleansPush.Grains.Clustering;
 
 namespace OrleansPush.Gateway.Hosting;
 
@@ -14,15 +18,41 @@ namespace OrleansPush.Gateway.Hosting;
 /// read as a table of contents.</summary>
 public static class GatewayHosting
 {
-    /// <summary>Joins the cluster as an Orleans client: localhost clustering, the push stream provider.</summary>
+    /// <summary>Joins the cluster as an Orleans client: localhost clustering (embedded and <c>Localhost</c> modes) or,
+    /// in <c>Cluster</c> mode, the configured membership table; and the push stream provider.</summary>
     public static WebApplicationBuilder AddOrleansPushClient(this WebApplicationBuilder builder)
     {
         var cluster = builder.Configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
         var streams = builder.Configuration.GetSection(PushStreamOptions.Section).Get<PushStreamOptions>() ?? new PushStreamOptions();
         var gatewayPorts = cluster.Mode == ClusterMode.Embedded ? [cluster.GatewayPort] : cluster.GatewayPorts;
+        var clustering = cluster.Mode == ClusterMode.Cluster ? cluster.Clustering : ClusteringProvider.Localhost;
+        if (clustering == ClusteringProvider.Postgres)
+        {
+            // Registered ahead of the Orleans client, so the membership schema exists before the client reads it.
+            builder.Services.AddHostedService(_ => new PostgresClusteringStartup(ClusterEndpoints.PostgresConnectionString(cluster, builder.Configuration)));
+        }
+
         builder.UseOrleansClient(client =>
         {
-            client.UseLocalhostClustering(gatewayPorts, cluster.ServiceId, cluster.ClusterId);
+            switch (clustering)
+            {
+                case ClusteringProvider.Redis:
+                    client.Configure<Orleans.Configuration.ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (cluster.ClusterId, cluster.ServiceId));
+                    client.UseRedisClustering(o => o.ConfigurationOptions = ClusterEndpoints.RedisConfiguration(cluster, builder.Configuration));
+                    break;
+                case ClusteringProvider.Postgres:
+                    client.Configure<Orleans.Configuration.ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (cluster.ClusterId, cluster.ServiceId));
+                    client.UseAdoNetClustering(o =>
+                    {
+                        o.Invariant = PostgresClusteringSchema.Invariant;
+                        o.ConnectionString = ClusterEndpoints.PostgresConnectionString(cluster, builder.Configuration);
+                    });
+                    break;
+                default:
+                    client.UseLocalhostClustering(gatewayPorts, cluster.ServiceId, cluster.ClusterId);
+                    break;
+            }
+
             client.Configure<Orleans.Configuration.ClientMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
             client.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b => b.ConfigurePartitioning(streams.QueueCount));
         });
@@ -38,6 +68,11 @@ public static class GatewayHosting
         services.AddOptions<RoutingOptions>().Bind(builder.Configuration.GetSection(RoutingOptions.Section));
         services.AddSingleton(TimeProvider.System);
 
+        services.AddOptions<DrainOptions>().Bind(builder.Configuration.GetSection(DrainOptions.Section)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<DrainOptions>, DrainOptionsValidator>();
+        services.AddSingleton<ConnectionDrain>();
+        services.AddSingleton<Readiness>();
+        services.AddHostedService<DrainOnStop>();
         services.AddSingleton<GatewayIdentity>();
         services.AddSingleton<Identity>();
         services.AddSingleton<TopicRouter>();
@@ -48,29 +83,30 @@ public static class GatewayHosting
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();
         services.AddSseAndLongPolling(builder.Configuration);
+        services.AddMqttTransport(builder.Configuration);
 
         services.AddSignalR(o => { o.MaximumReceiveMessageSize = builder.Configuration.GetValue($"{GatewayOptions.Section}:MaxMessageBytes", GatewayOptions.DefaultMaxMessageBytes); })
             .AddMessagePackProtocol();
         services.AddSingleton<HubLifetimeManager<PushHub>, PushHubLifetimeManager>();
+        builder.AddOrleansPushSecurity();
         return builder;
     }
 
     public static WebApplication MapOrleansPush(this WebApplication app)
     {
         app.Logger.LogDebug("Mapping OrleansPush endpoints");
-        if (app.Services.GetRequiredService<IOptions<GatewayOptions>>().Value.AllowUserQueryParameter)
-        {
-            GatewayLog.RunningOpen(app.Logger);
-        }
-
+        app.UseDrainGate();
         app.UseDefaultFiles();
         app.UseStaticFiles();
+        app.UseOrleansPushSecurity();
         app.UseWebSockets();
         app.Map("/ws", (HttpContext context, WebSocketEndpoint endpoint) => endpoint.HandleAsync(context));
         app.MapHub<PushHub>(PushHub.Path);
         app.MapSseAndLongPolling();
+        app.MapMqttTransport();
         app.MapPublishApi();
         app.MapGet("/healthz", () => Results.Ok(new { status = "live" }));
+        app.MapGet("/readyz", (Readiness readiness, CancellationToken cancellationToken) => readiness.CheckAsync(cancellationToken));
         return app;
     }
 }
@@ -93,7 +129,9 @@ public sealed class GatewayHost : IAsyncDisposable
     {
         var builder = WebApplication.CreateBuilder(args);
         configure?.Invoke(builder);
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(25));
+        // The drain runs inside the host's stop: the shutdown timeout covers it (and Kubernetes' grace period this).
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout =
+            (builder.Configuration.GetSection(DrainOptions.Section).Get<DrainOptions>() ?? new DrainOptions()).ShutdownTimeout);
         builder.AddOrleansPushClient().AddOrleansPushGateway();
 
         var cluster = builder.Configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();

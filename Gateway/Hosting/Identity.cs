@@ -1,15 +1,30 @@
 using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Hosting;
 
-/// <summary>Who a connection belongs to. Until tokens land, a connection may name its user with <c>?user=</c>
-/// (development only, see README).</summary>
-public sealed class Identity(IOptions<GatewayOptions> options)
+/// <summary>Who a connection belongs to. With tokens required (a key configured) it is the token's <c>sub</c>, read
+/// from the request the <see cref="ConnectionGate"/> has authenticated; only in open mode may a connection name its user
+/// with <c>?user=</c> (development only, see README).</summary>
+public sealed class Identity(IOptions<GatewayOptions> options, IOptions<AuthOptions> auth)
 {
     public bool TryGetUser(HttpContext context, out string? userId, out string problem)
     {
         problem = string.Empty;
         userId = null;
+        if (auth.Value.Secured)
+        {
+            var subject = context.User.Identity?.IsAuthenticated == true ? ConnectionAccess.FromPrincipal(context.User).UserId : null;
+            if (subject is not null && !TopicName.IsValidUserId(subject))
+            {
+                problem = "The token's sub is not a valid user id: 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':').";
+                return false;
+            }
+
+            userId = subject;
+            return true;
+        }
+
         if (!options.Value.AllowUserQueryParameter || !context.Request.Query.TryGetValue("user", out var values))
         {
             return true;
@@ -25,6 +40,11 @@ public sealed class Identity(IOptions<GatewayOptions> options)
         userId = user;
         return true;
     }
+
+    /// <summary>What the request's token grants (<see cref="ConnectionAccess.None"/> in open mode or without one).
+    /// Transports give it to each connection they open.</summary>
+    public ConnectionAccess AccessOf(HttpContext context) =>
+        auth.Value.Secured && context.User.Identity?.IsAuthenticated == true ? ConnectionAccess.FromPrincipal(context.User) : ConnectionAccess.None;
 }
 
 /// <summary>Error answers of the HTTP endpoints: <c>{"error":code,"message":...}</c>, never a stack trace.</summary>

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Publishing;
 
@@ -13,7 +14,7 @@ internal static class PublishEndpoints
 
     public static IEndpointRouteBuilder MapPublishApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api");
+        var api = app.MapGroup("/api").AddEndpointFilter<ApiAccess>();
         api.MapPost("/topics/{**topic}", PublishToTopic);
         api.MapGet("/topics/{**topic}", GetTopic);
         api.MapPost("/users/{userId}", PushToUser);
@@ -68,6 +69,11 @@ internal static class PublishEndpoints
             return Problems.Result(rejected);
         }
 
+        if (ApiAccess.CheckBatch(request.HttpContext, items.Select(i => i.Topic)) is { } forbidden)
+        {
+            return forbidden;
+        }
+
         var answers = new object[items.Count];
         await Task.WhenAll(items.Select((item, index) => (item, index)).GroupBy(x => x.item.Topic).Select(async group =>
         {
@@ -87,8 +93,17 @@ internal static class PublishEndpoints
         return Results.Ok(answers);
     }
 
-    private static async Task<IResult> GetTopic(string topic, IClusterClient cluster)
+    private const string PresenceSuffix = "/presence";
+
+    /// <summary><c>GET /api/topics/{topic}</c>: position and gateways; <c>GET /api/topics/{topic}/presence</c>: who is
+    /// subscribed, where the namespace has presence.</summary>
+    private static async Task<IResult> GetTopic(string topic, IClusterClient cluster, IOptions<TopicOptions> topics)
     {
+        if (topic.EndsWith(PresenceSuffix, StringComparison.Ordinal) && TopicName.IsValid(topic[..^PresenceSuffix.Length]))
+        {
+            return await GetPresence(topic[..^PresenceSuffix.Length], cluster, topics.Value);
+        }
+
         if (!TopicName.IsValid(topic))
         {
             return Problems.Result(new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @."));
@@ -100,6 +115,29 @@ internal static class PublishEndpoints
             var position = await grain.GetPositionAsync();
             var gateways = await grain.GetGatewaysAsync();
             return Results.Ok(new { topic, epoch = position.Epoch, seq = position.Seq, gateways });
+        }
+        catch (Exception ex) when (ex is not PushRejectedException)
+        {
+            return Problems.Result(new PushRejectedException("unavailable", "The topic could not be reached; try again."));
+        }
+    }
+
+    private static async Task<IResult> GetPresence(string topic, IClusterClient cluster, TopicOptions topics)
+    {
+        if (!topics.For(topic).Presence)
+        {
+            return Results.Json(new Problems.ErrorBody("bad_request", "Presence is not enabled for this topic's namespace."), statusCode: StatusCodes.Status404NotFound);
+        }
+
+        try
+        {
+            var presence = await cluster.GetGrain<ITopicGrain>(topic).GetPresenceAsync();
+            return Results.Ok(new
+            {
+                topic,
+                users = presence.Users.Select(u => new { userId = u.UserId, connections = u.Connections }),
+                anonymousConnections = presence.AnonymousConnections,
+            });
         }
         catch (Exception ex) when (ex is not PushRejectedException)
         {

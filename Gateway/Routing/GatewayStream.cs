@@ -60,6 +60,9 @@ internal sealed class GatewayStream(
             case TopicMessageBatch batch:
                 router.OnMessages(batch);
                 break;
+            case PresenceChanged presence:
+                router.OnPresence(presence);
+                break;
             case UserSubscriptionChanged change:
                 users.OnSubscriptionChanged(change);
                 break;

@@ -93,6 +93,9 @@ public sealed partial class TopicRouter
                 case SweepCommand:
                     OnSweep();
                     break;
+                case PresenceChanged presence:
+                    OnPresence(presence);
+                    break;
             }
         }
 
@@ -260,7 +263,7 @@ public sealed partial class TopicRouter
         {
             if (!_topics.TryGetValue(request.Topic, out var topic))
             {
-                topic = new LocalTopic(request.Topic);
+                topic = new LocalTopic(request.Topic, router._topicOptions.For(request.Topic).Presence);
                 _topics[request.Topic] = topic;
                 Register(topic);
             }
@@ -345,7 +348,10 @@ public sealed partial class TopicRouter
                 sub = new Subscription(request.Connection) { LastSeq = topic.Seq };
                 topic.Subscribers.Add(request.Connection, sub);
                 topic.Changed();
+                CountMember(topic, request.Connection, +1);
             }
+
+            sub.WantsPresence |= request.PresenceEvents && topic.Members is not null;
 
             if (request.Since is null && request.Last <= 0)
             {
@@ -463,6 +469,7 @@ public sealed partial class TopicRouter
             if (topic.Subscribers.Remove(request.Connection))
             {
                 topic.Changed();
+                CountMember(topic, request.Connection, -1);
             }
 
             if (topic.Subscribers.Count == 0 && topic.EmptySince == 0)
@@ -500,6 +507,56 @@ public sealed partial class TopicRouter
             {
                 // The lease lapses by itself; this only makes it go sooner.
                 GatewayLog.RemoveInterestFailed(router._logger, topic, ex);
+            }
+        }
+
+        /// <summary>Keeps the topic's local member counts and reports a member's new count to the grain.</summary>
+        private void CountMember(LocalTopic topic, PushConnection connection, int delta)
+        {
+            if (topic.Members is not { } members)
+            {
+                return;
+            }
+
+            var member = connection.UserId ?? string.Empty;
+            var count = members.GetValueOrDefault(member) + delta;
+            if (count > 0)
+            {
+                members[member] = count;
+            }
+            else
+            {
+                members.Remove(member);
+            }
+
+            _ = ReportAsync();
+
+            async Task ReportAsync()
+            {
+                try
+                {
+                    await router.Grain(topic.Name).ReportPresenceAsync(router._identity.Id, member, Math.Max(0, count));
+                }
+                catch (Exception ex)
+                {
+                    GatewayLog.PresenceReportFailed(router._logger, topic.Name, ex);
+                }
+            }
+        }
+
+        private void OnPresence(PresenceChanged change)
+        {
+            if (!_topics.TryGetValue(change.Topic, out var topic))
+            {
+                return;
+            }
+
+            foreach (var s in topic.Snapshot)
+            {
+                if (s.WantsPresence)
+                {
+                    s.Connection.DeliverPresence(change);
+                }
             }
         }
 

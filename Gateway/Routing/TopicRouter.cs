@@ -33,8 +33,12 @@ public sealed partial class TopicRouter : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task[] _loops;
 
-    public TopicRouter(IClusterClient cluster, GatewayIdentity identity, IOptions<GatewayOptions> options, ILogger<TopicRouter> logger, TimeProvider time)
+    private readonly TopicOptions _topicOptions;
+
+    public TopicRouter(IClusterClient cluster, GatewayIdentity identity, IOptions<GatewayOptions> options, IOptions<TopicOptions> topics,
+        ILogger<TopicRouter> logger, TimeProvider time)
     {
+        _topicOptions = topics.Value;
         _cluster = cluster;
         _identity = identity;
         _options = options.Value;
@@ -56,9 +60,10 @@ public sealed partial class TopicRouter : IAsyncDisposable
 
     /// <summary>Subscribes a connection. Completes once the connection is live on the topic: after the replay, when
     /// one was asked for, has been queued to it.</summary>
-    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string topic, Since? since, int last)
+    /// <param name="presenceEvents">The connection wants join and leave events, where the namespace has presence.</param>
+    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false)
     {
-        var request = new SubscribeCommand(connection, topic, since, last);
+        var request = new SubscribeCommand(connection, topic, since, last, presenceEvents);
         ShardOf(topic).Post(request);
         return request.Completion.Task;
     }
@@ -67,6 +72,9 @@ public sealed partial class TopicRouter : IAsyncDisposable
 
     /// <summary>A message from this gateway's stream.</summary>
     public void OnMessage(TopicMessage message) => ShardOf(message.Topic).Post(message);
+
+    /// <summary>A user joined or left a presence-enabled topic somewhere in the cluster.</summary>
+    public void OnPresence(PresenceChanged change) => ShardOf(change.Topic).Post(change);
 
     /// <summary>Consecutive messages of one topic from this gateway's stream.</summary>
     public void OnMessages(TopicMessageBatch batch)
@@ -124,7 +132,7 @@ public sealed partial class TopicRouter : IAsyncDisposable
 
     private ITopicGrain Grain(string topic) => _cluster.GetGrain<ITopicGrain>(topic);
 
-    private sealed record SubscribeCommand(PushConnection Connection, string Topic, Since? Since, int Last)
+    private sealed record SubscribeCommand(PushConnection Connection, string Topic, Since? Since, int Last, bool PresenceEvents)
     {
         public TaskCompletionSource<SubscribeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
@@ -155,11 +163,16 @@ public sealed partial class TopicRouter : IAsyncDisposable
         public List<OutboundMessage>? Held { get; set; }
 
         public int Generation { get; set; }
+
+        public bool WantsPresence { get; set; }
     }
 
-    private sealed class LocalTopic(string name)
+    private sealed class LocalTopic(string name, bool presence)
     {
         private Subscription[]? _snapshot;
+
+        /// <summary>Local connections per member (user id, or "" for anonymous) when the namespace has presence.</summary>
+        public Dictionary<string, int>? Members { get; } = presence ? new(StringComparer.Ordinal) : null;
 
         public string Name { get; } = name;
 

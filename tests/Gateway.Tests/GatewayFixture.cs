@@ -9,6 +9,7 @@ public sealed class GatewayFixture : IAsyncLifetime
     {
         ["OrleansPush:Topics:Namespaces:tiny:HistorySize"] = "3",
         ["OrleansPush:Topics:Namespaces:prop:HistorySize"] = "5000",
+        ["OrleansPush:Topics:Namespaces:room:Presence"] = "true",
     });
 
     public async Task DisposeAsync() => await Gateway.DisposeAsync();

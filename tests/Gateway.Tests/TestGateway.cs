@@ -138,6 +138,7 @@ internal static class TestSettings
         ["Logging:LogLevel:Orleans"] = "Error",
         ["Logging:LogLevel:Polly"] = "Error",
         ["OrleansPush:Topics:Namespaces:chat:ClientPublish"] = "true",
+        ["OrleansPush:Mqtt:Port"] = "0", // MQTT over TCP only where a test asks for it, on a free loopback port
     };
 }
 

@@ -44,6 +44,7 @@ internal sealed class LongPollingEndpoint(
         }
 
         var poll = new PollConnection(userId, context.Connection.RemoteIpAddress?.ToString(), _options.MaxMessages, _gateway.OutboundQueueBytes);
+        poll.Access = identity.AccessOf(context);
         using var waiting = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
         try
         {

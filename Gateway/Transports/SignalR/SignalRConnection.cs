@@ -63,6 +63,11 @@ public sealed class SignalRConnections(Identity identity, IOptions<GatewayOption
         }
 
         var connection = new SignalRConnection(context, user, options.Value.OutboundQueueBytes, options.Value.SlowCloseGrace);
+        if (context.GetHttpContext() is { } request)
+        {
+            connection.Access = identity.AccessOf(request);
+        }
+
         _byId[context.ConnectionId] = connection;
         _ = connection.RunWriterAsync(context.ConnectionAborted);
         return connection;

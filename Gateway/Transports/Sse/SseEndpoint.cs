@@ -63,6 +63,7 @@ internal sealed class SseEndpoint(
         }
 
         var connection = new SseConnection(context, userId, _gateway.OutboundQueueBytes, _gateway.SlowCloseGrace);
+        connection.Access = identity.AccessOf(context);
         var aborted = context.RequestAborted;
         var joined = await SubscribeAllAsync(context, connection, topics, resume);
         if (joined is null)

@@ -11,6 +11,8 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
     /// that does not read its replies ends like any slow client.</summary>
     public bool Reply(byte[] frame) => Enqueue(frame, frame.Length);
 
+    public override void DeliverPresence(PresenceChanged change) => Reply(WsFrames.Presence(change));
+
     protected override byte[] Encode(OutboundMessage message, out int size)
     {
         var frame = message.Encoded(WsFrames.Message);
@@ -31,7 +33,12 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
         // Going away for the server's reasons is a "bye" (reconnect and resume); for the client's own, an error.
         var last = reason is "slow" or "shutdown"
             ? WsFrames.Bye(reason, reconnect: true)
-            : WsFrames.Error(null, reason, reason == "too_large" ? "The frame was over the size limit." : "The connection was closed.");
+            : WsFrames.Error(null, reason, reason switch
+            {
+                "too_large" => "The frame was over the size limit.",
+                "unauthorized" => "The token expired; reconnect with a fresh one.",
+                _ => "The connection was closed.",
+            });
         await socket.SendAsync(last, WebSocketMessageType.Text, WebSocketMessageFlags.EndOfMessage, cancellationToken);
         var status = reason switch
         {

@@ -3,12 +3,14 @@ using System.Net.WebSockets;
 using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Transports.WebSockets;
 
 /// <summary><c>GET /ws</c>: the raw JSON protocol. One receive loop per connection handles requests in order; its
 /// writer loop sends replies and messages from one bounded queue.</summary>
-internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity identity, IOptions<GatewayOptions> options, ILogger<WebSocketEndpoint> logger)
+internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity identity, IOptions<GatewayOptions> options, ILogger<WebSocketEndpoint> logger,
+    ConnectionSecurity security)
 {
     private readonly GatewayOptions _options = options.Value;
 
@@ -39,6 +41,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
             KeepAliveInterval = _options.KeepAliveInterval,
         });
         var connection = new WebSocketConnection(socket, userId, context.Connection.RemoteIpAddress?.ToString(), _options.OutboundQueueBytes, _options.SlowCloseGrace);
+        connection.Access = identity.AccessOf(context);
         var writer = connection.RunWriterAsync(context.RequestAborted);
         try
         {
@@ -100,6 +103,14 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
                     return;
                 }
 
+                // Every frame counts against the connection's rate, even one that turns out malformed.
+                if (!security.TryAcceptMessage(connection))
+                {
+                    var limitedId = WsRequestParser.TryParse(buffer.AsMemory(0, length), out var limited, out var partialId, out _) ? limited.Id : partialId;
+                    connection.Reply(WsFrames.Error(limitedId, "rate_limited", "Too many frames per second; slow down and retry."));
+                    continue;
+                }
+
                 if (result.MessageType == WebSocketMessageType.Binary)
                 {
                     connection.Reply(WsFrames.Error(null, "bad_request", "Frames are JSON text."));
@@ -128,7 +139,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
             switch (request.Op)
             {
                 case "sub":
-                    var result = await commands.SubscribeAsync(connection, request.Topic, request.Since, request.Last);
+                    var result = await commands.SubscribeAsync(connection, request.Topic, request.Since, request.Last, request.Presence);
                     connection.Reply(WsFrames.Ok(request.Id, result));
                     break;
                 case "unsub":
@@ -145,11 +156,15 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
                     var position = await commands.PublishAsync(connection, request.Topic, request.Data);
                     connection.Reply(WsFrames.Ok(request.Id, published: position));
                     break;
+                case "refresh":
+                    await security.RefreshAsync(connection, request.Token);
+                    connection.Reply(WsFrames.Ok(request.Id));
+                    break;
                 case "ping":
                     connection.Reply(WsFrames.Ok(request.Id));
                     break;
                 default:
-                    connection.Reply(WsFrames.Error(request.Id, "bad_request", "Unknown \"op\"; expected sub, unsub, pub or ping."));
+                    connection.Reply(WsFrames.Error(request.Id, "bad_request", "Unknown \"op\"; expected sub, unsub, pub, refresh or ping."));
                     break;
             }
         }

@@ -41,6 +41,14 @@ internal static class WsFrames
         w.WriteString("message"u8, message);
     });
 
+    /// <summary><c>{"op":"join"|"leave","topic":..,"user":..}</c>.</summary>
+    public static byte[] Presence(PresenceChanged change) => Write(w =>
+    {
+        w.WriteString("op"u8, change.Joined ? "join"u8 : "leave"u8);
+        w.WriteString("topic"u8, change.Topic);
+        w.WriteString("user"u8, change.UserId);
+    });
+
     public static byte[] Bye(string code, bool reconnect) => Write(w =>
     {
         w.WriteString("op"u8, "bye"u8);
@@ -89,7 +97,7 @@ internal static class WsFrames
 }
 
 /// <summary>A parsed client frame.</summary>
-internal readonly record struct WsRequest(string Op, long? Id, string? Topic, Since? Since, int Last, ReadOnlyMemory<byte> Data);
+internal readonly record struct WsRequest(string Op, long? Id, string? Topic, Since? Since, int Last, ReadOnlyMemory<byte> Data, bool Presence = false, string? Token = null);
 
 internal static class WsRequestParser
 {
@@ -103,6 +111,8 @@ internal static class WsRequestParser
         long? seq = null;
         int last = 0;
         var hasSince = false;
+        var presence = false;
+        string? token = null;
         ReadOnlyMemory<byte> data = default;
         try
         {
@@ -174,6 +184,22 @@ internal static class WsRequestParser
                         }
                     }
                 }
+                else if (reader.ValueTextEquals("presence"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType is not (JsonTokenType.True or JsonTokenType.False))
+                    {
+                        error = "\"presence\" must be true or false.";
+                        return false;
+                    }
+
+                    presence = reader.TokenType == JsonTokenType.True;
+                }
+                else if (reader.ValueTextEquals("token"u8))
+                {
+                    reader.Read();
+                    token = reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
+                }
                 else if (reader.ValueTextEquals("data"u8))
                 {
                     reader.Read();
@@ -212,7 +238,7 @@ internal static class WsRequestParser
             return false;
         }
 
-        request = new WsRequest(op, id, topic, hasSince ? new Since(epoch!, seq!.Value) : null, last, data);
+        request = new WsRequest(op, id, topic, hasSince ? new Since(epoch!, seq!.Value) : null, last, data, presence, token);
         error = string.Empty;
         return true;
     }

@@ -1,0 +1,73 @@
+using System.Security.Claims;
+
+namespace OrleansPush.Gateway.Security;
+
+/// <summary>
+/// What one connection (or one API caller) may do, read once from its token: who it is (<c>sub</c>), which topics it
+/// may subscribe to (<c>topics</c>) and publish to (<c>publish</c>), whether it may take admin actions (<c>admin</c>),
+/// and when the token runs out (<c>exp</c>). Immutable: a refresh swaps the whole object.
+/// </summary>
+public sealed class ConnectionAccess
+{
+    public const string SubjectClaim = "sub";
+    public const string TopicsClaim = "topics";
+    public const string PublishClaim = "publish";
+    public const string AdminClaim = "admin";
+    public const string ExpiryClaim = "exp";
+
+    /// <summary>No token (open mode, or a connection whose transport did not authenticate it): no pattern rights.
+    /// In open mode the gateway does not consult patterns, so this costs open connections nothing.</summary>
+    public static readonly ConnectionAccess None = new(null, [], [], admin: false, expiresAt: null);
+
+    public ConnectionAccess(string? userId, IReadOnlyList<TopicPattern> subscribe, IReadOnlyList<TopicPattern> publish, bool admin, DateTimeOffset? expiresAt)
+    {
+        UserId = userId;
+        Subscribe = subscribe;
+        Publish = publish;
+        Admin = admin;
+        ExpiresAt = expiresAt;
+    }
+
+    /// <summary>The token's <c>sub</c>, or null for a token without one.</summary>
+    public string? UserId { get; }
+
+    public IReadOnlyList<TopicPattern> Subscribe { get; }
+
+    public IReadOnlyList<TopicPattern> Publish { get; }
+
+    public bool Admin { get; }
+
+    /// <summary>When the token expires (its <c>exp</c>); null when it does not.</summary>
+    public DateTimeOffset? ExpiresAt { get; }
+
+    public bool MaySubscribe(string topic) => AnyMatch(Subscribe, topic);
+
+    public bool MayPublish(string topic) => AnyMatch(Publish, topic);
+
+    /// <summary>Reads a validated principal. Patterns that are not patterns (bad characters, too long) are dropped:
+    /// they could not match a valid topic anyway, and refusing the token for them would lock a user out entirely.</summary>
+    public static ConnectionAccess FromPrincipal(ClaimsPrincipal principal)
+    {
+        var subject = principal.FindFirst(SubjectClaim)?.Value ?? principal.FindFirst(ClaimTypes.NameIdentifier)?.Value;
+        DateTimeOffset? expiresAt = long.TryParse(principal.FindFirst(ExpiryClaim)?.Value, System.Globalization.NumberStyles.Integer,
+            System.Globalization.CultureInfo.InvariantCulture, out var exp) ? DateTimeOffset.FromUnixTimeSeconds(Math.Clamp(exp, 0, 253402300799)) : null;
+        var admin = principal.FindAll(AdminClaim).Any(c => string.Equals(c.Value, "true", StringComparison.OrdinalIgnoreCase));
+        return new ConnectionAccess(subject, Patterns(principal, TopicsClaim), Patterns(principal, PublishClaim), admin, expiresAt);
+    }
+
+    private static TopicPattern[] Patterns(ClaimsPrincipal principal, string claim) =>
+        [.. principal.FindAll(claim).Select(c => TopicPattern.TryParse(c.Value, out var p) ? p : null).Where(p => p is not null).Select(p => p!).Take(1000)];
+
+    private static bool AnyMatch(IReadOnlyList<TopicPattern> patterns, string topic)
+    {
+        for (var i = 0; i < patterns.Count; i++)
+        {
+            if (patterns[i].Matches(topic))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+}

@@ -1,0 +1,186 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Connections;
+
+namespace OrleansPush.Gateway.Security;
+
+/// <summary>
+/// The security rules every transport applies to its connections, in one place: who may subscribe and publish where
+/// (checked on every request), the per-connection message rate, and token expiry and refresh.
+/// <para>Subscribing: a personal channel is for its owner only (enforced by <see cref="ConnectionCommands"/> in every
+/// mode); with tokens required, any other topic needs a <c>topics</c> pattern that matches it or a namespace with
+/// <c>PublicSubscribe</c>. Publishing from a connection needs the namespace's <c>ClientPublish</c> and, with tokens
+/// required, a <c>publish</c> pattern. Everything else is denied. In open mode (no key) patterns are not consulted.</para>
+/// </summary>
+public sealed class ConnectionSecurity(
+    IOptions<AuthOptions> auth,
+    IOptions<TopicOptions> topics,
+    ConnectionLimits limits,
+    TokenExpiry expiry,
+    TokenValidator validator,
+    SecurityAudit audit)
+{
+    /// <summary>True when tokens are required (a key is configured).</summary>
+    public bool Secured { get; } = auth.Value.Secured;
+
+    public SecurityAudit Audit => audit;
+
+    /// <exception cref="PushRejectedException"><c>forbidden</c>, audited.</exception>
+    public void CheckSubscribe(PushConnection connection, string topic)
+    {
+        if (!Secured || TopicName.PersonalOwner(topic) is { } owner && owner == connection.UserId
+            || topics.Value.For(topic).PublicSubscribe || connection.Access.MaySubscribe(topic))
+        {
+            return;
+        }
+
+        audit.SubscribeForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
+        throw new PushRejectedException("forbidden", "The token does not grant subscribing to this topic.");
+    }
+
+    /// <exception cref="PushRejectedException"><c>forbidden</c>, audited.</exception>
+    public void CheckClientPublish(PushConnection connection, string topic)
+    {
+        if (TopicName.PersonalOwner(topic) is not null || !topics.Value.For(topic).ClientPublish)
+        {
+            audit.PublishForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
+            throw new PushRejectedException("forbidden", "Clients may not publish to this topic's namespace.");
+        }
+
+        if (Secured && !connection.Access.MayPublish(topic))
+        {
+            audit.PublishForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
+            throw new PushRejectedException("forbidden", "The token does not grant publishing to this topic.");
+        }
+    }
+
+    /// <summary>Takes one message from the connection's rate; false (audited) when it is spent: answer
+    /// <c>rate_limited</c> and keep the connection.</summary>
+    public bool TryAcceptMessage(PushConnection connection)
+    {
+        if (limits.TryMessage(connection.Id))
+        {
+            return true;
+        }
+
+        audit.LimitExceeded("messages_per_second", connection.UserId, connection.Transport, connection.RemoteAddress);
+        return false;
+    }
+
+    /// <summary>For transports that authenticate inside their own protocol (MQTT: the CONNECT password is the token):
+    /// the token's rights, or null with a reason (audited). In open mode: <see cref="ConnectionAccess.None"/>, and the
+    /// transport names the user as it does today. Set the result as the connection's <see cref="PushConnection.Access"/>
+    /// (and take the user id from its <see cref="ConnectionAccess.UserId"/>) before calling
+    /// <see cref="ConnectionCommands.OnConnectedAsync"/>.</summary>
+    public async Task<(ConnectionAccess? Access, string? Reason)> AuthenticateAsync(string? token, string where, string? remote)
+    {
+        if (!Secured)
+        {
+            return (ConnectionAccess.None, null);
+        }
+
+        var (access, reason) = await validator.ValidateAsync(token);
+        if (access is null)
+        {
+            audit.TokenRefused(reason, where, remote);
+            return (null, reason);
+        }
+
+        return (access, null);
+    }
+
+    /// <summary>Starts watching the connection's token expiry (no-op without one).</summary>
+    public void OnConnected(PushConnection connection) => expiry.Track(connection);
+
+    public void OnDisconnected(PushConnection connection) => expiry.Untrack(connection);
+
+    /// <summary>Replaces the connection's rights with a fresh token's, which must be valid and for the same user; the
+    /// connection then lives until the new expiry. Subscriptions already made stay.</summary>
+    /// <exception cref="PushRejectedException"><c>unauthorized</c> (invalid token) or <c>forbidden</c> (another user).</exception>
+    public async Task RefreshAsync(PushConnection connection, string? token)
+    {
+        if (!Secured)
+        {
+            return;
+        }
+
+        var (access, reason) = await validator.ValidateAsync(token);
+        if (access is null)
+        {
+            audit.TokenRefused(reason, connection.Transport + " refresh", connection.RemoteAddress);
+            throw new PushRejectedException("unauthorized", $"The token was refused ({reason}).");
+        }
+
+        if (access.UserId != connection.UserId)
+        {
+            audit.TokenRefused("other_user", connection.Transport + " refresh", connection.RemoteAddress);
+            throw new PushRejectedException("forbidden", "A refresh must carry a token for the same user (sub).");
+        }
+
+        connection.Access = access;
+        expiry.Track(connection);
+        audit.TokenRefreshed(connection.UserId, connection.Id, access.ExpiresAt);
+    }
+}
+
+/// <summary>Closes connections whose token has expired (plus the configured clock skew) with <c>unauthorized</c>. One
+/// sweep per second over the connections that have an expiry, rather than a timer per connection.</summary>
+public sealed class TokenExpiry(IOptions<AuthOptions> auth, TimeProvider time, SecurityAudit audit, ILogger<TokenExpiry> logger) : BackgroundService
+{
+    public static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(1);
+    private readonly ConcurrentDictionary<PushConnection, byte> _watched = new();
+    private readonly TimeSpan _skew = auth.Value.Jwt.ClockSkew;
+
+    public int Watched => _watched.Count;
+
+    public void Track(PushConnection connection)
+    {
+        if (connection.Access.ExpiresAt is not null)
+        {
+            _watched[connection] = 0;
+        }
+    }
+
+    public void Untrack(PushConnection connection) => _watched.TryRemove(connection, out _);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(SweepInterval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    Sweep(time.GetUtcNow());
+                }
+                catch (Exception ex)
+                {
+                    SecurityLog.ExpirySweepFailed(logger, ex);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    internal void Sweep(DateTimeOffset now)
+    {
+        foreach (var (connection, _) in _watched)
+        {
+            if (connection.Access.ExpiresAt is { } expires && expires + _skew <= now && _watched.TryRemove(connection, out _))
+            {
+                // A refresh may have landed between the check and the removal.
+                if (connection.Access.ExpiresAt is { } renewed && renewed + _skew > now)
+                {
+                    _watched.TryAdd(connection, 0);
+                    continue;
+                }
+
+                audit.TokenExpired(connection.UserId, connection.Id, connection.RemoteAddress);
+                connection.Close("unauthorized");
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+using System.Globalization;
+using System.Text;
+using MQTTnet;
+using MQTTnet.Protocol;
+using MQTTnet.Server;
+using OrleansPush.Gateway.Connections;
+using OrleansPush.Gateway.Routing;
+
+namespace OrleansPush.Gateway.Transports.Mqtt;
+
+/// <summary>What an MQTT connection queues: the shared application message and the position it carries.</summary>
+internal readonly record struct MqttFrame(MqttApplicationMessage Message, string Topic, string Epoch, long Seq, bool AtLeastOnce);
+
+/// <summary>
+/// One MQTT client (TCP or WebSocket). Its bounded queue feeds the broker's session for the client; a message's MQTT
+/// form (the publisher's JSON as payload) is built once per message and QoS level and shared by every MQTT subscriber.
+/// <para>Per topic it remembers the last message the client has: for QoS 1 the last one it acknowledged (PUBACKs come
+/// in the order the PUBLISHes went out, MQTT 3.1.1 §4.6), for QoS 0 the last one handed to the broker. That position
+/// outlives the connection (see <see cref="MqttBridge"/>), so a client with a persistent session that reconnects and
+/// subscribes again is replayed what it had not acknowledged: an unacknowledged QoS 1 message is sent again, not
+/// dropped.</para>
+/// </summary>
+internal sealed class MqttConnection : QueuedConnection<MqttFrame>
+{
+    /// <summary>At most this many messages sit in the broker's session queue unawaited; then the writer waits for
+    /// the broker to send, so the bound that counts is this connection's own (in bytes).</summary>
+    private const int AwaitEvery = 64;
+
+    public static readonly WireForm<MqttForms> Message = new MessageForm();
+
+    private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
+    private readonly Func<MqttConnection, string, Task> _disconnect;
+    private readonly CancellationTokenSource _gone = new();
+    private MqttSessionStatus? _session;
+    private int _unawaited;
+
+    public MqttConnection(string clientId, string? userId, string? remoteAddress, bool persistentSession, long maxQueuedBytes, TimeSpan closeGrace,
+        Func<MqttConnection, string, Task> disconnect)
+        : base("mqtt", userId, remoteAddress, maxQueuedBytes, closeGrace)
+    {
+        ClientId = clientId;
+        PersistentSession = persistentSession;
+        _disconnect = disconnect;
+        _ = RunWriterAsync(_gone.Token);
+    }
+
+    public string ClientId { get; }
+
+    /// <summary>The client connected with clean session (MQTT 5: clean start) off.</summary>
+    public bool PersistentSession { get; }
+
+    /// <summary>Cancelled when the client has gone: ends the writer.</summary>
+    public CancellationToken Gone => _gone.Token;
+
+    /// <summary>The broker's session of this client: where messages are handed. Set before the first subscribe.</summary>
+    public void Attach(MqttSessionStatus session) => Volatile.Write(ref _session, session);
+
+    /// <summary>A subscribe is under way: messages of <paramref name="topic"/> go out at <paramref name="qos"/>, and
+    /// the client is known to have everything up to <paramref name="since"/> (when resuming).</summary>
+    public void Subscribing(string topic, MqttQualityOfServiceLevel qos, Since? since)
+    {
+        lock (_topics)
+        {
+            _topics[topic] = new TopicState(qos, since?.Epoch, since?.Seq ?? 0);
+        }
+    }
+
+    /// <summary>The subscribe answered with the topic's position; without a usable resume point, that is where the
+    /// client starts.</summary>
+    public void Subscribed(string topic, SubscribeResult result)
+    {
+        lock (_topics)
+        {
+            if (_topics.TryGetValue(topic, out var state) && state.Epoch != result.Epoch)
+            {
+                state.Epoch = result.Epoch;
+                state.Acked = state.Inflight.TryPeek(out var first) ? first - 1 : result.Seq;
+            }
+        }
+    }
+
+    public void Unsubscribed(string topic)
+    {
+        lock (_topics)
+        {
+            _topics.Remove(topic);
+        }
+    }
+
+    public MqttQualityOfServiceLevel QosOf(string topic)
+    {
+        lock (_topics)
+        {
+            return _topics.TryGetValue(topic, out var state) ? state.Qos : MqttQualityOfServiceLevel.AtMostOnce;
+        }
+    }
+
+    /// <summary>The client acknowledged (PUBACK) the oldest unacknowledged QoS 1 message of <paramref name="topic"/>.</summary>
+    public void Acknowledged(string topic)
+    {
+        lock (_topics)
+        {
+            if (_topics.TryGetValue(topic, out var state) && state.Inflight.TryDequeue(out var seq))
+            {
+                state.Acked = seq;
+            }
+        }
+    }
+
+    /// <summary>Per topic: the QoS and the position up to which the client has everything.</summary>
+    public IReadOnlyList<ResumePoint> Positions()
+    {
+        lock (_topics)
+        {
+            return [.. _topics.Where(t => t.Value.Epoch is not null).Select(t => new ResumePoint(t.Key, t.Value.Qos, new Since(t.Value.Epoch!, t.Value.Acked)))];
+        }
+    }
+
+    /// <summary>The client went away: the writer stops at once.</summary>
+    public void Disconnected()
+    {
+        Complete();
+        _gone.Cancel();
+    }
+
+    protected override MqttFrame Encode(OutboundMessage message, out int size)
+    {
+        var m = message.Message;
+        var qos = QosOf(m.Topic);
+        var forms = message.Encoded(Message);
+        size = m.Data.Length + m.Topic.Length + 64;
+        return qos == MqttQualityOfServiceLevel.AtMostOnce
+            ? new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false)
+            : new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true);
+    }
+
+    protected override async ValueTask WriteAsync(MqttFrame frame, bool moreQueued, CancellationToken cancellationToken)
+    {
+        var session = Volatile.Read(ref _session) ?? throw new IOException("The MQTT session is not attached.");
+        Sending(frame);
+        if (moreQueued && _unawaited < AwaitEvery)
+        {
+            _unawaited++;
+            if (!session.TryEnqueueApplicationMessage(frame.Message, out _))
+            {
+                Close("slow");
+            }
+
+            return;
+        }
+
+        _unawaited = 0;
+        await session.DeliverApplicationMessageAsync(frame.Message).WaitAsync(cancellationToken);
+    }
+
+    protected override Task CloseTransportAsync(string reason, CancellationToken cancellationToken) => _disconnect(this, reason);
+
+    protected override void Abort()
+    {
+        _ = _disconnect(this, CloseReason ?? "aborted");
+        _gone.Cancel();
+    }
+
+    protected override bool IsTransportGone(Exception ex) => ex is MQTTnet.Exceptions.MqttCommunicationException || base.IsTransportGone(ex);
+
+    private void Sending(MqttFrame frame)
+    {
+        lock (_topics)
+        {
+            if (!_topics.TryGetValue(frame.Topic, out var state))
+            {
+                return;
+            }
+
+            if (state.Epoch != frame.Epoch)
+            {
+                state.Epoch = frame.Epoch;
+                state.Inflight.Clear();
+                state.Acked = frame.Seq - 1;
+            }
+
+            if (frame.AtLeastOnce)
+            {
+                state.Inflight.Enqueue(frame.Seq);
+            }
+            else
+            {
+                state.Acked = frame.Seq;
+            }
+        }
+    }
+
+    private sealed class TopicState(MqttQualityOfServiceLevel qos, string? epoch, long acked)
+    {
+        public MqttQualityOfServiceLevel Qos { get; } = qos;
+
+        public string? Epoch { get; set; } = epoch;
+
+        public long Acked { get; set; } = acked;
+
+        public Queue<long> Inflight { get; } = new();
+    }
+
+    private sealed class MessageForm : WireForm<MqttForms>
+    {
+        public override MqttForms Encode(TopicMessage message) => new(message);
+    }
+}
+
+/// <summary>Where a topic of a gone client resumes.</summary>
+internal sealed record ResumePoint(string Topic, MqttQualityOfServiceLevel Qos, Since Since);
+
+/// <summary>A message's MQTT forms: the same payload (the publisher's JSON) at QoS 0 and at QoS 1, each built on first
+/// use. MQTT 5 clients also get the position as user properties <c>epoch</c> and <c>seq</c>.</summary>
+internal sealed class MqttForms(TopicMessage message)
+{
+    private MqttApplicationMessage? _atMostOnce;
+    private MqttApplicationMessage? _atLeastOnce;
+
+    public MqttApplicationMessage AtMostOnce => _atMostOnce ??= Build(MqttQualityOfServiceLevel.AtMostOnce);
+
+    public MqttApplicationMessage AtLeastOnce => _atLeastOnce ??= Build(MqttQualityOfServiceLevel.AtLeastOnce);
+
+    private MqttApplicationMessage Build(MqttQualityOfServiceLevel qos) => new MqttApplicationMessageBuilder()
+        .WithTopic(message.Topic)
+        .WithPayload(message.Data)
+        .WithQualityOfServiceLevel(qos)
+        .WithContentType("application/json")
+        .WithPayloadFormatIndicator(MqttPayloadFormatIndicator.CharacterData)
+        .WithUserProperty("epoch", Encoding.UTF8.GetBytes(message.Epoch))
+        .WithUserProperty("seq", Encoding.UTF8.GetBytes(message.Seq.ToString(CultureInfo.InvariantCulture)))
+        .Build();
+}

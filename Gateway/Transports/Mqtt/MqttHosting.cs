@@ -1,0 +1,125 @@
+using Microsoft.Extensions.Options;
+using MQTTnet.AspNetCore;
+using MQTTnet.Diagnostics.Logger;
+using MQTTnet.Server;
+using MQTTnet.Server.Internal.Adapter;
+using MQTTnet.Adapter;
+
+namespace OrleansPush.Gateway.Transports.Mqtt;
+
+/// <summary>Wiring of MQTT: the MQTTnet broker (TCP listener of its own, WebSocket through ASP.NET Core at
+/// <c>/mqtt</c>) with <see cref="MqttBridge"/> deciding everything.</summary>
+public static class MqttHosting
+{
+    public static IServiceCollection AddMqttTransport(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<MqttOptions>().Bind(configuration.GetSection(MqttOptions.Section)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<MqttOptions>, MqttOptionsValidator>();
+        services.AddSingleton<MqttBridge>();
+        services.AddConnections();
+        services.AddSingleton<MqttConnectionHandler>();
+        services.AddHostedService<MqttBroker>();
+        return services;
+    }
+
+    public static IEndpointRouteBuilder MapMqttTransport(this IEndpointRouteBuilder app)
+    {
+        var options = app.ServiceProvider.GetRequiredService<IOptions<MqttOptions>>().Value;
+        if (options.WebSockets)
+        {
+            app.MapConnectionHandler<MqttConnectionHandler>(options.WebSocketPath, o =>
+            {
+                o.WebSockets.SubProtocolSelector = MqttSubProtocolSelector.SelectSubProtocol;
+            });
+        }
+
+        return app;
+    }
+}
+
+/// <summary>Runs the broker for as long as the gateway runs.</summary>
+internal sealed class MqttBroker(MqttBridge bridge, MqttConnectionHandler webSockets, IOptions<MqttOptions> options, ILogger<MqttBroker> logger) : IHostedService, IAsyncDisposable
+{
+    private MqttServer? _server;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var o = options.Value;
+        var builder = new MqttServerOptionsBuilder()
+            .WithMaxPendingMessagesPerClient(1000)
+            .WithPendingMessagesOverflowStrategy(MqttPendingMessagesOverflowStrategy.DropNewMessage)
+            .WithPersistentSessions(false);
+        var adapters = new List<IMqttServerAdapter> { webSockets };
+        if (o.Port > 0)
+        {
+            builder.WithDefaultEndpoint().WithDefaultEndpointBoundIPAddress(o.ParsedBindAddress).WithDefaultEndpointPort(o.Port);
+            adapters.Add(new TolerantAdapter(new MqttTcpServerAdapter(), o, logger));
+        }
+        else
+        {
+            MqttLog.TcpOff(logger);
+        }
+
+        var serverOptions = builder.Build();
+        _server = new MqttServer(serverOptions, adapters, new BrokerLogger(logger));
+        bridge.Attach(_server);
+        await _server.StartAsync();
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_server is { } server)
+        {
+            await server.StopAsync(new MqttServerStopOptions());
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _server?.Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>A TCP listener that cannot bind (the port is taken) is logged loudly and leaves the rest of the gateway,
+    /// MQTT over WebSocket included, running.</summary>
+    private sealed class TolerantAdapter(IMqttServerAdapter inner, MqttOptions options, ILogger logger) : IMqttServerAdapter
+    {
+        public Func<IMqttChannelAdapter, Task>? ClientHandler
+        {
+            get => inner.ClientHandler;
+            set => inner.ClientHandler = value;
+        }
+
+        public async Task StartAsync(MqttServerOptions serverOptions, IMqttNetLogger mqttLogger)
+        {
+            try
+            {
+                await inner.StartAsync(serverOptions, mqttLogger);
+                MqttLog.TcpListening(logger, options.BindAddress, options.Port);
+            }
+            catch (System.Net.Sockets.SocketException ex)
+            {
+                MqttLog.TcpListenFailed(logger, options.BindAddress, options.Port, ex);
+            }
+        }
+
+        public Task StopAsync() => inner.StopAsync();
+
+        public void Dispose() => inner.Dispose();
+    }
+
+    /// <summary>MQTTnet's own log: its warnings and errors (protocol violations, I/O failures) go to ours.</summary>
+    private sealed class BrokerLogger(ILogger logger) : IMqttNetLogger
+    {
+        public bool IsEnabled => logger.IsEnabled(LogLevel.Warning);
+
+        public void Publish(MqttNetLogLevel logLevel, string source, string message, object[] parameters, Exception exception)
+        {
+            if (logLevel is MqttNetLogLevel.Warning or MqttNetLogLevel.Error)
+            {
+                var text = parameters is { Length: > 0 } ? string.Format(System.Globalization.CultureInfo.InvariantCulture, message, parameters) : message;
+                MqttLog.Broker(logger, source + ": " + text, exception);
+            }
+        }
+    }
+}

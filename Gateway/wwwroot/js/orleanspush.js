@@ -1,0 +1,269 @@
+// OrleansPush browser client: the raw WebSocket protocol (orleanspush.v1.json), no build step, a plain ES module.
+//
+//   import { PushClient } from '/js/orleanspush.js';
+//   const client = new PushClient({ onRecoveryFailed: (gap) => reload(gap.topic) });
+//   await client.subscribe('news', (m) => console.log(m.topic, m.seq, m.data));
+//
+// Guarantees: per topic, the handler sees messages in seq order, each once. After a disconnect the client reconnects
+// with jittered exponential backoff and resubscribes every topic with `since` = the last position it saw, so nothing
+// still in history is missed; when history cannot fill the gap (the server answers recovered:false), onRecoveryFailed
+// is called with the topic and both positions: never a silent gap.
+
+const SUBPROTOCOL = 'orleanspush.v1.json';
+
+/** An error answer of the server: `code` is one of bad_request, bad_topic, forbidden, unavailable, ... */
+export class PushError extends Error {
+  constructor(code, message) {
+    super(code + ': ' + message);
+    this.name = 'PushError';
+    this.code = code;
+  }
+}
+
+export class PushClient {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.url] WebSocket URL; default: /ws on this page's host (ws: or wss: to match the page).
+   * @param {string} [options.user] development identity (?user=), for gateways running open.
+   * @param {() => (string|null|Promise<string|null>)} [options.accessToken] called before each connect; sent as access_token.
+   * @param {number} [options.reconnectBaseDelay] first reconnect delay in ms (default 500), doubled per failed attempt.
+   * @param {number} [options.reconnectMaxDelay] cap of the reconnect delay in ms (default 30000).
+   * @param {(state: 'connecting'|'open'|'closed', detail?: any) => void} [options.onStatus]
+   * @param {(gap: {topic: string, lastSeen: {epoch: string, seq: number}|null, now: {epoch: string, seq: number}}) => void} [options.onRecoveryFailed]
+   */
+  constructor(options = {}) {
+    this.options = Object.assign({ reconnectBaseDelay: 500, reconnectMaxDelay: 30000 }, options);
+    this._topics = new Map(); // topic -> { handler, position: {epoch, seq}|null }
+    this._pending = new Map(); // request id -> { resolve, reject }
+    this._queue = []; // frames waiting for the socket to open
+    this._nextId = 1;
+    this._attempt = 0;
+    this._socket = null;
+    this._timer = null;
+    this._closed = false;
+    this._connect();
+  }
+
+  /** Subscribes; resolves with {epoch, seq, recovered?} once the server confirmed (after any replay). While offline,
+   * it resolves when the subscribe went through after the next connect. */
+  subscribe(topic, handler) {
+    let entry = this._topics.get(topic);
+    if (entry) {
+      entry.handler = handler;
+    } else {
+      entry = { handler, position: null, waiters: [] };
+      this._topics.set(topic, entry);
+    }
+    if (!this._isOpen()) {
+      return new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    }
+    return this._subscribe(topic);
+  }
+
+  unsubscribe(topic) {
+    this._topics.delete(topic);
+    return this._request({ op: 'unsub', topic });
+  }
+
+  /** A client publish, where the topic's namespace allows it; resolves with {epoch, seq}. */
+  publish(topic, data) {
+    return this._request({ op: 'pub', topic, data });
+  }
+
+  /** The last position seen on a topic, or null. */
+  position(topic) {
+    const entry = this._topics.get(topic);
+    return entry && entry.position ? Object.assign({}, entry.position) : null;
+  }
+
+  close() {
+    this._closed = true;
+    clearTimeout(this._timer);
+    if (this._socket) {
+      this._socket.close(1000);
+    }
+    this._failPending(new PushError('unavailable', 'The client was closed.'));
+  }
+
+  _subscribe(topic) {
+    const entry = this._topics.get(topic);
+    const frame = { op: 'sub', topic };
+    if (entry && entry.position) {
+      frame.since = entry.position;
+    }
+    const since = frame.since || null;
+    return this._request(frame, topic).then((ok) => {
+      const current = this._topics.get(topic);
+      if (current) {
+        if (ok.recovered === false) {
+          this._notify('onRecoveryFailed', { topic, lastSeen: since, now: { epoch: ok.epoch, seq: ok.seq } });
+          current.position = { epoch: ok.epoch, seq: ok.seq };
+        } else if (!current.position || current.position.epoch !== ok.epoch || current.position.seq < ok.seq) {
+          current.position = { epoch: ok.epoch, seq: ok.seq };
+        }
+      }
+      return ok;
+    });
+  }
+
+  _request(frame, subscribing) {
+    frame.id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      this._pending.set(frame.id, { resolve, reject, subscribing });
+      this._send(frame);
+    });
+  }
+
+  _isOpen() {
+    return !!this._socket && this._socket.readyState === WebSocket.OPEN;
+  }
+
+  _send(frame) {
+    if (this._isOpen()) {
+      this._socket.send(JSON.stringify(frame));
+    } else {
+      this._queue.push(frame);
+    }
+  }
+
+  async _connect() {
+    if (this._closed) {
+      return;
+    }
+    this._notify('onStatus', 'connecting');
+    let url = this.options.url || ((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+    const query = [];
+    if (this.options.user) {
+      query.push('user=' + encodeURIComponent(this.options.user));
+    }
+    try {
+      const token = this.options.accessToken ? await this.options.accessToken() : null;
+      if (token) {
+        query.push('access_token=' + encodeURIComponent(token));
+      }
+    } catch (e) {
+      this._scheduleReconnect(e);
+      return;
+    }
+    if (query.length) {
+      url += (url.includes('?') ? '&' : '?') + query.join('&');
+    }
+
+    const socket = new WebSocket(url, SUBPROTOCOL);
+    this._socket = socket;
+    socket.onopen = () => {
+      this._attempt = 0;
+      this._notify('onStatus', 'open');
+      // Requests asked for while offline go first; then every topic resumes from where it was.
+      const queued = this._queue;
+      this._queue = [];
+      queued.forEach((f) => socket.send(JSON.stringify(f)));
+      for (const [topic, entry] of this._topics) {
+        const waiters = entry.waiters.splice(0);
+        this._subscribe(topic).then(
+          (ok) => waiters.forEach((w) => w.resolve(ok)),
+          (e) => {
+            waiters.forEach((w) => w.reject(e));
+            this._notify('onStatus', 'open', e);
+          });
+      }
+    };
+    socket.onmessage = (event) => this._onFrame(JSON.parse(event.data));
+    socket.onclose = (event) => {
+      if (this._socket !== socket) {
+        return;
+      }
+      this._socket = null;
+      // Requests in flight get no answer now; subscriptions are renewed on reconnect.
+      this._failPending(new PushError('unavailable', 'The connection closed.'), true);
+      this._scheduleReconnect(event);
+    };
+  }
+
+  _onFrame(frame) {
+    switch (frame.op) {
+      case 'msg': {
+        const entry = this._topics.get(frame.topic);
+        if (!entry) {
+          return;
+        }
+        const p = entry.position;
+        if (p && p.epoch === frame.epoch && frame.seq <= p.seq) {
+          return; // seen already (a replay overlapping the live flow)
+        }
+        entry.position = { epoch: frame.epoch, seq: frame.seq };
+        try {
+          entry.handler({ topic: frame.topic, epoch: frame.epoch, seq: frame.seq, data: frame.data });
+        } catch (e) {
+          setTimeout(() => { throw e; });
+        }
+        return;
+      }
+      case 'ok':
+      case 'error': {
+        const pending = this._pending.get(frame.id);
+        if (!pending) {
+          return;
+        }
+        this._pending.delete(frame.id);
+        if (frame.op === 'ok') {
+          pending.resolve(frame);
+        } else {
+          pending.reject(new PushError(frame.code, frame.message));
+        }
+        return;
+      }
+      case 'bye':
+        // The gateway is draining or found us slow: reconnect (elsewhere) and resume.
+        this._notify('onStatus', 'closed', frame);
+        if (this._socket) {
+          this._socket.close(1000);
+        }
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Rejects what waits for an answer; a subscribe in flight instead waits for the next connect, where it is sent
+   * again (with since). */
+  _failPending(error, keepSubscribes) {
+    for (const [id, pending] of this._pending) {
+      this._pending.delete(id);
+      const entry = keepSubscribes && pending.subscribing ? this._topics.get(pending.subscribing) : null;
+      if (entry) {
+        entry.waiters.push(pending);
+      } else {
+        pending.reject(error);
+      }
+    }
+    if (!keepSubscribes) {
+      for (const entry of this._topics.values()) {
+        entry.waiters.splice(0).forEach((w) => w.reject(error));
+      }
+    }
+  }
+
+  _scheduleReconnect(detail) {
+    this._notify('onStatus', 'closed', detail);
+    if (this._closed) {
+      return;
+    }
+    const o = this.options;
+    const ceiling = Math.min(o.reconnectMaxDelay, o.reconnectBaseDelay * 2 ** this._attempt++);
+    const delay = ceiling / 2 + Math.random() * ceiling / 2; // jitter: a fleet of clients does not come back at once
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+
+  _notify(name, ...args) {
+    const callback = this.options[name];
+    if (typeof callback === 'function') {
+      try {
+        callback(...args);
+      } catch (e) {
+        setTimeout(() => { throw e; });
+      }
+    }
+  }
+}

@@ -1,0 +1,251 @@
+using System.Text;
+using System.Threading.Channels;
+using MQTTnet;
+using MQTTnet.Formatter;
+using MQTTnet.Protocol;
+
+namespace OrleansPush.Gateway.Tests;
+
+/// <summary>An embedded gateway with MQTT over TCP on a free loopback port and MQTT over WebSocket at <c>/mqtt</c>.</summary>
+public sealed class MqttFixture : IAsyncLifetime
+{
+    public TestGateway Gateway { get; private set; } = null!;
+
+    public int MqttPort { get; private set; }
+
+    public Uri MqttWebSocketUri => new($"ws://{Gateway.BaseAddress.Authority}/mqtt");
+
+    public async Task InitializeAsync()
+    {
+        MqttPort = Ports.Free();
+        Gateway = await TestGateway.StartEmbeddedAsync(new Dictionary<string, string?>
+        {
+            ["OrleansPush:Mqtt:Port"] = MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["OrleansPush:Mqtt:BindAddress"] = "127.0.0.1",
+        });
+    }
+
+    public async Task DisposeAsync() => await Gateway.DisposeAsync();
+}
+
+[CollectionDefinition(Name)]
+public sealed class MqttCollection : ICollectionFixture<MqttFixture>
+{
+    public const string Name = "mqtt gateway";
+}
+
+[Collection(MqttCollection.Name)]
+public sealed class MqttTests(MqttFixture fixture)
+{
+    private TestGateway Gateway => fixture.Gateway;
+
+    [Fact]
+    public async Task HttpPublishReachesAnMqttTcpClientAndAnMqttWebSocketClient()
+    {
+        var topic = GatewayFixture.NewTopic("mq");
+        await using var tcp = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await using var ws = await MqttTestClient.ConnectWebSocketAsync(fixture.MqttWebSocketUri);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS0, await tcp.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtMostOnce));
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS1, await ws.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce));
+
+        await Gateway.PublishAsync(topic, "{\"text\":\"to mqtt\"}");
+
+        foreach (var client in new[] { tcp, ws })
+        {
+            var message = await client.NextAsync();
+            Assert.Equal(topic, message.Topic);
+            Assert.Equal("{\"text\":\"to mqtt\"}", message.Payload);
+        }
+    }
+
+    [Fact]
+    public async Task MqttPublishReachesARawWebSocketSubscriberOnceAndARawPublishReachesMqttOnce()
+    {
+        var topic = "chat:" + Guid.NewGuid().ToString("N");
+        await using var mqtt = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await using var raw = await WsClient.ConnectAsync(Gateway.WebSocketUri());
+        Assert.Equal("ok", (await raw.SubscribeAsync(topic)).Op);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS1, await mqtt.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce));
+
+        Assert.Equal(MqttClientPublishReasonCode.Success, await mqtt.PublishAsync(topic, "{\"from\":\"mqtt\"}", MqttQualityOfServiceLevel.AtLeastOnce));
+        var first = await raw.NextAsync();
+        Assert.Equal("msg", first.Op);
+        Assert.Equal(1, first.Seq);
+        Assert.Equal("{\"from\":\"mqtt\"}", first.RawData);
+        Assert.Equal("{\"from\":\"mqtt\"}", (await mqtt.NextAsync()).Payload);
+
+        Assert.Equal("ok", (await raw.RequestAsync("pub", new { topic, data = new { from = "ws" } })).Op);
+        Assert.Equal("{\"from\":\"ws\"}", (await mqtt.NextAsync()).Payload);
+        var second = await raw.NextAsync();
+        Assert.Equal(2, second.Seq);
+
+        // Once each: nothing loops back.
+        await mqtt.AssertQuietAsync(TimeSpan.FromMilliseconds(500));
+        Assert.True(await raw.IsQuietAsync(TimeSpan.FromMilliseconds(100)));
+    }
+
+    [Fact]
+    public async Task MosquittoSubReceivesAMessagePublishedOverHttp()
+    {
+        Assert.True(File.Exists("/usr/bin/mosquitto_sub"), "mosquitto_sub is not installed: apt-get install mosquitto-clients (./test.sh does).");
+        var topic = GatewayFixture.NewTopic("mosq");
+        var run = ChildProcess.RunAsync("mosquitto_sub",
+            ["-h", "127.0.0.1", "-p", fixture.MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture), "-t", topic, "-q", "1", "-C", "1", "-W", "20", "-V", "mqttv311", "-i", "mosq-" + Guid.NewGuid().ToString("N")[..12]],
+            null, TimeSpan.FromSeconds(30));
+
+        // mosquitto_sub subscribes at some point after it starts: publish until it has received one message.
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(25));
+        while (!run.IsCompleted && !cts.IsCancellationRequested)
+        {
+            await Gateway.PublishAsync(topic, "{\"text\":\"hello mosquitto\"}");
+            await Task.WhenAny(run, Task.Delay(300, cts.Token).ContinueWith(_ => { }, TaskScheduler.Default));
+        }
+
+        var (exitCode, output) = await run;
+        Assert.True(exitCode == 0, $"mosquitto_sub exited {exitCode}: {output}");
+        Assert.Equal("{\"text\":\"hello mosquitto\"}", output.Trim());
+    }
+
+    [Fact]
+    public async Task AnMqtt5ClientWithoutAClientIdIsAssignedOneAndReceives()
+    {
+        var topic = GatewayFixture.NewTopic("mq5");
+        await using var client = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId: string.Empty);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS0, await client.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtMostOnce));
+        await Gateway.PublishAsync(topic, "[1,2,3]");
+        Assert.Equal("[1,2,3]", (await client.NextAsync()).Payload);
+    }
+
+    [Fact]
+    public async Task WildcardFiltersAndForbiddenPublishesAreRefusedWithReasons()
+    {
+        await using var client = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        Assert.Equal(MqttClientSubscribeResultCode.WildcardSubscriptionsNotSupported, await client.SubscribeAsync("news/+", MqttQualityOfServiceLevel.AtMostOnce));
+        Assert.Equal(MqttClientSubscribeResultCode.WildcardSubscriptionsNotSupported, await client.SubscribeAsync("#", MqttQualityOfServiceLevel.AtMostOnce));
+        Assert.Equal(MqttClientSubscribeResultCode.NotAuthorized, await client.SubscribeAsync("user:someone-else", MqttQualityOfServiceLevel.AtMostOnce));
+        Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, await client.PublishAsync(GatewayFixture.NewTopic("np"), "{}", MqttQualityOfServiceLevel.AtLeastOnce));
+        Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await client.PublishAsync("chat:" + Guid.NewGuid().ToString("N"), "not json", MqttQualityOfServiceLevel.AtLeastOnce));
+        Assert.True(client.IsConnected);
+    }
+
+    [Fact]
+    public async Task UserNameIsTheUserIdAndItsPersonalChannelCanBeSubscribed()
+    {
+        var user = "mq-" + Guid.NewGuid().ToString("N");
+        await using var client = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, userName: user);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS1, await client.SubscribeAsync("user:" + user, MqttQualityOfServiceLevel.AtLeastOnce));
+        using var content = new StringContent("{\"direct\":true}", Encoding.UTF8, "application/json");
+        using var response = await Gateway.Http.PostAsync("/api/users/" + user, content);
+        Assert.True(response.IsSuccessStatusCode);
+        var message = await client.NextAsync();
+        Assert.Equal("user:" + user, message.Topic);
+        Assert.Equal("{\"direct\":true}", message.Payload);
+    }
+
+    [Fact]
+    public async Task UnacknowledgedQos1MessageIsSentAgainWhenAPersistentSessionReconnectsAndSubscribes()
+    {
+        var topic = GatewayFixture.NewTopic("mqr");
+        var clientId = "resume-" + Guid.NewGuid().ToString("N");
+        await using (var first = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false, acknowledge: false))
+        {
+            await first.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+            await Gateway.PublishAsync(topic, "{\"n\":1}");
+            Assert.Equal("{\"n\":1}", (await first.NextAsync()).Payload); // received, never acknowledged
+        }
+
+        await Gateway.PublishAsync(topic, "{\"n\":2}"); // while it is away
+
+        await using var second = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false);
+        await second.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+        Assert.Equal("{\"n\":1}", (await second.NextAsync()).Payload);
+        Assert.Equal("{\"n\":2}", (await second.NextAsync()).Payload);
+    }
+}
+
+/// <summary>An MQTTnet client with a queue of received messages; every wait is bounded.</summary>
+internal sealed class MqttTestClient : IAsyncDisposable
+{
+    private readonly IMqttClient _client;
+    private readonly Channel<(string Topic, string Payload)> _received = Channel.CreateUnbounded<(string, string)>();
+
+    private MqttTestClient(IMqttClient client, bool acknowledge)
+    {
+        _client = client;
+        client.ApplicationMessageReceivedAsync += e =>
+        {
+            e.AutoAcknowledge = acknowledge;
+            _received.Writer.TryWrite((e.ApplicationMessage.Topic, e.ApplicationMessage.ConvertPayloadToString()));
+            return Task.CompletedTask;
+        };
+    }
+
+    public bool IsConnected => _client.IsConnected;
+
+    public static Task<MqttTestClient> ConnectTcpAsync(int port, string? clientId = null, bool cleanSession = true, bool acknowledge = true, string? userName = null) =>
+        ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", port), clientId, cleanSession, acknowledge, userName);
+
+    public static Task<MqttTestClient> ConnectWebSocketAsync(Uri uri) =>
+        ConnectAsync(new MqttClientOptionsBuilder().WithWebSocketServer(o => o.WithUri(uri.ToString())), null, true, true, null);
+
+    private static async Task<MqttTestClient> ConnectAsync(MqttClientOptionsBuilder builder, string? clientId, bool cleanSession, bool acknowledge, string? userName)
+    {
+        builder.WithClientId(clientId ?? "test-" + Guid.NewGuid().ToString("N"))
+            .WithProtocolVersion(MqttProtocolVersion.V500)
+            .WithCleanSession(cleanSession)
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        if (userName is not null)
+        {
+            builder.WithCredentials(userName, string.Empty);
+        }
+
+        var client = new MqttClientFactory().CreateMqttClient();
+        var wrapper = new MqttTestClient(client, acknowledge);
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        await client.ConnectAsync(builder.Build(), cts.Token);
+        return wrapper;
+    }
+
+    public async Task<MqttClientSubscribeResultCode> SubscribeAsync(string topic, MqttQualityOfServiceLevel qos)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        var result = await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(topic, qos).Build(), cts.Token);
+        return result.Items.Single().ResultCode;
+    }
+
+    public async Task<MqttClientPublishReasonCode> PublishAsync(string topic, string payload, MqttQualityOfServiceLevel qos)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        var result = await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos).Build(), cts.Token);
+        return result.ReasonCode;
+    }
+
+    public async Task<(string Topic, string Payload)> NextAsync()
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        return await _received.Reader.ReadAsync(cts.Token);
+    }
+
+    public async Task AssertQuietAsync(TimeSpan wait)
+    {
+        using var cts = new CancellationTokenSource(wait);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await _received.Reader.ReadAsync(cts.Token));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_client.IsConnected)
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            try
+            {
+                await _client.DisconnectAsync(new MqttClientDisconnectOptions(), cts.Token);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or MQTTnet.Exceptions.MqttCommunicationException)
+            {
+            }
+        }
+
+        _client.Dispose();
+    }
+}

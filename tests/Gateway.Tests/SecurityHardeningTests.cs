@@ -1,0 +1,204 @@
+using System.Net;
+using System.Net.WebSockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+
+namespace OrleansPush.Gateway.Tests;
+
+/// <summary>TLS from Kestrel's configuration, and a gateway that survives thousands of hostile frames.</summary>
+public sealed class SecurityHardeningTests
+{
+    [Fact]
+    public async Task AGatewayWithAConfiguredCertificateServesWssAndHttps()
+    {
+        using var certificate = SelfSigned();
+        var file = Path.Combine(Path.GetTempPath(), $"orleanspush-test-{Guid.NewGuid():N}.pfx");
+        const string password = "test-password";
+        await File.WriteAllBytesAsync(file, certificate.Export(X509ContentType.Pfx, password));
+        try
+        {
+            var port = Ports.Free();
+            await using var gateway = await SecureGateway.StartAsync(null, new Dictionary<string, string?>
+            {
+                ["Kestrel:Endpoints:Https:Url"] = $"https://127.0.0.1:{port}",
+                ["Kestrel:Endpoints:Https:Certificate:Path"] = file,
+                ["Kestrel:Endpoints:Https:Certificate:Password"] = password,
+            }, url: null);
+            Assert.Equal("https", gateway.BaseAddress.Scheme);
+
+            bool Trusted(X509Certificate? presented) => presented is not null && presented.GetCertHashString() == certificate.GetCertHashString();
+            using var socket = new ClientWebSocket();
+            socket.Options.AddSubProtocol("orleanspush.v1.json");
+            socket.Options.RemoteCertificateValidationCallback = (_, presented, _, _) => Trusted(presented);
+            using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+            await socket.ConnectAsync(new Uri($"wss://127.0.0.1:{port}/ws"), cts.Token);
+            var topic = "tls-" + Guid.NewGuid().ToString("N");
+            await socket.SendAsync(Encoding.UTF8.GetBytes($"{{\"op\":\"sub\",\"id\":1,\"topic\":\"{topic}\"}}"), WebSocketMessageType.Text, true, cts.Token);
+            Assert.Contains("\"op\":\"ok\"", await ReceiveAsync(socket, cts.Token));
+
+            using var handler = new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, presented, _, _) => Trusted(presented) };
+            using var https = new HttpClient(handler) { BaseAddress = new Uri($"https://127.0.0.1:{port}"), Timeout = WsClient.DefaultWait };
+            using var published = await https.PostAsync("/api/topics/" + topic, new StringContent("{\"secure\":true}", Encoding.UTF8, "application/json"), cts.Token);
+            Assert.Equal(HttpStatusCode.OK, published.StatusCode);
+            Assert.Contains("{\"secure\":true}", await ReceiveAsync(socket, cts.Token));
+
+            // An untrusting client refuses the self-signed certificate: the socket really is TLS.
+            using var strict = new ClientWebSocket();
+            await Assert.ThrowsAnyAsync<Exception>(() => strict.ConnectAsync(new Uri($"wss://127.0.0.1:{port}/ws"), cts.Token));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task ThousandsOfMalformedOversizedAndRandomFramesLeaveTheGatewayServingWithBoundedMemory()
+    {
+        await using var gateway = await SecureGateway.StartAsync(null, new Dictionary<string, string?>
+        {
+            // Limits off, so every frame reaches the parser.
+            ["OrleansPush:Limits:MessagesPerSecond"] = "0",
+            ["OrleansPush:Gateway:MaxMessageBytes"] = "4096",
+            ["OrleansPush:Gateway:OutboundQueueBytes"] = "65536",
+        });
+        var random = new Random(20261130);
+        var fragments = new[]
+        {
+            "{\"op\":\"sub\",\"id\":", "{\"op\":\"pub\",\"topic\":\"chat:x\",\"data\":", "{\"op\":\"refresh\",\"token\":", "\"since\":{\"epoch\":",
+            "[[[[", "]]}}", "\"\\u0000\"", "1e999", "-0", "null", "true", "{\"op\":\"ping\",\"id\":1}", "\uD800", "\"topic\":\"user:x\"", ",", ":",
+        };
+
+        // Warm up, then measure: what the gateway keeps after the storm must not grow with the number of frames.
+        await using (var warm = await WsClient.ConnectAsync(gateway.WebSocketUri()))
+        {
+            Assert.Equal("ok", (await warm.RequestAsync("ping")).Op);
+        }
+
+        var before = Heap();
+        using var budget = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        var sent = 0;
+        const int total = 4000;
+        ClientWebSocket? socket = null;
+        try
+        {
+            while (sent < total && !budget.IsCancellationRequested)
+            {
+                if (socket is not { State: WebSocketState.Open })
+                {
+                    socket?.Dispose();
+                    socket = new ClientWebSocket();
+                    socket.Options.AddSubProtocol("orleanspush.v1.json");
+                    await socket.ConnectAsync(gateway.WebSocketUri(), budget.Token);
+                    _ = DrainAsync(socket, budget.Token);
+                }
+
+                var kind = random.Next(5);
+                byte[] frame = kind switch
+                {
+                    0 => RandomBytes(random, random.Next(1, 300)),
+                    1 => Encoding.UTF8.GetBytes(string.Concat(Enumerable.Range(0, random.Next(1, 12)).Select(_ => fragments[random.Next(fragments.Length)]))),
+                    2 => Encoding.UTF8.GetBytes("{\"op\":\"sub\",\"id\":" + random.Next() + ",\"topic\":\"" + new string('a', random.Next(0, 400)) + "\"}"),
+                    3 => RandomBytes(random, 4096 + random.Next(1, 20_000)),
+                    _ => Encoding.UTF8.GetBytes("{\"op\":\"pub\",\"id\":1,\"topic\":\"chat:fuzz\",\"data\":" + new string('[', random.Next(1, 100)) + "}"),
+                };
+                var type = random.Next(10) == 0 ? WebSocketMessageType.Binary : WebSocketMessageType.Text;
+                try
+                {
+                    await socket.SendAsync(frame, type, true, budget.Token);
+                }
+                catch (Exception ex) when (ex is WebSocketException or IOException || ex is OperationCanceledException && !budget.IsCancellationRequested)
+                {
+                    // The gateway closed this one (1009 after an oversized frame, 1007 after invalid UTF-8): open another.
+                    socket.Abort();
+                }
+
+                sent++;
+            }
+        }
+        finally
+        {
+            socket?.Abort();
+            socket?.Dispose();
+        }
+
+        Assert.True(sent >= total / 2, $"only {sent} frames were sent within the time budget");
+
+        // Still serving: a well-behaved client subscribes and receives.
+        await using var client = await WsClient.ConnectAsync(gateway.WebSocketUri());
+        var topic = "after-fuzz-" + Guid.NewGuid().ToString("N");
+        Assert.Equal("ok", (await client.SubscribeAsync(topic)).Op);
+        using (var content = new StringContent("{\"ok\":1}", Encoding.UTF8, "application/json"))
+        using (var answer = await gateway.Http.PostAsync("/api/topics/" + topic, content))
+        {
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        }
+
+        Assert.Equal("{\"ok\":1}", (await client.MessagesAsync(1))[0].RawData);
+
+        await Task.Delay(500);
+        var growth = Heap() - before;
+        Assert.True(growth < 64L * 1024 * 1024, $"the heap grew by {growth / 1024 / 1024} MiB over {sent} hostile frames");
+    }
+
+    private static long Heap()
+    {
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        return GC.GetTotalMemory(forceFullCollection: true);
+    }
+
+    private static byte[] RandomBytes(Random random, int length)
+    {
+        var bytes = new byte[length];
+        random.NextBytes(bytes);
+        return bytes;
+    }
+
+    private static async Task DrainAsync(ClientWebSocket socket, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[16 * 1024];
+        try
+        {
+            while (socket.State == WebSocketState.Open)
+            {
+                var result = await socket.ReceiveAsync(buffer, cancellationToken);
+                if (result.MessageType == WebSocketMessageType.Close)
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or ObjectDisposedException)
+        {
+        }
+    }
+
+    private static async Task<string> ReceiveAsync(ClientWebSocket socket, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[64 * 1024];
+        var length = 0;
+        ValueWebSocketReceiveResult result;
+        do
+        {
+            result = await socket.ReceiveAsync(buffer.AsMemory(length), cancellationToken);
+            length += result.Count;
+        }
+        while (!result.EndOfMessage);
+
+        return Encoding.UTF8.GetString(buffer, 0, length);
+    }
+
+    private static X509Certificate2 SelfSigned()
+    {
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest("CN=127.0.0.1", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], critical: false));
+        using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        return X509CertificateLoader.LoadPkcs12(created.Export(X509ContentType.Pfx), null, X509KeyStorageFlags.Exportable);
+    }
+}
