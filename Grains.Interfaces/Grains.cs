@@ -78,4 +78,9 @@ public interface IUserGrain : IGrainWithStringKey
 
     [Alias("GetSubscriptions")]
     Task<string[]> GetSubscriptionsAsync();
+
+    /// <summary>Asks every gateway attached to the user to close the user's connections there (reason
+    /// <c>disconnected</c>). At most once per gateway, like any gateway-stream event; clients may reconnect.</summary>
+    [Alias("Disconnect")]
+    Task DisconnectAsync();
 }

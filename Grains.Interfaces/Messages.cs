@@ -25,6 +25,11 @@ public sealed record UserSubscriptionChanged(
     [property: Id(1)] string Topic,
     [property: Id(2)] bool Subscribed) : GatewayEvent;
 
+/// <summary>An operator asked for a user to be disconnected: each gateway closes that user's local connections with the
+/// reason <c>disconnected</c>.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.UserDisconnectRequested")]
+public sealed record UserDisconnectRequested([property: Id(0)] string UserId) : GatewayEvent;
+
 /// <summary>A page of a topic's history: <see cref="Messages"/> in seq order, all within <see cref="Epoch"/>.
 /// <see cref="Head"/> is the topic's latest seq; <see cref="FirstAvailable"/> the oldest seq still kept
 /// (<c>Head + 1</c> when the history is empty).</summary>

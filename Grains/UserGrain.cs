@@ -88,6 +88,12 @@ public sealed class UserGrain : Grain, IUserGrain
 
     public Task<string[]> GetSubscriptionsAsync() => Task.FromResult(_state.State.Subscriptions.ToArray());
 
+    public Task DisconnectAsync()
+    {
+        EnsureValid();
+        return _routes.SendAsync(new UserDisconnectRequested(_userId), _onRouteFailure);
+    }
+
     private void EnsureValid()
     {
         if (!TopicName.IsValidUserId(_userId))

@@ -33,10 +33,13 @@ pids=()
 stop_all() {
   trap - INT TERM EXIT
   if [ "${#pids[@]}" -gt 0 ]; then
-    log "stopping ${pids[*]}"
-    # Gateways and silos drain and leave the cluster on SIGTERM; give them their shutdown time, then insist.
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
+    # Newest first: gateways drain, then silos leave the cluster (while Redis still answers), then Redis. Each gets
+    # its shutdown time on SIGTERM, then SIGKILL.
+    local i pid
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+      pid=${pids[i]}
+      kill -TERM "$pid" 2>/dev/null || continue
+      log "stopping $pid"
       for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
     done
@@ -80,27 +83,32 @@ common=(
   "--OrleansPush:Storage:Prefix=$cluster_id"
 )
 
-# Each host runs from its output folder, so that it finds its appsettings.json (and the gateway its wwwroot/).
+# Each host runs from its project folder (its content root), where it finds appsettings.json and the gateway its
+# wwwroot/; exec keeps the PID that is recorded.
 start() {
   local dir=$1 dll=$2 name=$3
   shift 3
-  (cd "$dir" && exec dotnet "$dll" "$@") >"$work/$name.log" 2>&1 &
+  (cd "$dir" && exec dotnet "bin/$configuration/net10.0/$dll" "$@") >"$work/$name.log" 2>&1 &
   pids+=($!)
   log "$name: pid $!, log $work/$name.log"
 }
 
 for i in 1 2; do
-  start "$silo_dir" OrleansPush.Silo.dll "silo-$i" "${common[@]}" \
+  start Silo OrleansPush.Silo.dll "silo-$i" "${common[@]}" \
     "--OrleansPush:Cluster:SiloPort=$(free_port)" "--OrleansPush:Cluster:GatewayPort=$(free_port)" \
     "--OrleansPush:Cluster:AdvertisedIP=127.0.0.1" "--OrleansPush:Cluster:SiloName=silo-$i"
 done
 
 urls=()
+mqtt_ports=()
 for i in 1 2; do
   port=$(free_port)
+  mqtt_port=$(free_port)
   urls+=("http://127.0.0.1:$port")
-  start "$gateway_dir" OrleansPush.Gateway.dll "gateway-$i" "${common[@]}" \
-    "--OrleansPush:Cluster:Mode=Cluster" "--urls=http://127.0.0.1:$port"
+  mqtt_ports+=("$mqtt_port")
+  start Gateway OrleansPush.Gateway.dll "gateway-$i" "${common[@]}" \
+    "--OrleansPush:Cluster:Mode=Cluster" "--urls=http://127.0.0.1:$port" \
+    "--OrleansPush:Mqtt:Port=$mqtt_port" "--OrleansPush:Mqtt:BindAddress=127.0.0.1"
 done
 
 log "waiting for the gateways to be ready"
@@ -118,6 +126,7 @@ cat <<EOF
 OrleansPush cluster ($cluster_id) is up: Redis $redis, 2 silos, 2 gateways.
   gateway 1: ${urls[0]}/   (WebSocket ${urls[0]/http/ws}/ws)
   gateway 2: ${urls[1]}/   (WebSocket ${urls[1]/http/ws}/ws)
+  MQTT:      127.0.0.1:${mqtt_ports[0]} and 127.0.0.1:${mqtt_ports[1]} (TCP), /mqtt on each gateway (WebSocket)
   publish:   curl -s -X POST ${urls[0]}/api/topics/news -H 'Content-Type: application/json' -d '{"text":"hello"}'
   logs:      $work
 Ctrl-C stops everything.

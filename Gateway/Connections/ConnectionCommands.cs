@@ -42,6 +42,7 @@ public sealed class ConnectionCommands
     public async Task<IReadOnlyList<(string Topic, SubscribeResult Result)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null)
     {
         _drain.Track(connection);
+        Observability.GatewayMetrics.ConnectionOpened(connection.Transport);
         _security.OnConnected(connection);
         if (connection.UserId is not { } userId)
         {
@@ -57,6 +58,7 @@ public sealed class ConnectionCommands
     public void OnDisconnected(PushConnection connection)
     {
         _drain.Untrack(connection);
+        Observability.GatewayMetrics.ConnectionClosed(connection.Transport);
         _security.OnDisconnected(connection);
         _users.Remove(connection);
         foreach (var topic in connection.DrainTopics())

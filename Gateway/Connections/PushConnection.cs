@@ -50,7 +50,9 @@ public abstract class PushConnection
         lock (_topics)
         {
             overLimit = !_topics.Contains(topic) && _topics.Count >= limit;
-            return !overLimit && _topics.Add(topic);
+            var added = !overLimit && _topics.Add(topic);
+            Observability.GatewayMetrics.SubscriptionsChanged(added ? 1 : 0);
+            return added;
         }
     }
 
@@ -58,7 +60,9 @@ public abstract class PushConnection
     {
         lock (_topics)
         {
-            return _topics.Remove(topic);
+            var removed = _topics.Remove(topic);
+            Observability.GatewayMetrics.SubscriptionsChanged(removed ? -1 : 0);
+            return removed;
         }
     }
 
@@ -68,6 +72,7 @@ public abstract class PushConnection
         {
             var all = _topics.ToArray();
             _topics.Clear();
+            Observability.GatewayMetrics.SubscriptionsChanged(-all.Length);
             return all;
         }
     }
@@ -136,6 +141,11 @@ public abstract class QueuedConnection<TFrame> : PushConnection
         if (Interlocked.CompareExchange(ref _closeReason, reason, null) is not null)
         {
             return;
+        }
+
+        if (reason == "slow")
+        {
+            Observability.GatewayMetrics.SlowConsumerClosed(Transport);
         }
 
         // Wake the writer: it drops what is queued, says goodbye and closes. If the transport is stuck (the peer

@@ -77,6 +77,9 @@ public sealed class ConnectionDrain(IOptions<DrainOptions> options, ILogger<Conn
 
     public int OpenConnections => _open.Count;
 
+    /// <summary>A snapshot of the open connections (for the admin API).</summary>
+    public IReadOnlyCollection<PushConnection> Connections => [.. _open.Keys];
+
     /// <summary>A connection opened; closed at once as <c>shutdown</c> when the gateway is already draining.</summary>
     public void Track(PushConnection connection)
     {

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Options;
 using Orleans.Providers;
 using OrleansPush.Gateway.Connections;
+using OrleansPush.Gateway.Observability;
 using OrleansPush.Gateway.Publishing;
 using OrleansPush.Gateway.Routing;
 using OrleansPush.Gateway.Security;
@@ -89,6 +90,7 @@ public static class GatewayHosting
             .AddMessagePackProtocol();
         services.AddSingleton<HubLifetimeManager<PushHub>, PushHubLifetimeManager>();
         builder.AddOrleansPushSecurity();
+        builder.AddOrleansPushObservability();
         return builder;
     }
 
@@ -107,6 +109,7 @@ public static class GatewayHosting
         app.MapPublishApi();
         app.MapGet("/healthz", () => Results.Ok(new { status = "live" }));
         app.MapGet("/readyz", (Readiness readiness, CancellationToken cancellationToken) => readiness.CheckAsync(cancellationToken));
+        app.MapOrleansPushObservability();
         return app;
     }
 }

@@ -71,7 +71,9 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     {
         try
         {
-            return await call();
+            var position = await call();
+            Observability.GatewayMetrics.MessagePublished();
+            return position;
         }
         catch (PushRejectedException)
         {

@@ -66,6 +66,9 @@ internal sealed class GatewayStream(
             case UserSubscriptionChanged change:
                 users.OnSubscriptionChanged(change);
                 break;
+            case UserDisconnectRequested disconnect:
+                Array.ForEach(users.ConnectionsOf(disconnect.UserId), c => c.Close(Observability.AdminEndpoints.DisconnectReason));
+                break;
         }
 
         return Task.CompletedTask;

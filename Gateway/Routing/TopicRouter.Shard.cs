@@ -143,6 +143,7 @@ public sealed partial class TopicRouter
         {
             topic.Seq = message.Seq;
             var outbound = new OutboundMessage(message);
+            Observability.GatewayMetrics.Delivered(topic.Snapshot.Length, message.PublishedAtUnixMs);
             foreach (var s in topic.Snapshot)
             {
                 if (s.Held is { } held)
@@ -152,6 +153,7 @@ public sealed partial class TopicRouter
                 else if (message.Seq > s.LastSeq)
                 {
                     s.LastSeq = message.Seq;
+                    s.Delivered = true;
                     s.Connection.Deliver(outbound);
                 }
             }
@@ -410,14 +412,17 @@ public sealed partial class TopicRouter
                 }
                 else
                 {
-                    recovered = slice.FirstAvailable <= since.Seq + 1 && since.Seq <= slice.Head;
-                    sub.LastSeq = Math.Min(since.Seq, slice.Head);
+                    // A connection never gets a seq twice: one that already received messages on this topic resumes
+                    // from whichever is later, what it asked for or what it already has.
+                    recovered = slice.FirstAvailable <= Math.Max(since.Seq, sub.Delivered ? sub.LastSeq : 0) + 1 && since.Seq <= slice.Head;
+                    var from = Math.Min(since.Seq, slice.Head);
+                    sub.LastSeq = sub.Delivered ? Math.Max(sub.LastSeq, from) : from;
                     Replay(sub, slice.Messages);
                 }
             }
             else
             {
-                sub.LastSeq = 0;
+                sub.LastSeq = sub.Delivered ? sub.LastSeq : 0;
                 if (slice.Epoch == topic.Epoch)
                 {
                     Replay(sub, slice.Messages);
@@ -431,8 +436,14 @@ public sealed partial class TopicRouter
                 if (m.Message.Seq > sub.LastSeq)
                 {
                     sub.LastSeq = m.Message.Seq;
+                    sub.Delivered = true;
                     sub.Connection.Deliver(m);
                 }
+            }
+
+            if (recovered is { } outcome)
+            {
+                Observability.GatewayMetrics.Recovery(outcome);
             }
 
             request.Completion.TrySetResult(new SubscribeResult(topic.Epoch, sub.LastSeq, recovered));
@@ -445,6 +456,7 @@ public sealed partial class TopicRouter
                 if (m.Seq > sub.LastSeq)
                 {
                     sub.LastSeq = m.Seq;
+                    sub.Delivered = true;
                     sub.Connection.Deliver(new OutboundMessage(m));
                 }
             }

@@ -165,6 +165,10 @@ public sealed partial class TopicRouter : IAsyncDisposable
         public int Generation { get; set; }
 
         public bool WantsPresence { get; set; }
+
+        /// <summary>Whether any message went to this connection on this topic (then it never goes back below
+        /// <see cref="LastSeq"/>, even when it asks to resume from earlier).</summary>
+        public bool Delivered { get; set; }
     }
 
     private sealed class LocalTopic(string name, bool presence)

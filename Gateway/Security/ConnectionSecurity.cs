@@ -28,7 +28,9 @@ public sealed class ConnectionSecurity(
     /// <exception cref="PushRejectedException"><c>forbidden</c>, audited.</exception>
     public void CheckSubscribe(PushConnection connection, string topic)
     {
-        if (!Secured || TopicName.PersonalOwner(topic) is { } owner && owner == connection.UserId
+        // The owner test uses the token's sub, not the connection's user: a transport that named its user some other
+        // way (MQTT's user name, before it validates a token) gets no personal channel with tokens required.
+        if (!Secured || TopicName.PersonalOwner(topic) is { } owner && owner == connection.Access.UserId
             || topics.Value.For(topic).PublicSubscribe || connection.Access.MaySubscribe(topic))
         {
             return;

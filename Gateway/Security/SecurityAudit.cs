@@ -10,7 +10,11 @@ public sealed partial class SecurityAudit(ILoggerFactory loggers)
     public const string Category = "OrleansPush.Audit";
     private readonly ILogger _audit = loggers.CreateLogger(Category);
 
-    public void TokenRefused(string reason, string where, string? remote) => LogTokenRefused(_audit, reason, where, remote ?? "-");
+    public void TokenRefused(string reason, string where, string? remote)
+    {
+        Observability.GatewayMetrics.AuthFailed(reason);
+        LogTokenRefused(_audit, reason, where, remote ?? "-");
+    }
 
     public void OriginRefused(string origin, string where, string? remote) => LogOriginRefused(_audit, origin, where, remote ?? "-");
 

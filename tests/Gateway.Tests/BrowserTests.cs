@@ -13,7 +13,7 @@ namespace OrleansPush.Gateway.Tests;
 public sealed class BrowserTests
 {
     [Fact]
-    public async Task DemoPageShowsAMessagePublishedOverHttpAfterSubscribing()
+    public async Task DemoPageShowsPublishedMessagesResumesAfterADisconnectAndSurfacesAGapHistoryCannotFill()
     {
         var root = RepositoryRoot();
         var scripts = Path.Combine(root, "tests", "browser");
@@ -29,6 +29,7 @@ public sealed class BrowserTests
             ["OrleansPush:Cluster:SiloPort"] = siloPort,
             ["OrleansPush:Cluster:PrimarySiloPort"] = siloPort,
             ["OrleansPush:Cluster:GatewayPort"] = Ports.Free().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["OrleansPush:Topics:Namespaces:tiny:HistorySize"] = "2",
         });
         await using var host = await GatewayHost.CreateAsync(["--webroot=" + Path.Combine(root, "Gateway", "wwwroot")], builder =>
         {

@@ -152,7 +152,16 @@ public sealed class SecureGateway : IAsyncDisposable
                 builder.Logging.AddProvider(logs);
             }
         });
-        await host.App.StartAsync();
+        try
+        {
+            await host.App.StartAsync();
+        }
+        catch
+        {
+            await host.DisposeAsync();
+            throw;
+        }
+
         var address = host.App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new SecureGateway(host, new Uri(address));
     }

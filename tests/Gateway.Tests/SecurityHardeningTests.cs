@@ -3,6 +3,8 @@ using System.Net.WebSockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
 
 namespace OrleansPush.Gateway.Tests;
 
@@ -51,6 +53,90 @@ public sealed class SecurityHardeningTests
         {
             File.Delete(file);
         }
+    }
+
+    [Theory]
+    [InlineData("ES256")]
+    [InlineData("RS256")]
+    public async Task APublicKeyFileVerifiesTokensSignedWithItsPrivateKey(string algorithm)
+    {
+        using AsymmetricAlgorithm key = algorithm == "ES256" ? ECDsa.Create(ECCurve.NamedCurves.nistP256) : RSA.Create(2048);
+        var file = Path.Combine(Path.GetTempPath(), $"orleanspush-test-{Guid.NewGuid():N}.pem");
+        await File.WriteAllTextAsync(file, key.ExportSubjectPublicKeyInfoPem());
+        try
+        {
+            await using var gateway = await SecureGateway.StartAsync(null, new Dictionary<string, string?>
+            {
+                ["OrleansPush:Auth:Jwt:PublicKeyFile"] = file,
+            });
+            SigningCredentials Credentials(AsymmetricAlgorithm k) => k is ECDsa ec
+                ? new SigningCredentials(new ECDsaSecurityKey(ec), SecurityAlgorithms.EcdsaSha256)
+                : new SigningCredentials(new RsaSecurityKey((RSA)k), SecurityAlgorithms.RsaSha256);
+            string Token(SigningCredentials credentials) => new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
+            {
+                Expires = DateTime.UtcNow.AddMinutes(5),
+                Claims = new Dictionary<string, object> { ["sub"] = "pk-user", ["topics"] = new[] { "pk:*" } },
+                SigningCredentials = credentials,
+            });
+
+            var (status, socket) = await gateway.TryConnectAsync("access_token=" + Token(Credentials(key)));
+            Assert.Equal(HttpStatusCode.SwitchingProtocols, status);
+            socket!.Dispose();
+
+            using AsymmetricAlgorithm other = algorithm == "ES256" ? ECDsa.Create(ECCurve.NamedCurves.nistP256) : RSA.Create(2048);
+            (status, socket) = await gateway.TryConnectAsync("access_token=" + Token(Credentials(other)));
+            socket?.Dispose();
+            Assert.Equal(HttpStatusCode.Unauthorized, status);
+
+            // An HS256 token made with the public key as its secret (the classic algorithm confusion) is refused too.
+            var confused = Token(new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(await File.ReadAllTextAsync(file))), SecurityAlgorithms.HmacSha256));
+            (status, socket) = await gateway.TryConnectAsync("access_token=" + confused);
+            socket?.Dispose();
+            Assert.Equal(HttpStatusCode.Unauthorized, status);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Theory]
+    [InlineData("OrleansPush:Auth:Jwt:SigningKey", "too-short")]
+    [InlineData("OrleansPush:Auth:Jwt:PublicKeyFile", "/nonexistent/issuer.pem")]
+    [InlineData("OrleansPush:Limits:MessagesPerSecond", "-1")]
+    [InlineData("OrleansPush:AllowedOrigins:0", "https://app.example.com/path")]
+    public async Task ABadSecuritySettingStopsTheGatewayWithAMessageNamingTheKey(string key, string value)
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => SecureGateway.StartAsync(null, new Dictionary<string, string?> { [key] = value }));
+        Assert.Contains(key.Replace(":0", string.Empty, StringComparison.Ordinal), error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task HandshakesPerSecondAndConnectionsPerIpAreCapped()
+    {
+        await using var gateway = await SecureGateway.StartAsync(null, new Dictionary<string, string?>
+        {
+            ["OrleansPush:Limits:HandshakesPerSecond"] = "3",
+            ["OrleansPush:Limits:ConnectionsPerIp"] = "2",
+        });
+        // A burst well over the rate: some get through, the rest are refused with rate_limited (how many get through
+        // depends on where the burst falls against the bucket's one-second refill).
+        var answers = await Task.WhenAll(Enumerable.Range(0, 20).Select(async _ =>
+        {
+            using var negotiate = await gateway.Http.PostAsync("/hubs/push/negotiate?negotiateVersion=1", null);
+            return (negotiate.StatusCode, Body: await negotiate.Content.ReadAsStringAsync());
+        }));
+        Assert.Contains(answers, a => a.StatusCode == HttpStatusCode.OK);
+        Assert.Contains(answers, a => a.StatusCode == HttpStatusCode.TooManyRequests);
+        Assert.All(answers.Where(a => a.StatusCode != HttpStatusCode.OK), a => Assert.Contains("rate_limited", a.Body, StringComparison.Ordinal));
+
+        await Task.Delay(TimeSpan.FromSeconds(2.2));
+        await using var first = await WsClient.ConnectAsync(gateway.WebSocketUri());
+        await using var second = await WsClient.ConnectAsync(gateway.WebSocketUri());
+        var (status, socket) = await gateway.TryConnectAsync();
+        socket?.Dispose();
+        Assert.Equal(HttpStatusCode.TooManyRequests, status);
+        Assert.Equal("ok", (await first.RequestAsync("ping")).Op);
     }
 
     [Fact]

@@ -216,6 +216,31 @@ public sealed class WebSocketPushTests(GatewayFixture fixture)
     }
 
     [Fact]
+    public async Task UserWhoComesBackWithSinceGetsWhatArrivedWhileOffline()
+    {
+        var user = "u" + Guid.NewGuid().ToString("N");
+        Frame first;
+        await using (var before = await WsClient.ConnectAsync(Gateway.WebSocketUri("user=" + user)))
+        {
+            Assert.Equal("ok", (await before.RequestAsync("ping")).Op);
+            using var push = await Gateway.Http.PostAsync("/api/users/" + user, new StringContent("{\"n\":1}"));
+            first = (await before.MessagesAsync(1)).Single();
+        }
+
+        // Offline: the personal channel's history (1,000 messages / 24 h by default) is the inbox.
+        for (var n = 2; n <= 4; n++)
+        {
+            using var push = await Gateway.Http.PostAsync("/api/users/" + user, new StringContent($"{{\"n\":{n}}}"));
+            Assert.True(push.IsSuccessStatusCode);
+        }
+
+        await using var after = await WsClient.ConnectAsync(Gateway.WebSocketUri("user=" + user));
+        var ok = await after.SubscribeAsync("user:" + user, since: new { epoch = first.Epoch, seq = first.Seq });
+        Assert.True(ok.Recovered);
+        Assert.Equal(["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"], (await after.MessagesAsync(3)).Select(m => m.RawData));
+    }
+
+    [Fact]
     public async Task AnotherUsersPersonalChannelIsForbidden()
     {
         await using var client = await WsClient.ConnectAsync(Gateway.WebSocketUri("user=alice"));

@@ -29,19 +29,24 @@ namespace OrleansPush.Gateway.Transports.Mqtt;
 internal sealed class MqttBridge
 {
     private const string InfoKey = "orleanspush.mqtt";
-    private const string ConnectionKey = "orleanspush.mqtt.connection";
     private readonly ConnectionCommands _commands;
+    private readonly ConnectionDrain _drain;
+    private readonly Security.ConnectionSecurity _security;
     private readonly GatewayOptions _gateway;
     private readonly MqttOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<MqttBridge> _logger;
     private readonly ConcurrentDictionary<string, MqttConnection> _connections = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, GoneSession> _gone = new(StringComparer.Ordinal);
+    private readonly Lock _lifecycle = new();
     private MqttServer? _server;
 
-    public MqttBridge(ConnectionCommands commands, IOptions<GatewayOptions> gateway, IOptions<MqttOptions> options, TimeProvider time, ILogger<MqttBridge> logger)
+    public MqttBridge(ConnectionCommands commands, ConnectionDrain drain, Security.ConnectionSecurity security, IOptions<GatewayOptions> gateway,
+        IOptions<MqttOptions> options, TimeProvider time, ILogger<MqttBridge> logger)
     {
         _commands = commands;
+        _drain = drain;
+        _security = security;
         _gateway = gateway.Value;
         _options = options.Value;
         _time = time;
@@ -62,20 +67,33 @@ internal sealed class MqttBridge
         server.ClientAcknowledgedPublishPacketAsync += OnAcknowledgedAsync;
     }
 
-    /// <summary>CONNECT. Open mode: the user name, when given, is the user id (like <c>?user=</c>).
-    /// <para>Security hook: when tokens land, the password carries the JWT; validate it here (refuse with
-    /// <see cref="MqttConnectReasonCode.BadUserNameOrPassword"/>), take the user id from its <c>sub</c> claim and keep
-    /// its claims in <see cref="ClientInfo"/> for the subscribe and publish checks. Never log the password.</para></summary>
-    private Task AuthenticateAsync(ValidatingConnectionEventArgs e)
+    /// <summary>CONNECT. With a signing key configured, the password is the JWT: it is validated like any other
+    /// transport's token (a refusal is audited and answered <see cref="MqttConnectReasonCode.BadUserNameOrPassword"/>),
+    /// the user id is its <c>sub</c> and its claims govern every subscribe and publish; to refresh, reconnect with a new
+    /// token. In open mode the user name, when given, is the user id (like <c>?user=</c>). The password is never logged.</summary>
+    private async Task AuthenticateAsync(ValidatingConnectionEventArgs e)
     {
+        var remote = Remote(e.RemoteEndPoint);
+        var (access, reason) = await _security.AuthenticateAsync(e.Password, "mqtt", remote);
+        if (access is null)
+        {
+            e.ReasonCode = MqttConnectReasonCode.BadUserNameOrPassword;
+            e.ReasonString = "unauthorized: " + reason;
+            return;
+        }
+
         string? userId = null;
-        if (_gateway.AllowUserQueryParameter && !string.IsNullOrEmpty(e.UserName))
+        if (!ReferenceEquals(access, Security.ConnectionAccess.None))
+        {
+            userId = access.UserId;
+        }
+        else if (_gateway.AllowUserQueryParameter && !string.IsNullOrEmpty(e.UserName))
         {
             if (!TopicName.IsValidUserId(e.UserName))
             {
                 e.ReasonCode = MqttConnectReasonCode.BadUserNameOrPassword;
                 e.ReasonString = "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':').";
-                return Task.CompletedTask;
+                return;
             }
 
             userId = e.UserName;
@@ -88,67 +106,99 @@ internal sealed class MqttBridge
             e.AssignedClientIdentifier = "orleanspush-" + Guid.NewGuid().ToString("N");
         }
 
-        e.SessionItems[InfoKey] = new ClientInfo(userId, e.CleanSession == false, Remote(e.RemoteEndPoint));
-        return Task.CompletedTask;
+        e.SessionItems[InfoKey] = new ClientInfo(userId, e.CleanSession == false, remote, access);
     }
 
     private Task OnConnectedAsync(ClientConnectedEventArgs e)
     {
-        var info = e.SessionItems[InfoKey] as ClientInfo ?? new ClientInfo(null, false, Remote(e.RemoteEndPoint));
-        var connection = new MqttConnection(e.ClientId, info.UserId, info.Remote, info.Persistent, _gateway.OutboundQueueBytes, _gateway.SlowCloseGrace, DisconnectAsync);
-        if (_connections.TryGetValue(e.ClientId, out var previous))
+        var info = e.SessionItems[InfoKey] as ClientInfo ?? new ClientInfo(null, false, Remote(e.RemoteEndPoint), Security.ConnectionAccess.None);
+        var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.Persistent,
+            _gateway.OutboundQueueBytes, _gateway.SlowCloseGrace, DisconnectAsync)
         {
-            // The same client id connected again before the broker reported the old connection gone (a takeover).
-            _connections.TryRemove(new KeyValuePair<string, MqttConnection>(e.ClientId, previous));
+            Access = info.Access,
+        };
+        _security.OnConnected(connection);
+        MqttConnection? previous;
+        lock (_lifecycle)
+        {
+            // The same client id connected again before the broker reported the old connection gone (a takeover):
+            // the old one is finished now, so that the new one resumes from where it stopped.
+            if (_connections.TryRemove(e.ClientId, out previous))
+            {
+                KeepPositions(previous);
+            }
+
+            _connections[e.ClientId] = connection;
         }
 
-        _connections[e.ClientId] = connection;
-        e.SessionItems[ConnectionKey] = connection;
+        if (previous is not null)
+        {
+            Forget(previous);
+        }
+
+        // What ConnectionCommands.OnConnectedAsync does for the other transports, less the automatic subscriptions:
+        // an MQTT client receives only what it subscribed to. ConnectionCommands.OnDisconnected undoes both.
+        Observability.GatewayMetrics.ConnectionOpened(connection.Transport);
+        _drain.Track(connection);
         return Task.CompletedTask;
     }
 
     private Task OnDisconnectedAsync(ClientDisconnectedEventArgs e)
     {
-        // Each connection has a session of its own (the broker keeps none across connections), so the session's item
-        // names the connection that ended even when a newer one with the same client id has taken over.
-        if (e.SessionItems[ConnectionKey] is MqttConnection connection)
+        MqttConnection? connection;
+        lock (_lifecycle)
         {
-            _connections.TryRemove(new KeyValuePair<string, MqttConnection>(e.ClientId, connection));
-            Forget(connection);
+            // The remote end point (address and port) tells this connection from a newer one with the same client id.
+            if (!_connections.TryGetValue(e.ClientId, out connection) || connection.Endpoint != e.RemoteEndPoint?.ToString()
+                || !_connections.TryRemove(new KeyValuePair<string, MqttConnection>(e.ClientId, connection)))
+            {
+                return Task.CompletedTask;
+            }
+
+            KeepPositions(connection);
         }
 
+        Forget(connection);
         return Task.CompletedTask;
+    }
+
+    /// <summary>Keeps where a persistent-session client was in each topic, for its next connection (under
+    /// <see cref="_lifecycle"/>, so that a reconnect's subscribe never runs between the removal and this).</summary>
+    private void KeepPositions(MqttConnection connection)
+    {
+        if (!connection.PersistentSession || _options.SessionResumeWindow <= TimeSpan.Zero || connection.Positions() is not { Count: > 0 } positions)
+        {
+            return;
+        }
+
+        var now = _time.GetUtcNow();
+        if (_gone.Count >= _options.MaxResumableSessions)
+        {
+            foreach (var (id, old) in _gone)
+            {
+                if (old.Until <= now)
+                {
+                    _gone.TryRemove(id, out _);
+                }
+            }
+        }
+
+        if (_gone.Count < _options.MaxResumableSessions)
+        {
+            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + _options.SessionResumeWindow,
+                positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal));
+        }
+        else
+        {
+            MqttLog.ResumeDropped(_logger, connection.ClientId);
+        }
     }
 
     private void Forget(MqttConnection connection)
     {
+        _security.OnDisconnected(connection);
         _commands.OnDisconnected(connection);
         connection.Disconnected();
-        if (connection.PersistentSession && _options.SessionResumeWindow > TimeSpan.Zero && connection.Positions() is { Count: > 0 } positions)
-        {
-            var now = _time.GetUtcNow();
-            if (_gone.Count >= _options.MaxResumableSessions)
-            {
-                foreach (var (id, old) in _gone)
-                {
-                    if (old.Until <= now)
-                    {
-                        _gone.TryRemove(id, out _);
-                    }
-                }
-            }
-
-            if (_gone.Count < _options.MaxResumableSessions)
-            {
-                _gone[connection.ClientId] = new GoneSession(connection.UserId, now + _options.SessionResumeWindow,
-                    positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal));
-            }
-            else
-            {
-                MqttLog.ResumeDropped(_logger, connection.ClientId);
-            }
-        }
-
         if (connection.CloseReason is { } reason)
         {
             GatewayLog.ConnectionClosed(_logger, connection.Id, connection.Transport, connection.RemoteAddress, reason);
@@ -169,6 +219,12 @@ internal sealed class MqttBridge
         if (filter.Contains('+', StringComparison.Ordinal) || filter.Contains('#', StringComparison.Ordinal))
         {
             Refuse(e, MqttSubscribeReasonCode.WildcardSubscriptionsNotSupported, "bad_topic: wildcard topic filters (+, #) are not supported; subscribe to each topic.");
+            return;
+        }
+
+        if (!_security.TryAcceptMessage(connection))
+        {
+            Refuse(e, MqttSubscribeReasonCode.QuotaExceeded, "rate_limited: too many requests; slow down.");
             return;
         }
 
@@ -215,6 +271,14 @@ internal sealed class MqttBridge
 
     private Since? ResumePointOf(MqttConnection connection, string topic)
     {
+        lock (_lifecycle)
+        {
+            return ResumePointOfLocked(connection, topic);
+        }
+    }
+
+    private Since? ResumePointOfLocked(MqttConnection connection, string topic)
+    {
         if (!_gone.TryGetValue(connection.ClientId, out var gone))
         {
             return null;
@@ -226,10 +290,7 @@ internal sealed class MqttBridge
             return null;
         }
 
-        lock (gone.Topics)
-        {
-            return gone.Topics.Remove(topic, out var since) ? since : null;
-        }
+        return gone.Topics.Remove(topic, out var since) ? since : null;
     }
 
     private Task OnUnsubscribeAsync(InterceptingUnsubscriptionEventArgs e)
@@ -266,6 +327,11 @@ internal sealed class MqttBridge
         try
         {
             var message = e.ApplicationMessage;
+            if (!_security.TryAcceptMessage(connection))
+            {
+                throw new PushRejectedException("rate_limited", "Too many messages; slow down.");
+            }
+
             if (message.Retain)
             {
                 throw new PushRejectedException("bad_request", "Retained messages are not supported; subscribers resume from history instead.");
@@ -336,7 +402,7 @@ internal sealed class MqttBridge
     };
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
-    private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote);
+    private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access);
 
     private sealed record GoneSession(string? UserId, DateTimeOffset Until, Dictionary<string, Since> Topics);
 }

@@ -34,17 +34,21 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     private MqttSessionStatus? _session;
     private int _unawaited;
 
-    public MqttConnection(string clientId, string? userId, string? remoteAddress, bool persistentSession, long maxQueuedBytes, TimeSpan closeGrace,
+    public MqttConnection(string clientId, string? endpoint, string? userId, string? remoteAddress, bool persistentSession, long maxQueuedBytes, TimeSpan closeGrace,
         Func<MqttConnection, string, Task> disconnect)
         : base("mqtt", userId, remoteAddress, maxQueuedBytes, closeGrace)
     {
         ClientId = clientId;
+        Endpoint = endpoint;
         PersistentSession = persistentSession;
         _disconnect = disconnect;
         _ = RunWriterAsync(_gone.Token);
     }
 
     public string ClientId { get; }
+
+    /// <summary>The client's address and port: tells this connection from a later one with the same client id.</summary>
+    public string? Endpoint { get; }
 
     /// <summary>The client connected with clean session (MQTT 5: clean start) off.</summary>
     public bool PersistentSession { get; }

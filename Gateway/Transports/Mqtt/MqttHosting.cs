@@ -70,7 +70,15 @@ internal sealed class MqttBroker(MqttBridge bridge, MqttConnectionHandler webSoc
     {
         if (_server is { } server)
         {
-            await server.StopAsync(new MqttServerStopOptions());
+            // What the drain did not close yet goes now; MQTT 5 clients hear "server shutting down" and reconnect elsewhere.
+            await server.StopAsync(new MqttServerStopOptions
+            {
+                DefaultClientDisconnectOptions = new MqttServerClientDisconnectOptions
+                {
+                    ReasonCode = MQTTnet.Protocol.MqttDisconnectReasonCode.ServerShuttingDown,
+                    ReasonString = "shutdown",
+                },
+            });
         }
     }
 

@@ -21,7 +21,6 @@ internal sealed class SseEndpoint(
     Identity identity,
     IOptions<GatewayOptions> gatewayOptions,
     IOptions<SseOptions> sseOptions,
-    IHostApplicationLifetime lifetime,
     TimeProvider time,
     ILogger<SseEndpoint> logger)
 {
@@ -92,7 +91,6 @@ internal sealed class SseEndpoint(
             connection.Subscribed(topic, result);
         }
 
-        using var stopping = lifetime.ApplicationStopping.Register(() => connection.Close("shutdown"));
         using var heartbeats = CancellationTokenSource.CreateLinkedTokenSource(aborted);
         var writer = connection.RunWriterAsync(aborted);
         var beating = HeartbeatAsync(connection, heartbeats.Token);

@@ -28,6 +28,8 @@ const client = new PushClient({
     + ' could not be recovered (recovered:false); now at ' + gap.now.epoch + '/' + gap.now.seq, 'err'),
 });
 
+window.orleansPush = client; // for the browser test and for poking at from the developer console
+
 $('subBtn').onclick = async () => {
   const topic = $('subTopic').value.trim();
   line('subscribing to ' + topic, 'sys');
