@@ -1,11 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.WebSockets;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
@@ -128,42 +123,13 @@ public sealed class SecureGateway : IAsyncDisposable
 
     public static async Task<SecureGateway> StartAsync(LogCapture? logs, IDictionary<string, string?> settings, string? url = "http://127.0.0.1:0")
     {
-        var siloPort = Ports.Free().ToString();
-        var all = TestGateway.Merge(TestGateway.Merge(TestSettings.Common(), new Dictionary<string, string?>
+        var all = TestGateway.Merge(TestGateway.Merge(TestSettings.Common(), TestGateway.Merge(TestGateway.EmbeddedSettings(), new Dictionary<string, string?>
         {
-            ["OrleansPush:Cluster:Mode"] = "Embedded",
-            ["OrleansPush:Cluster:SiloPort"] = siloPort,
-            ["OrleansPush:Cluster:PrimarySiloPort"] = siloPort,
-            ["OrleansPush:Cluster:GatewayPort"] = Ports.Free().ToString(),
             ["Logging:LogLevel:OrleansPush"] = "Debug",
             ["Logging:LogLevel:Microsoft.AspNetCore"] = "Debug",
-            ["OrleansPush:Mqtt:Port"] = "0",
-        }), settings);
-        var host = await GatewayHost.CreateAsync([], builder =>
-        {
-            builder.Configuration.AddInMemoryCollection(all);
-            if (url is not null)
-            {
-                builder.WebHost.UseUrls(url);
-            }
-
-            if (logs is not null)
-            {
-                builder.Logging.AddProvider(logs);
-            }
-        });
-        try
-        {
-            await host.App.StartAsync();
-        }
-        catch
-        {
-            await host.DisposeAsync();
-            throw;
-        }
-
-        var address = host.App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new SecureGateway(host, new Uri(address));
+        })), settings);
+        var (host, address) = await TestGateway.StartHostAsync(all, url, logs);
+        return new SecureGateway(host, address);
     }
 
     /// <summary>Opens a raw-protocol socket and returns the HTTP status of the handshake (101 when accepted).</summary>

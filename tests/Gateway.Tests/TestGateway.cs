@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -35,15 +36,16 @@ public sealed class TestGateway : IAsyncDisposable
     /// <summary>Starts an embedded gateway (gateway and silo in one process).</summary>
     public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null)
     {
-        var all = new Dictionary<string, string?>
-        {
-            ["OrleansPush:Cluster:Mode"] = "Embedded",
-            ["OrleansPush:Cluster:SiloPort"] = Ports.Free().ToString(),
-            ["OrleansPush:Cluster:GatewayPort"] = Ports.Free().ToString(),
-        };
-        all["OrleansPush:Cluster:PrimarySiloPort"] = all["OrleansPush:Cluster:SiloPort"];
-        return StartAsync(Merge(all, settings));
+        return StartAsync(Merge(EmbeddedSettings(), settings));
     }
+
+    /// <summary>An embedded gateway's own silo on free loopback ports (its own silo is the primary by default).</summary>
+    internal static Dictionary<string, string?> EmbeddedSettings() => new()
+    {
+        ["OrleansPush:Cluster:Mode"] = "Embedded",
+        ["OrleansPush:Cluster:SiloPort"] = Ports.Free().ToString(),
+        ["OrleansPush:Cluster:GatewayPort"] = Ports.Free().ToString(),
+    };
 
     /// <summary>Starts a gateway that joins the silo(s) of <paramref name="silo"/> as a client.</summary>
     public static Task<TestGateway> StartClientAsync(TestSilo silo, IDictionary<string, string?>? settings = null) =>
@@ -58,14 +60,41 @@ public sealed class TestGateway : IAsyncDisposable
 
     private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings)
     {
+        var (host, address) = await StartHostAsync(Merge(TestSettings.Common(), settings));
+        return new TestGateway(host, address);
+    }
+
+    /// <summary>Builds and starts a gateway on real Kestrel with exactly <paramref name="settings"/>; with
+    /// <paramref name="logs"/>, that provider is added before the gateway's own logging wiring runs. Returns the host
+    /// and the address Kestrel bound.</summary>
+    internal static async Task<(GatewayHost Host, Uri Address)> StartHostAsync(
+        IDictionary<string, string?> settings, string? url = "http://127.0.0.1:0", ILoggerProvider? logs = null)
+    {
         var host = await GatewayHost.CreateAsync([], builder =>
         {
-            builder.Configuration.AddInMemoryCollection(Merge(TestSettings.Common(), settings));
-            builder.WebHost.UseUrls("http://127.0.0.1:0");
+            builder.Configuration.AddInMemoryCollection(settings);
+            if (url is not null)
+            {
+                builder.WebHost.UseUrls(url);
+            }
+
+            if (logs is not null)
+            {
+                builder.Logging.AddProvider(logs);
+            }
         });
-        await host.App.StartAsync();
+        try
+        {
+            await host.App.StartAsync();
+        }
+        catch
+        {
+            await host.DisposeAsync();
+            throw;
+        }
+
         var address = host.App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new TestGateway(host, new Uri(address));
+        return (host, new Uri(address));
     }
 
     public async Task<PublishAnswer> PublishAsync(string topic, string json)

@@ -8,7 +8,8 @@ namespace OrleansPush.Gateway.Tests;
 /// <summary>A raw-protocol test client on a real ClientWebSocket. Every wait is bounded.</summary>
 public sealed class WsClient : IAsyncDisposable
 {
-    public static readonly TimeSpan DefaultWait = TimeSpan.FromSeconds(15);
+    // Generous: the whole suite shares two cores, and a bounded wait should fail on a lost message, not on a busy machine.
+    public static readonly TimeSpan DefaultWait = TimeSpan.FromSeconds(30);
     private readonly ClientWebSocket _socket;
     private readonly Channel<Frame> _frames = Channel.CreateUnbounded<Frame>();
     private readonly Task? _receive;
