@@ -38,8 +38,10 @@ public sealed class ConnectionCommands
 
     /// <summary>A connection opened: a user's connection follows its personal channel and its server-side subscriptions.
     /// <paramref name="resume"/> (optional, e.g. SSE's <c>Last-Event-ID</c>) names where to resume each of those topics
-    /// from. Returns the topics joined with their positions.</summary>
-    public async Task<IReadOnlyList<(string Topic, SubscribeResult Result)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null)
+    /// from. With <paramref name="holdForResume"/> (transports whose client can send <c>sub</c> later) those topics hold live
+    /// messages back for a moment, so a client that resumes one of them with <c>since</c> gets every message in order.
+    /// Returns the topics joined with their positions.</summary>
+    public async Task<IReadOnlyList<(string Topic, SubscribeResult Result)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null, bool holdForResume = false)
     {
         _drain.Track(connection);
         Observability.GatewayMetrics.ConnectionOpened(connection.Transport);
@@ -51,7 +53,7 @@ public sealed class ConnectionCommands
 
         var serverSide = await _users.AddAsync(connection);
         string[] topics = [TopicName.Personal(userId), .. serverSide];
-        var results = await Task.WhenAll(topics.Select(t => SubscribeAsync(connection, t, resume?.Invoke(t), 0, serverSide: true)));
+        var results = await Task.WhenAll(topics.Select(t => SubscribeAsync(connection, t, resume?.Invoke(t), 0, serverSide: true, hold: holdForResume)));
         return [.. topics.Zip(results)];
     }
 
@@ -71,7 +73,7 @@ public sealed class ConnectionCommands
     /// <paramref name="serverSide"/> ones (the personal channel, a backend's server-side subscriptions) were decided by
     /// the backend and skip that check.</summary>
     /// <exception cref="PushRejectedException">bad_topic, forbidden or unavailable.</exception>
-    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string? topic, Since? since, int last, bool presenceEvents = false, bool serverSide = false)
+    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string? topic, Since? since, int last, bool presenceEvents = false, bool serverSide = false, bool hold = false)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -94,14 +96,14 @@ public sealed class ConnectionCommands
             throw new PushRejectedException("forbidden", $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
         }
 
-        return SubscribeCoreAsync(connection, topic!, since, last, presenceEvents, added);
+        return SubscribeCoreAsync(connection, topic!, since, last, presenceEvents, added, hold);
     }
 
-    private async Task<SubscribeResult> SubscribeCoreAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents, bool added)
+    private async Task<SubscribeResult> SubscribeCoreAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents, bool added, bool hold)
     {
         try
         {
-            return await _router.SubscribeAsync(connection, topic, since, last, presenceEvents);
+            return await _router.SubscribeAsync(connection, topic, since, last, presenceEvents, hold);
         }
         catch (PushRejectedException) when (added && connection.RemoveTopic(topic))
         {

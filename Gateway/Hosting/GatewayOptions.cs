@@ -12,6 +12,7 @@ public sealed class GatewayOptions
     public static readonly TimeSpan DefaultKeepAliveInterval = TimeSpan.FromSeconds(20);
     public static readonly TimeSpan DefaultEmptyTopicLinger = TimeSpan.FromSeconds(10);
     public static readonly TimeSpan DefaultSlowCloseGrace = TimeSpan.FromSeconds(2);
+    public static readonly TimeSpan DefaultAutoSubscriptionHold = TimeSpan.FromSeconds(1);
 
     /// <summary>Largest client frame and largest published message body, in bytes.</summary>
     public int MaxMessageBytes { get; set; } = DefaultMaxMessageBytes;
@@ -28,6 +29,12 @@ public sealed class GatewayOptions
 
     /// <summary>How long a connection closed as slow gets to take its goodbye before it is aborted.</summary>
     public TimeSpan SlowCloseGrace { get; set; } = DefaultSlowCloseGrace;
+
+    /// <summary>How long the subscriptions a WebSocket or SignalR connection gets when it opens (its personal channel,
+    /// its server-side subscriptions) hold live messages back, so that a client which resumes one of them with
+    /// <c>since</c> right after connecting gets what it missed and then what is new, in order. A <c>sub</c> for such a
+    /// topic ends its hold at once; zero turns holding off.</summary>
+    public TimeSpan AutoSubscriptionHold { get; set; } = DefaultAutoSubscriptionHold;
 
     /// <summary>Fan-out shards (topics are spread over them by name); 0 means one per processor.</summary>
     public int Shards { get; set; }
@@ -46,6 +53,11 @@ internal sealed class GatewayOptionsValidator : IValidateOptions<GatewayOptions>
         if (o.MaxMessageBytes is < 256 or > 16 * 1024 * 1024)
         {
             failures.Add($"{GatewayOptions.Section}:MaxMessageBytes must be between 256 and 16777216 (is {o.MaxMessageBytes}).");
+        }
+
+        if (o.AutoSubscriptionHold < TimeSpan.Zero || o.AutoSubscriptionHold > TimeSpan.FromSeconds(30))
+        {
+            failures.Add($"{GatewayOptions.Section}:AutoSubscriptionHold must be between 0 and 30 seconds (is {o.AutoSubscriptionHold}).");
         }
 
         if (o.MaxSubscriptionsPerConnection < 1)

@@ -90,6 +90,9 @@ public sealed partial class TopicRouter
                 case PositionCheck check:
                     OnPositionCheck(check);
                     break;
+                case HoldElapsed elapsed:
+                    OnHoldElapsed(elapsed);
+                    break;
                 case SweepCommand:
                     OnSweep();
                     break;
@@ -121,6 +124,7 @@ public sealed partial class TopicRouter
                 foreach (var s in topic.Snapshot)
                 {
                     s.LastSeq = topic.Seq;
+                    s.ContiguousFrom = topic.Seq;
                 }
             }
 
@@ -347,10 +351,26 @@ public sealed partial class TopicRouter
         {
             if (!topic.Subscribers.TryGetValue(request.Connection, out var sub))
             {
-                sub = new Subscription(request.Connection) { LastSeq = topic.Seq };
+                sub = new Subscription(request.Connection) { LastSeq = topic.Seq, ContiguousFrom = topic.Seq };
                 topic.Subscribers.Add(request.Connection, sub);
                 topic.Changed();
                 CountMember(topic, request.Connection, +1);
+                if (request.Hold && request.Since is null && request.Last <= 0)
+                {
+                    sub.Held = [];
+                    sub.Claimable = true;
+                    _ = HoldAsync(topic, sub);
+                }
+            }
+            else if (sub.Claimable && !request.Hold)
+            {
+                // The client subscribed to a topic it already had from connecting: a resume takes the held messages
+                // over (replayed history first, then these); a plain subscribe releases them now.
+                sub.Claimable = false;
+                if (request.Since is null && request.Last <= 0)
+                {
+                    Release(sub);
+                }
             }
 
             sub.WantsPresence |= request.PresenceEvents && topic.Members is not null;
@@ -383,6 +403,39 @@ public sealed partial class TopicRouter
             }
         }
 
+        private async Task HoldAsync(LocalTopic topic, Subscription sub)
+        {
+            await Task.Delay(router._options.AutoSubscriptionHold, router._time);
+            Post(new HoldElapsed(topic, sub));
+        }
+
+        private void OnHoldElapsed(HoldElapsed elapsed)
+        {
+            var (topic, sub) = (elapsed.Topic, elapsed.Subscription);
+            if (sub.Claimable && _topics.TryGetValue(topic.Name, out var current) && current == topic
+                && topic.Subscribers.TryGetValue(sub.Connection, out var live) && live == sub)
+            {
+                sub.Claimable = false;
+                Release(sub);
+            }
+        }
+
+        /// <summary>Sends what a claimable subscription held, in seq order, and makes it live.</summary>
+        private static void Release(Subscription sub)
+        {
+            var held = sub.Held;
+            sub.Held = null;
+            foreach (var m in held ?? [])
+            {
+                if (m.Message.Seq > sub.LastSeq)
+                {
+                    sub.LastSeq = m.Message.Seq;
+                    sub.Delivered = true;
+                    sub.Connection.Deliver(m);
+                }
+            }
+        }
+
         private void OnHistoryLoaded(HistoryLoaded loaded)
         {
             var (topic, sub, request) = (loaded.Topic, loaded.Subscription, loaded.Request);
@@ -402,6 +455,7 @@ public sealed partial class TopicRouter
                 GatewayLog.ReplayFailed(router._logger, topic.Name, loaded.Error);
                 recovered = request.Since is null ? null : false;
                 sub.LastSeq = Math.Max(sub.LastSeq, topic.Seq - held.Count);
+                sub.ContiguousFrom = sub.Delivered ? sub.ContiguousFrom : sub.LastSeq;
             }
             else if (request.Since is { } since)
             {
@@ -409,26 +463,39 @@ public sealed partial class TopicRouter
                 {
                     recovered = false;
                     sub.LastSeq = Math.Max(topic.Seq, slice.Epoch == topic.Epoch ? slice.Head : topic.Seq);
+                    sub.ContiguousFrom = sub.Delivered ? sub.ContiguousFrom : sub.LastSeq;
                 }
                 else
                 {
-                    // A connection never gets a seq twice: one that already received messages on this topic resumes
-                    // from whichever is later, what it asked for or what it already has.
-                    recovered = slice.FirstAvailable <= Math.Max(since.Seq, sub.Delivered ? sub.LastSeq : 0) + 1 && since.Seq <= slice.Head;
+                    // A connection never gets a seq twice, nor one out of order: one that already received messages
+                    // on this topic resumes from whichever is later, what it asked for or what it already has, and
+                    // what it missed before it joined live cannot be sent any more (recovered: false says so).
+                    var missedBeforeJoining = sub.Delivered && since.Seq < sub.ContiguousFrom;
+                    recovered = !missedBeforeJoining && slice.FirstAvailable <= Math.Max(since.Seq, sub.Delivered ? sub.LastSeq : 0) + 1 && since.Seq <= slice.Head;
                     var from = Math.Min(since.Seq, slice.Head);
                     sub.LastSeq = sub.Delivered ? Math.Max(sub.LastSeq, from) : from;
+                    if (!sub.Delivered)
+                    {
+                        sub.ContiguousFrom = Math.Max(from, slice.FirstAvailable - 1);
+                    }
+
                     Replay(sub, slice.Messages);
                 }
             }
             else
             {
-                sub.LastSeq = sub.Delivered ? sub.LastSeq : 0;
+                var fresh = !sub.Delivered;
+                sub.LastSeq = fresh ? 0 : sub.LastSeq;
                 if (slice.Epoch == topic.Epoch)
                 {
                     Replay(sub, slice.Messages);
                 }
 
                 sub.LastSeq = Math.Max(sub.LastSeq, slice.Epoch == topic.Epoch ? slice.Head : topic.Seq);
+                if (fresh)
+                {
+                    sub.ContiguousFrom = slice.Epoch == topic.Epoch && slice.Messages.Length > 0 ? slice.Messages[0].Seq - 1 : sub.LastSeq;
+                }
             }
 
             foreach (var m in held)

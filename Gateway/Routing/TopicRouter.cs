@@ -61,9 +61,11 @@ public sealed partial class TopicRouter : IAsyncDisposable
     /// <summary>Subscribes a connection. Completes once the connection is live on the topic: after the replay, when
     /// one was asked for, has been queued to it.</summary>
     /// <param name="presenceEvents">The connection wants join and leave events, where the namespace has presence.</param>
-    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false)
+    /// <param name="hold">An automatic subscription made as the connection opens: live messages wait (for
+    /// <see cref="GatewayOptions.AutoSubscriptionHold"/>) in case the client resumes the topic with <c>since</c>.</param>
+    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false, bool hold = false)
     {
-        var request = new SubscribeCommand(connection, topic, since, last, presenceEvents);
+        var request = new SubscribeCommand(connection, topic, since, last, presenceEvents, hold && _options.AutoSubscriptionHold > TimeSpan.Zero);
         ShardOf(topic).Post(request);
         return request.Completion.Task;
     }
@@ -132,7 +134,7 @@ public sealed partial class TopicRouter : IAsyncDisposable
 
     private ITopicGrain Grain(string topic) => _cluster.GetGrain<ITopicGrain>(topic);
 
-    private sealed record SubscribeCommand(PushConnection Connection, string Topic, Since? Since, int Last, bool PresenceEvents)
+    private sealed record SubscribeCommand(PushConnection Connection, string Topic, Since? Since, int Last, bool PresenceEvents, bool Hold)
     {
         public TaskCompletionSource<SubscribeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
@@ -147,6 +149,9 @@ public sealed partial class TopicRouter : IAsyncDisposable
 
     private sealed record PositionCheck(string Topic, TopicPosition Position);
 
+    /// <summary>An automatic subscription's hold is over: what it held goes out, and it is live.</summary>
+    private sealed record HoldElapsed(LocalTopic Topic, Subscription Subscription);
+
     private sealed record SweepCommand
     {
         public static readonly SweepCommand Instance = new();
@@ -159,8 +164,16 @@ public sealed partial class TopicRouter : IAsyncDisposable
         /// <summary>The last seq queued to this connection.</summary>
         public long LastSeq { get; set; }
 
-        /// <summary>Live messages held back while a replay is read; null when live.</summary>
+        /// <summary>Live messages held back while a replay is read, or while an automatic subscription waits to be
+        /// claimed (<see cref="Claimable"/>); null when live.</summary>
         public List<OutboundMessage>? Held { get; set; }
+
+        /// <summary>An automatic subscription still holding: a <c>sub</c> from the client takes it over.</summary>
+        public bool Claimable { get; set; }
+
+        /// <summary>The connection has every message after this seq up to <see cref="LastSeq"/> (it joined live here, or
+        /// a replay filled in from here). A resume from earlier cannot be served in order.</summary>
+        public long ContiguousFrom { get; set; }
 
         public int Generation { get; set; }
 

@@ -241,6 +241,78 @@ public sealed class WebSocketPushTests(GatewayFixture fixture)
     }
 
     [Fact]
+    public async Task ResumingThePersonalChannelRightAfterConnectingKeepsOrderWhileNewMessagesArrive()
+    {
+        // The connection is subscribed to its personal channel as it opens; a message pushed before the client's
+        // resume lands must wait for the replay, not overtake it (the client would lose 2 and 3 or see them late).
+        var user = "u" + Guid.NewGuid().ToString("N");
+        var first = await PushAndReadFirstAsync(user);
+        await PushToUserAsync(user, 2, 3);
+
+        await using var after = await WsClient.ConnectAsync(Gateway.WebSocketUri("user=" + user));
+        Assert.Equal("ok", (await after.RequestAsync("ping")).Op);
+        await PushToUserAsync(user, 4);
+        var ok = await after.SubscribeAsync("user:" + user, since: new { epoch = first.Epoch, seq = first.Seq });
+        Assert.True(ok.Recovered);
+        await PushToUserAsync(user, 5);
+        var messages = await after.MessagesAsync(4);
+        Assert.Equal([2L, 3, 4, 5], messages.Select(m => m.Seq));
+        Assert.Equal(["{\"n\":2}", "{\"n\":3}", "{\"n\":4}", "{\"n\":5}"], messages.Select(m => m.RawData));
+        Assert.True(await after.IsQuietAsync(TimeSpan.FromMilliseconds(300)));
+    }
+
+    [Fact]
+    public async Task ResumeFromBeforeWhatTheConnectionAlreadyGotLiveSaysItCannotRecover()
+    {
+        // With the hold off, a server-side subscription is live as the connection opens: once a newer message went
+        // out, older ones cannot follow in order, and the answer says so instead of claiming a recovery.
+        await using var gateway = await TestGateway.StartEmbeddedAsync(new Dictionary<string, string?>
+        {
+            ["OrleansPush:Gateway:AutoSubscriptionHold"] = "00:00:00",
+        });
+        var user = "u" + Guid.NewGuid().ToString("N");
+        var topic = GatewayFixture.NewTopic("news");
+        using (var subscribe = await gateway.Http.PutAsync($"/api/users/{user}/subscriptions/{topic}", null))
+        {
+            Assert.True(subscribe.IsSuccessStatusCode);
+        }
+
+        // A watcher makes sure the gateway has seen seq 1 and 2 before the user's connection opens.
+        await using var watcher = await WsClient.ConnectAsync(gateway.WebSocketUri());
+        Assert.Equal("ok", (await watcher.SubscribeAsync(topic)).Op);
+        await gateway.PublishAsync(topic, "{\"n\":1}");
+        await gateway.PublishAsync(topic, "{\"n\":2}");
+        var seen = await watcher.MessagesAsync(2);
+
+        await using var client = await WsClient.ConnectAsync(gateway.WebSocketUri("user=" + user));
+        Assert.Equal("ok", (await client.RequestAsync("ping")).Op);
+        await gateway.PublishAsync(topic, "{\"n\":3}");
+        Assert.Equal(3, (await client.MessagesAsync(1)).Single().Seq);
+
+        var ok = await client.SubscribeAsync(topic, since: new { epoch = seen[0].Epoch, seq = 1 });
+        Assert.False(ok.Recovered);
+        Assert.Equal(3, ok.Seq);
+        Assert.True(await client.IsQuietAsync(TimeSpan.FromMilliseconds(300)));
+    }
+
+    private async Task<Frame> PushAndReadFirstAsync(string user)
+    {
+        await using var before = await WsClient.ConnectAsync(Gateway.WebSocketUri("user=" + user));
+        Assert.Equal("ok", (await before.RequestAsync("ping")).Op);
+        await PushToUserAsync(user, 1);
+        return (await before.MessagesAsync(1)).Single();
+    }
+
+    private async Task PushToUserAsync(string user, params int[] numbers)
+    {
+        foreach (var n in numbers)
+        {
+            using var push = await Gateway.Http.PostAsync("/api/users/" + user, new StringContent($"{{\"n\":{n}}}"));
+            Assert.True(push.IsSuccessStatusCode);
+        }
+    }
+
+    [Fact]
     public async Task AnotherUsersPersonalChannelIsForbidden()
     {
         await using var client = await WsClient.ConnectAsync(Gateway.WebSocketUri("user=alice"));

@@ -20,7 +20,7 @@ public sealed class PushHub(ConnectionCommands commands, SignalRConnections conn
 
     public override async Task OnConnectedAsync()
     {
-        await Guard(() => commands.OnConnectedAsync(Connection));
+        await Guard(() => commands.OnConnectedAsync(Connection, holdForResume: true));
     }
 
     public override Task OnDisconnectedAsync(Exception? exception)

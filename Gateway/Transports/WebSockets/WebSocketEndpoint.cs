@@ -45,7 +45,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
         var writer = connection.RunWriterAsync(context.RequestAborted);
         try
         {
-            await commands.OnConnectedAsync(connection);
+            await commands.OnConnectedAsync(connection, holdForResume: true);
             await ReceiveAsync(socket, connection, context.RequestAborted);
         }
         catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException)
