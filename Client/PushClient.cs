@@ -20,6 +20,8 @@ public sealed class PushClient : IAsyncDisposable
 {
     private const string SubProtocol = "orleanspush.v1.json";
     private readonly PushClientOptions _options;
+    private readonly Uri[] _urls;
+    private int _urlIndex;
     private readonly Dictionary<string, Subscription> _subscriptions = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private Session? _session;
@@ -32,6 +34,7 @@ public sealed class PushClient : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _options = options;
+        _urls = [options.Url, .. options.FallbackUrls];
     }
 
     /// <summary>A topic's history could not fill a gap (see <see cref="RecoveryFailure"/>). Raised on the receive loop.</summary>
@@ -47,6 +50,9 @@ public sealed class PushClient : IAsyncDisposable
     /// <summary>How many times the client has connected again after losing a connection.</summary>
     public int Reconnects { get; private set; }
 
+    /// <summary>The gateway address of the current (or next) connection.</summary>
+    public Uri CurrentUrl => _urls[Volatile.Read(ref _urlIndex)];
+
     /// <summary>The last position seen on a subscribed topic, or null.</summary>
     public PushPosition? PositionOf(string topic)
     {
@@ -56,7 +62,8 @@ public sealed class PushClient : IAsyncDisposable
         }
     }
 
-    /// <summary>Connects (throwing if the first connect fails) and keeps the client connected until disposed.</summary>
+    /// <summary>Connects (trying each address once, throwing if none answers) and keeps the client connected until
+    /// disposed.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         if (_loop is not null)
@@ -67,14 +74,23 @@ public sealed class PushClient : IAsyncDisposable
         SetState(PushConnectionState.Connecting);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
         ClientWebSocket socket;
-        try
+        for (var tried = 1; ; tried++)
         {
-            socket = await ConnectAsync(linked.Token).ConfigureAwait(false);
-        }
-        catch
-        {
-            SetState(PushConnectionState.Disconnected);
-            throw;
+            try
+            {
+                socket = await ConnectAsync(linked.Token).ConfigureAwait(false);
+                break;
+            }
+            catch (Exception ex) when (tried < _urls.Length && !linked.IsCancellationRequested
+                && ex is WebSocketException or OperationCanceledException or HttpRequestException or IOException)
+            {
+                NextUrl();
+            }
+            catch
+            {
+                SetState(PushConnectionState.Disconnected);
+                throw;
+            }
         }
 
         _loop = RunAsync(socket);
@@ -208,7 +224,7 @@ public sealed class PushClient : IAsyncDisposable
             query.Append(query.Length > 0 ? "&" : string.Empty).Append("user=").Append(Uri.EscapeDataString(user));
         }
 
-        var builder = new UriBuilder(_options.Url);
+        var builder = new UriBuilder(CurrentUrl);
         var existing = builder.Query.TrimStart('?');
         builder.Query = existing.Length == 0 ? query.ToString() : query.Length == 0 ? existing : existing + "&" + query;
         var socket = new ClientWebSocket();
@@ -257,6 +273,7 @@ public sealed class PushClient : IAsyncDisposable
 
             SetState(PushConnectionState.Reconnecting);
             attempt = 0; // the first retry comes soon (jittered): after a "bye" the gateway asked for just that
+            NextUrl(); // the gateway that went away (or said bye) is the last one to try again
             while (true)
             {
                 try
@@ -271,10 +288,21 @@ public sealed class PushClient : IAsyncDisposable
                 }
                 catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or HttpRequestException or IOException)
                 {
-                    attempt++;
+                    // Every address failed once: back off further before the next round.
+                    if (NextUrl() == 0)
+                    {
+                        attempt++;
+                    }
                 }
             }
         }
+    }
+
+    private int NextUrl()
+    {
+        var next = (_urlIndex + 1) % _urls.Length;
+        Volatile.Write(ref _urlIndex, next);
+        return next;
     }
 
     /// <summary>Exponential backoff with "equal jitter": between half and all of base·2^attempt, capped.</summary>

@@ -11,6 +11,11 @@ public sealed class PushClientOptions
     /// <summary>The gateway's raw WebSocket endpoint, e.g. <c>wss://push.example.com/ws</c>.</summary>
     public required Uri Url { get; set; }
 
+    /// <summary>Other gateways' WebSocket endpoints. After a lost connection, a <c>bye</c> or a failed connect, the client
+    /// tries the next address in turn (<see cref="Url"/>, then these, round again), so the clients of a gateway that
+    /// died or drains move to the others even without a load balancer in front.</summary>
+    public IList<Uri> FallbackUrls { get; set; } = [];
+
     /// <summary>Called before each connect; its token is sent as the <c>access_token</c> query parameter.</summary>
     public Func<CancellationToken, ValueTask<string?>>? AccessTokenProvider { get; set; }
 
@@ -34,6 +39,14 @@ public sealed class PushClientOptions
         if (Url.Scheme is not ("ws" or "wss"))
         {
             throw new ArgumentException("PushClientOptions.Url must be a ws:// or wss:// address.", nameof(Url));
+        }
+
+        foreach (var fallback in FallbackUrls)
+        {
+            if (fallback is null || fallback.Scheme is not ("ws" or "wss"))
+            {
+                throw new ArgumentException("PushClientOptions.FallbackUrls must hold ws:// or wss:// addresses.", nameof(FallbackUrls));
+            }
         }
 
         if (ReconnectBaseDelay <= TimeSpan.Zero || ReconnectMaxDelay < ReconnectBaseDelay)

@@ -50,6 +50,9 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 2022, Level = LogLevel.Warning, Message = "Publishing to {Topic} failed")]
     public static partial void PublishFailed(ILogger logger, string topic, Exception exception);
 
+    [LoggerMessage(EventId = 2040, Level = LogLevel.Information, Message = "Publishing to {Topic} is tried again (attempt {Attempt} got no answer or failed)")]
+    public static partial void PublishRetried(ILogger logger, string topic, int attempt, Exception exception);
+
     [LoggerMessage(EventId = 2023, Level = LogLevel.Warning, Message = "Applying a server-side subscription change of {Topic} to connection {ConnectionId} failed")]
     public static partial void ServerSubscriptionFailed(ILogger logger, string topic, string connectionId, Exception exception);
 

@@ -13,6 +13,8 @@ public sealed class GatewayOptions
     public static readonly TimeSpan DefaultEmptyTopicLinger = TimeSpan.FromSeconds(10);
     public static readonly TimeSpan DefaultSlowCloseGrace = TimeSpan.FromSeconds(2);
     public static readonly TimeSpan DefaultAutoSubscriptionHold = TimeSpan.FromSeconds(1);
+    public static readonly TimeSpan DefaultPublishAttemptTimeout = TimeSpan.FromSeconds(3);
+    public static readonly TimeSpan DefaultPublishTimeout = TimeSpan.FromSeconds(15);
 
     /// <summary>Largest client frame and largest published message body, in bytes.</summary>
     public int MaxMessageBytes { get; set; } = DefaultMaxMessageBytes;
@@ -36,6 +38,14 @@ public sealed class GatewayOptions
     /// topic ends its hold at once; zero turns holding off.</summary>
     public TimeSpan AutoSubscriptionHold { get; set; } = DefaultAutoSubscriptionHold;
 
+    /// <summary>How long one attempt of a publish waits for its grain. A publish with an idempotency key is tried again
+    /// after it (a silo that died takes its unanswered calls with it), until <see cref="PublishTimeout"/>; one without
+    /// a key is answered <c>unavailable</c>.</summary>
+    public TimeSpan PublishAttemptTimeout { get; set; } = DefaultPublishAttemptTimeout;
+
+    /// <summary>The longest a keyed publish is retried inside the gateway before the publisher hears <c>unavailable</c>.</summary>
+    public TimeSpan PublishTimeout { get; set; } = DefaultPublishTimeout;
+
     /// <summary>Fan-out shards (topics are spread over them by name); 0 means one per processor.</summary>
     public int Shards { get; set; }
 
@@ -58,6 +68,11 @@ internal sealed class GatewayOptionsValidator : IValidateOptions<GatewayOptions>
         if (o.AutoSubscriptionHold < TimeSpan.Zero || o.AutoSubscriptionHold > TimeSpan.FromSeconds(30))
         {
             failures.Add($"{GatewayOptions.Section}:AutoSubscriptionHold must be between 0 and 30 seconds (is {o.AutoSubscriptionHold}).");
+        }
+
+        if (o.PublishAttemptTimeout <= TimeSpan.Zero || o.PublishTimeout < o.PublishAttemptTimeout)
+        {
+            failures.Add($"{GatewayOptions.Section}:PublishAttemptTimeout must be positive and at most PublishTimeout.");
         }
 
         if (o.MaxSubscriptionsPerConnection < 1)

@@ -11,6 +11,8 @@ namespace OrleansPush.Gateway.Publishing;
 public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> options, ILogger<Publisher> logger)
 {
     private readonly int _maxBytes = options.Value.MaxMessageBytes;
+    private readonly TimeSpan _attemptTimeout = options.Value.PublishAttemptTimeout;
+    private readonly TimeSpan _publishTimeout = options.Value.PublishTimeout;
 
     /// <summary>Publishes <paramref name="json"/> to <paramref name="topic"/>.</summary>
     /// <exception cref="PushRejectedException">With the protocol's error code when the publish is refused.</exception>
@@ -22,7 +24,7 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
         }
 
         var data = Validate(json);
-        return CallAsync(topic, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(data, idempotencyKey));
+        return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(data, idempotencyKey));
     }
 
     /// <summary>Publishes to a user's personal channel.</summary>
@@ -34,7 +36,7 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
         }
 
         var data = Validate(json);
-        return CallAsync(TopicName.Personal(userId), () => cluster.GetGrain<IUserGrain>(userId).PushAsync(data, idempotencyKey));
+        return CallAsync(TopicName.Personal(userId), idempotencyKey, () => cluster.GetGrain<IUserGrain>(userId).PushAsync(data, idempotencyKey));
     }
 
     private byte[] Validate(ReadOnlyMemory<byte> json)
@@ -67,22 +69,38 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
         }
     }
 
-    private async Task<TopicPosition> CallAsync(string topic, Func<Task<TopicPosition>> call)
+    /// <summary>Calls the grain. A call left unanswered for <see cref="GatewayOptions.PublishAttemptTimeout"/> (the
+    /// silo it went to died, and Orleans would wait out its whole response timeout) is tried again when it carries an
+    /// idempotency key, which makes the retry safe: the grain answers the first attempt's position if that one was
+    /// sequenced. Without a key the publisher hears <c>unavailable</c> then, rather than after the response timeout.</summary>
+    private async Task<TopicPosition> CallAsync(string topic, string? idempotencyKey, Func<Task<TopicPosition>> call)
     {
-        try
+        var deadline = DateTime.UtcNow + _publishTimeout;
+        for (var attempt = 1; ; attempt++)
         {
-            var position = await call();
-            Observability.GatewayMetrics.MessagePublished();
-            return position;
-        }
-        catch (PushRejectedException)
-        {
-            throw;
-        }
-        catch (Exception ex)
-        {
-            GatewayLog.PublishFailed(logger, topic, ex);
-            throw new PushRejectedException("unavailable", "The message was not published; it is safe to retry (with the same Idempotency-Key).");
+            try
+            {
+                var position = await call().WaitAsync(_attemptTimeout);
+                Observability.GatewayMetrics.MessagePublished();
+                return position;
+            }
+            catch (PushRejectedException rejected) when (rejected.Code != "unavailable" || idempotencyKey is null || DateTime.UtcNow >= deadline)
+            {
+                throw;
+            }
+            catch (Exception ex) when (ex is not PushRejectedException && (idempotencyKey is null || DateTime.UtcNow + _attemptTimeout > deadline))
+            {
+                GatewayLog.PublishFailed(logger, topic, ex);
+                throw new PushRejectedException("unavailable", idempotencyKey is null
+                    ? "The message may not have been published; retry it (an Idempotency-Key makes a retry safe)."
+                    : "The message was not published; it is safe to retry with the same Idempotency-Key.");
+            }
+            catch (Exception ex)
+            {
+                // Keyed, and time is left: the next attempt finds the grain where it lives now.
+                GatewayLog.PublishRetried(logger, topic, attempt, ex);
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(1000, 100 * attempt)));
+            }
         }
     }
 }
