@@ -84,3 +84,21 @@ public interface IUserGrain : IGrainWithStringKey
     [Alias("Disconnect")]
     Task DisconnectAsync();
 }
+
+/// <summary>
+/// The directory of one namespace (key: the namespace) whose options allow wildcard subscriptions: the topics that have
+/// been active since the directory started. Topics announce themselves when they activate; gateways that serve a
+/// wildcard subscription in the namespace watch it with a lease and hear of each new topic on their stream.
+/// <para>Soft state: a directory that restarts (its silo died) knows again each topic as it next activates.</para>
+/// </summary>
+[Alias("OrleansPush.INamespaceGrain")]
+public interface INamespaceGrain : IGrainWithStringKey
+{
+    /// <summary>Registers or renews the gateway's watch and returns the topics known now.</summary>
+    [Alias("Watch")]
+    Task<string[]> WatchAsync(string gatewayId);
+
+    /// <summary>A topic of the namespace activated at this position; new ones are announced to watching gateways.</summary>
+    [Alias("Announce")]
+    Task AnnounceAsync(string topic, string epoch, long head);
+}

@@ -30,6 +30,15 @@ public sealed record UserSubscriptionChanged(
 [GenerateSerializer, Immutable, Alias("OrleansPush.UserDisconnectRequested")]
 public sealed record UserDisconnectRequested([property: Id(0)] string UserId) : GatewayEvent;
 
+/// <summary>A topic of a namespace with wildcards on became active for the first time since its namespace's directory
+/// started: gateways with a wildcard subscription that matches it subscribe from <see cref="Head"/> on, so nothing
+/// published after the announcement is missed.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.TopicAnnounced")]
+public sealed record TopicAnnounced(
+    [property: Id(0)] string Topic,
+    [property: Id(1)] string Epoch,
+    [property: Id(2)] long Head) : GatewayEvent;
+
 /// <summary>A page of a topic's history: <see cref="Messages"/> in seq order, all within <see cref="Epoch"/>.
 /// <see cref="Head"/> is the topic's latest seq; <see cref="FirstAvailable"/> the oldest seq still kept
 /// (<c>Head + 1</c> when the history is empty).</summary>

@@ -69,6 +69,10 @@ public sealed class NamespaceOptions
 
     /// <summary>Whether any connection may subscribe to topics of this namespace without a matching <c>topics</c> claim.</summary>
     public bool PublicSubscribe { get; set; }
+
+    /// <summary>Whether MQTT clients may subscribe with wildcard filters (<c>+</c>, <c>#</c>) within this namespace;
+    /// its topics then announce themselves to the namespace's directory (one call per topic activation).</summary>
+    public bool Wildcards { get; set; }
 }
 
 /// <summary>How topics route to gateways (<c>OrleansPush:Routing</c>).</summary>

@@ -11,4 +11,12 @@ internal static partial class GrainsLog
     [LoggerMessage(EventId = 1002, Level = LogLevel.Error,
         Message = "Storing {Count} message(s) of {Topic} failed; they were not published and their publishers were told so")]
     public static partial void AppendFailed(ILogger logger, string topic, int count, Exception exception);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning,
+        Message = "The directory of namespace {Namespace} holds {Max} topics: newer topics are not announced to wildcard subscribers")]
+    public static partial void DirectoryFull(ILogger logger, string @namespace, int max);
+
+    [LoggerMessage(EventId = 1004, Level = LogLevel.Warning,
+        Message = "Announcing {Topic} to its namespace's directory failed; wildcard subscribers see it once a gateway renews its watch")]
+    public static partial void AnnounceFailed(ILogger logger, string topic, Exception exception);
 }

@@ -67,14 +67,34 @@ public sealed class TopicGrain : Grain, ITopicGrain
         if (stored is null)
         {
             _epoch = Epochs.New();
-            return;
+        }
+        else
+        {
+            _epoch = stored.Epoch;
+            _seq = _durableSeq = stored.Head;
+            foreach (var m in stored.Messages)
+            {
+                _history.Append(m);
+            }
         }
 
-        _epoch = stored.Epoch;
-        _seq = _durableSeq = stored.Head;
-        foreach (var m in stored.Messages)
+        if (ns.Wildcards && TopicName.NamespaceOf(_topic).Length > 0 && TopicName.PersonalOwner(_topic) is null)
         {
-            _history.Append(m);
+            await AnnounceAsync();
+        }
+    }
+
+    /// <summary>Tells the namespace's directory that this topic is active, before any publish is taken: a wildcard
+    /// subscriber that hears of it subscribes from this position, so it misses nothing published from now on.</summary>
+    private async Task AnnounceAsync()
+    {
+        try
+        {
+            await GrainFactory.GetGrain<INamespaceGrain>(TopicName.NamespaceOf(_topic)).AnnounceAsync(_topic, _epoch, _durableSeq);
+        }
+        catch (Exception ex)
+        {
+            GrainsLog.AnnounceFailed(_logger, _topic, ex);
         }
     }
 

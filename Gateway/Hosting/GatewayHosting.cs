@@ -78,6 +78,7 @@ public static class GatewayHosting
         services.AddSingleton<Identity>();
         services.AddSingleton<TopicRouter>();
         services.AddSingleton<UserConnections>();
+        services.AddSingleton<TopicDirectory>();
         services.AddSingleton<Publisher>();
         services.AddSingleton<ConnectionCommands>();
         services.AddSingleton<WebSocketEndpoint>();

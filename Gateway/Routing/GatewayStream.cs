@@ -13,6 +13,7 @@ internal sealed class GatewayStream(
     GatewayIdentity identity,
     TopicRouter router,
     UserConnections users,
+    TopicDirectory directory,
     IOptions<RoutingOptions> routing,
     ILogger<GatewayStream> logger) : BackgroundService, IAsyncObserver<GatewayEvent>
 {
@@ -63,6 +64,9 @@ internal sealed class GatewayStream(
             case PresenceChanged presence:
                 router.OnPresence(presence);
                 break;
+            case TopicAnnounced announced:
+                directory.OnAnnounced(announced);
+                break;
             case UserSubscriptionChanged change:
                 users.OnSubscriptionChanged(change);
                 break;
@@ -102,6 +106,7 @@ internal sealed class GatewayStream(
                 await EnsureSubscribedAsync();
                 await router.RenewAsync(stoppingToken);
                 await users.RenewAsync(stoppingToken);
+                await directory.RenewAsync(stoppingToken);
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {

@@ -22,6 +22,7 @@ public sealed class MqttFixture : IAsyncLifetime
         {
             ["OrleansPush:Mqtt:Port"] = MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["OrleansPush:Mqtt:BindAddress"] = "127.0.0.1",
+            ["OrleansPush:Topics:Namespaces:sensors:Wildcards"] = "true",
         });
     }
 
@@ -120,12 +121,50 @@ public sealed class MqttTests(MqttFixture fixture)
     public async Task WildcardFiltersAndForbiddenPublishesAreRefusedWithReasons()
     {
         await using var client = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
-        Assert.Equal(MqttClientSubscribeResultCode.WildcardSubscriptionsNotSupported, await client.SubscribeAsync("news/+", MqttQualityOfServiceLevel.AtMostOnce));
-        Assert.Equal(MqttClientSubscribeResultCode.WildcardSubscriptionsNotSupported, await client.SubscribeAsync("#", MqttQualityOfServiceLevel.AtMostOnce));
+        Assert.Equal(MqttClientSubscribeResultCode.WildcardSubscriptionsNotSupported, await client.SubscribeAsync("news:a/+", MqttQualityOfServiceLevel.AtMostOnce));
+        Assert.Equal(MqttClientSubscribeResultCode.TopicFilterInvalid, await client.SubscribeAsync("#", MqttQualityOfServiceLevel.AtMostOnce));
+        Assert.Equal(MqttClientSubscribeResultCode.TopicFilterInvalid, await client.SubscribeAsync("sensors:+", MqttQualityOfServiceLevel.AtMostOnce));
         Assert.Equal(MqttClientSubscribeResultCode.NotAuthorized, await client.SubscribeAsync("user:someone-else", MqttQualityOfServiceLevel.AtMostOnce));
         Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, await client.PublishAsync(GatewayFixture.NewTopic("np"), "{}", MqttQualityOfServiceLevel.AtLeastOnce));
         Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await client.PublishAsync("chat:" + Guid.NewGuid().ToString("N"), "not json", MqttQualityOfServiceLevel.AtLeastOnce));
         Assert.True(client.IsConnected);
+    }
+
+    [Fact]
+    public async Task WildcardFilterGetsExistingAndNewTopicsOfItsNamespaceThatMatchFromTheirFirstMessage()
+    {
+        var site = "sensors:" + Guid.NewGuid().ToString("N")[..8];
+        await Gateway.PublishAsync($"{site}/hall/temp", "{\"old\":true}"); // exists before the filter: only newer messages
+        await using var client = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS1, await client.SubscribeAsync($"{site}/+/temp", MqttQualityOfServiceLevel.AtLeastOnce));
+
+        // Topics that did not exist when the filter arrived: their very first messages must arrive too, in order.
+        await Gateway.PublishAsync($"{site}/hall/temp", "{\"t\":1}");
+        await Gateway.PublishAsync($"{site}/kitchen/temp", "{\"t\":2}");
+        await Gateway.PublishAsync($"{site}/kitchen/temp", "{\"t\":3}");
+        await Gateway.PublishAsync($"{site}/kitchen/humidity", "{\"h\":1}");
+        await Gateway.PublishAsync($"{site}/roof/temp/raw", "{\"r\":1}");
+        var received = new List<(string Topic, string Payload)>();
+        for (var i = 0; i < 3; i++)
+        {
+            received.Add(await client.NextAsync());
+        }
+
+        Assert.Equal([($"{site}/hall/temp", "{\"t\":1}")], received.Where(m => m.Topic.EndsWith("/hall/temp", StringComparison.Ordinal)));
+        Assert.Equal([($"{site}/kitchen/temp", "{\"t\":2}"), ($"{site}/kitchen/temp", "{\"t\":3}")], received.Where(m => m.Topic.EndsWith("/kitchen/temp", StringComparison.Ordinal)));
+        await client.AssertQuietAsync(TimeSpan.FromMilliseconds(500));
+
+        // A multi-level filter, then unsubscribing it: nothing more arrives.
+        await using var all = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS0, await all.SubscribeAsync($"{site}/#", MqttQualityOfServiceLevel.AtMostOnce));
+        await Gateway.PublishAsync($"{site}/cellar/door", "{\"open\":true}");
+        await Gateway.PublishAsync($"{site}/kitchen/humidity", "{\"h\":2}");
+        var both = new[] { await all.NextAsync(), await all.NextAsync() };
+        Assert.Contains(($"{site}/cellar/door", "{\"open\":true}"), both);
+        Assert.Contains(($"{site}/kitchen/humidity", "{\"h\":2}"), both);
+        await all.UnsubscribeAsync($"{site}/#");
+        await Gateway.PublishAsync($"{site}/cellar/door", "{\"open\":false}");
+        await all.AssertQuietAsync(TimeSpan.FromMilliseconds(500));
     }
 
     [Fact]
@@ -211,6 +250,13 @@ internal sealed class MqttTestClient : IAsyncDisposable
         using var cts = new CancellationTokenSource(WsClient.DefaultWait);
         var result = await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(topic, qos).Build(), cts.Token);
         return result.Items.Single().ResultCode;
+    }
+
+    public async Task UnsubscribeAsync(string filter)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        var result = await _client.UnsubscribeAsync(new MqttClientUnsubscribeOptionsBuilder().WithTopicFilter(filter).Build(), cts.Token);
+        Assert.Equal(MqttClientUnsubscribeResultCode.Success, result.Items.Single().ResultCode);
     }
 
     public async Task<MqttClientPublishReasonCode> PublishAsync(string topic, string payload, MqttQualityOfServiceLevel qos)

@@ -14,8 +14,9 @@ namespace OrleansPush.Gateway.Transports.Mqtt;
 /// Puts the MQTT broker in front of the push cluster: the broker speaks MQTT (3.1.1 and 5, TCP and WebSocket, keep
 /// alive, QoS handshakes), and every decision is ours, through <see cref="ConnectionCommands"/>:
 /// <list type="bullet">
-/// <item>SUBSCRIBE to a topic filter is a topic subscribe; wildcard filters (<c>+</c>, <c>#</c>) are refused with
-/// reason "wildcard subscriptions not supported" (0xA2; MQTT 3.1.1 clients see failure 0x80). QoS 2 is granted as 1.</item>
+/// <item>SUBSCRIBE to a topic filter is a topic subscribe; a wildcard filter (<c>+</c>, <c>#</c>) is served by
+/// <see cref="MqttWildcards"/> where its namespace allows wildcards, and refused with reason "wildcard subscriptions
+/// not supported" (0xA2; MQTT 3.1.1 clients see failure 0x80) elsewhere. QoS 2 is granted as 1.</item>
 /// <item>PUBLISH is a client publish (where the namespace allows it). The broker never routes a PUBLISH itself: the
 /// message goes to its topic grain, is sequenced, and comes back to every subscriber on every transport, MQTT
 /// included, exactly once. Deliveries are handed to sessions directly and never pass through here, so nothing loops.
@@ -30,6 +31,7 @@ internal sealed class MqttBridge
 {
     private const string InfoKey = "orleanspush.mqtt";
     private readonly ConnectionCommands _commands;
+    private readonly MqttWildcards _wildcards;
     private readonly ConnectionDrain _drain;
     private readonly Security.ConnectionSecurity _security;
     private readonly GatewayOptions _gateway;
@@ -41,10 +43,11 @@ internal sealed class MqttBridge
     private readonly Lock _lifecycle = new();
     private MqttServer? _server;
 
-    public MqttBridge(ConnectionCommands commands, ConnectionDrain drain, Security.ConnectionSecurity security, IOptions<GatewayOptions> gateway,
+    public MqttBridge(ConnectionCommands commands, MqttWildcards wildcards, ConnectionDrain drain, Security.ConnectionSecurity security, IOptions<GatewayOptions> gateway,
         IOptions<MqttOptions> options, TimeProvider time, ILogger<MqttBridge> logger)
     {
         _commands = commands;
+        _wildcards = wildcards;
         _drain = drain;
         _security = security;
         _gateway = gateway.Value;
@@ -197,6 +200,7 @@ internal sealed class MqttBridge
     private void Forget(MqttConnection connection)
     {
         _security.OnDisconnected(connection);
+        _wildcards.Remove(connection);
         _commands.OnDisconnected(connection);
         connection.Disconnected();
         if (connection.CloseReason is { } reason)
@@ -216,9 +220,10 @@ internal sealed class MqttBridge
             return;
         }
 
-        if (filter.Contains('+', StringComparison.Ordinal) || filter.Contains('#', StringComparison.Ordinal))
+        var wildcard = MqttWildcards.IsWildcard(filter);
+        if (wildcard && _wildcards.Refusal(filter) is { } refusal)
         {
-            Refuse(e, MqttSubscribeReasonCode.WildcardSubscriptionsNotSupported, "bad_topic: wildcard topic filters (+, #) are not supported; subscribe to each topic.");
+            Refuse(e, refusal.Code, refusal.Reason);
             return;
         }
 
@@ -230,6 +235,24 @@ internal sealed class MqttBridge
 
         connection.Attach(e.Session);
         var qos = e.TopicFilter.QualityOfServiceLevel == MqttQualityOfServiceLevel.AtMostOnce ? MqttQualityOfServiceLevel.AtMostOnce : MqttQualityOfServiceLevel.AtLeastOnce;
+        var granted = qos == MqttQualityOfServiceLevel.AtMostOnce ? MqttSubscribeReasonCode.GrantedQoS0 : MqttSubscribeReasonCode.GrantedQoS1;
+        if (wildcard)
+        {
+            try
+            {
+                await _wildcards.SubscribeAsync(connection, filter, qos);
+                e.Response.ReasonCode = granted;
+            }
+            catch (Exception ex)
+            {
+                _wildcards.Unsubscribe(connection, filter);
+                GatewayLog.RequestFailed(_logger, connection.Id, ex);
+                Refuse(e, MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the subscribe failed; try again.");
+            }
+
+            return;
+        }
+
         var since = connection.PersistentSession ? ResumePointOf(connection, filter) : null;
         connection.Subscribing(filter, qos, since);
         try
@@ -241,7 +264,7 @@ internal sealed class MqttBridge
                 MqttLog.ResumeNotRecovered(_logger, connection.ClientId, filter, since.Seq, result.Epoch, result.Seq);
             }
 
-            e.Response.ReasonCode = qos == MqttQualityOfServiceLevel.AtMostOnce ? MqttSubscribeReasonCode.GrantedQoS0 : MqttSubscribeReasonCode.GrantedQoS1;
+            e.Response.ReasonCode = granted;
         }
         catch (PushRejectedException rejected)
         {
@@ -300,6 +323,13 @@ internal sealed class MqttBridge
         {
             try
             {
+                if (MqttWildcards.IsWildcard(e.Topic))
+                {
+                    _wildcards.Unsubscribe(connection, e.Topic);
+                    e.Response.ReasonCode = MqttUnsubscribeReasonCode.Success;
+                    return Task.CompletedTask;
+                }
+
                 _commands.Unsubscribe(connection, e.Topic);
                 connection.Unsubscribed(e.Topic);
                 e.Response.ReasonCode = MqttUnsubscribeReasonCode.Success;

@@ -91,6 +91,15 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
     }
 
+    /// <summary>Whether the connection has (or is making) a subscription to <paramref name="topic"/>.</summary>
+    public bool Follows(string topic)
+    {
+        lock (_topics)
+        {
+            return _topics.ContainsKey(topic);
+        }
+    }
+
     public MqttQualityOfServiceLevel QosOf(string topic)
     {
         lock (_topics)

@@ -16,6 +16,7 @@ public static class MqttHosting
         services.AddOptions<MqttOptions>().Bind(configuration.GetSection(MqttOptions.Section)).ValidateOnStart();
         services.AddSingleton<IValidateOptions<MqttOptions>, MqttOptionsValidator>();
         services.AddSingleton<MqttBridge>();
+        services.AddSingleton<MqttWildcards>();
         services.AddConnections();
         services.AddSingleton<MqttConnectionHandler>();
         services.AddHostedService<MqttBroker>();

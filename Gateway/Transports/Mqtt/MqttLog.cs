@@ -25,4 +25,7 @@ internal static partial class MqttLog
 
     [LoggerMessage(EventId = 2206, Level = LogLevel.Warning, Message = "MQTT broker: {Message}")]
     public static partial void Broker(ILogger logger, string message, Exception? exception);
+
+    [LoggerMessage(EventId = 2207, Level = LogLevel.Debug, Message = "MQTT client {ClientId}: topic {Topic} matches a wildcard filter but was left out: {Reason}")]
+    public static partial void WildcardTopicSkipped(ILogger logger, string clientId, string topic, string reason);
 }
