@@ -1,3 +1,6 @@
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+
 namespace OrleansPush.Gateway.Observability;
 
 /// <summary>Log format (<c>OrleansPush:Logging</c>).</summary>
@@ -10,11 +13,14 @@ public sealed class LogFormatOptions
     public bool Json { get; set; } = DefaultJson;
 }
 
-/// <summary>Metrics, the Prometheus scrape endpoint, JSON console logs and the admin API.</summary>
+/// <summary>Metrics (the OpenTelemetry SDK and its Prometheus exporter), JSON console logs and the admin API.</summary>
 public static class ObservabilityHosting
 {
     /// <summary>The Prometheus scrape path.</summary>
     public const string MetricsPath = "/metrics";
+
+    /// <summary>The <c>service.name</c> the scrape's <c>target_info</c> carries.</summary>
+    public const string ServiceName = "orleanspush-gateway";
 
     public static WebApplicationBuilder AddOrleansPushObservability(this WebApplicationBuilder builder)
     {
@@ -27,15 +33,22 @@ public static class ObservabilityHosting
         }
 
         builder.Services.AddOptions<LogFormatOptions>().Bind(builder.Configuration.GetSection(LogFormatOptions.Section)).ValidateOnStart();
-        builder.Services.AddSingleton<PrometheusScrape>();
+
+        // The meter provider starts with the host, so counters and gauges count from the first connection on.
+        // System.Runtime is the runtime's built-in meter (GC, thread pool, exceptions): apart from the exception count,
+        // its instruments are observable and cost nothing until a scrape reads them.
+        builder.Services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService(ServiceName))
+            .WithMetrics(metrics => metrics
+                .AddMeter(GatewayMetrics.MeterName, "System.Runtime")
+                // No response cache: collecting a few dozen series is cheap, and each scrape then shows the counts as they are.
+                .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
         return builder;
     }
 
     public static WebApplication MapOrleansPushObservability(this WebApplication app)
     {
-        // Started with the app, so counters and gauges count from the first connection on.
-        var scrape = app.Services.GetRequiredService<PrometheusScrape>();
-        app.MapGet(MetricsPath, () => Results.Text(scrape.Render(), "text/plain; version=0.0.4; charset=utf-8"));
+        app.MapPrometheusScrapingEndpoint(MetricsPath);
         app.MapAdminApi();
         return app;
     }

@@ -19,8 +19,9 @@ FROM mcr.microsoft.com/dotnet/aspnet:10.0 AS final
 WORKDIR /app
 COPY --from=build /app ./
 ENV DOTNET_gcServer=1
-# Silo-to-silo and client gateway ports (OrleansPush:Cluster:SiloPort / GatewayPort).
-EXPOSE 11111 30000
+# Silo-to-silo and client gateway ports (OrleansPush:Cluster:SiloPort / GatewayPort), and the dashboard's HTTP port
+# (OrleansPush:Dashboard:Port; it listens only when that is set, on loopback unless BindAddress says otherwise).
+EXPOSE 11111 30000 8081
 # The non-root user that the .NET images ship (uid 1654).
 USER $APP_UID
 ENTRYPOINT ["dotnet", "OrleansPush.Silo.dll"]

@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using OrleansPush.Gateway.Hosting;
 using OrleansPush.Grains;
+using OrleansPush.Silo;
 using static OrleansPush.Deploy.Tests.Manifests;
 
 namespace OrleansPush.Deploy.Tests;
@@ -169,6 +170,14 @@ public sealed partial class DeployManifestTests
             Assert.Equal(siloPorts["gateway"], cluster.GetProperty("GatewayPort").GetInt32());
         }
 
+        if (siloPorts.TryGetValue("dashboard", out var dashboard))
+        {
+            Assert.Equal(dashboard.ToString(CultureInfo.InvariantCulture), siloEnv["OrleansPush__Dashboard__Port"]);
+            Assert.Equal("0.0.0.0", siloEnv["OrleansPush__Dashboard__BindAddress"]);
+            Assert.True(siloEnv.ContainsKey("OrleansPush__Dashboard__Username") && siloEnv.ContainsKey("OrleansPush__Dashboard__Password"),
+                "a dashboard port needs OrleansPush__Dashboard__Username and __Password, or the silo refuses to start");
+        }
+
         var gateway = Assert.Single(Containers(Single(objects, "Deployment", Gateway)));
         var gatewayEnv = EnvOf(objects, gateway);
         var gatewayPorts = Ports(gateway);
@@ -294,7 +303,7 @@ public sealed partial class DeployManifestTests
     /// the deployed assemblies with a <c>Section</c> constant.</summary>
     private static Dictionary<string, List<Type>> OptionSections()
     {
-        Assembly[] assemblies = [typeof(ClusterSettings).Assembly, typeof(PushSilo).Assembly, typeof(GatewayHost).Assembly];
+        Assembly[] assemblies = [typeof(ClusterSettings).Assembly, typeof(PushSilo).Assembly, typeof(GatewayHost).Assembly, typeof(SiloDashboardOptions).Assembly];
         var sections = new Dictionary<string, List<Type>>(StringComparer.OrdinalIgnoreCase);
         foreach (var type in assemblies.SelectMany(a => a.GetExportedTypes()))
         {
