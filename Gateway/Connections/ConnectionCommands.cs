@@ -91,6 +91,11 @@ public sealed class ConnectionCommands
         }
 
         var added = connection.AddTopic(topic!, _options.MaxSubscriptionsPerConnection, out var overLimit);
+        if (serverSide && !overLimit)
+        {
+            connection.MarkServerSide(topic!);
+        }
+
         if (overLimit)
         {
             throw new PushRejectedException("forbidden", $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
@@ -110,6 +115,19 @@ public sealed class ConnectionCommands
             _router.Unsubscribe(connection, topic);
             throw;
         }
+    }
+
+    /// <summary>Takes a fresh token (see <see cref="Security.ConnectionSecurity.RefreshAsync"/>) and ends the client's
+    /// subscriptions it no longer grants. Returns those topics.</summary>
+    public async Task<string[]> RefreshAsync(PushConnection connection, string? token)
+    {
+        var revoked = await _security.RefreshAsync(connection, token);
+        foreach (var topic in revoked)
+        {
+            Unsubscribe(connection, topic);
+        }
+
+        return revoked;
     }
 
     public void Unsubscribe(PushConnection connection, string? topic)

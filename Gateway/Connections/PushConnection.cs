@@ -10,6 +10,7 @@ public abstract class PushConnection
 {
     private static long _nextId;
     private readonly HashSet<string> _topics = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _serverSide = new(StringComparer.Ordinal);
 
     protected PushConnection(string transport, string? userId, string? remoteAddress)
     {
@@ -56,10 +57,30 @@ public abstract class PushConnection
         }
     }
 
+    /// <summary>Marks a subscription the backend decided (the personal channel, a server-side subscription): a token
+    /// refresh does not take it away.</summary>
+    internal void MarkServerSide(string topic)
+    {
+        lock (_topics)
+        {
+            _serverSide.Add(topic);
+        }
+    }
+
+    /// <summary>The subscriptions the client made itself.</summary>
+    internal string[] ClientTopics()
+    {
+        lock (_topics)
+        {
+            return [.. _topics.Where(t => !_serverSide.Contains(t))];
+        }
+    }
+
     internal bool RemoveTopic(string topic)
     {
         lock (_topics)
         {
+            _serverSide.Remove(topic);
             var removed = _topics.Remove(topic);
             Observability.GatewayMetrics.SubscriptionsChanged(removed ? -1 : 0);
             return removed;
@@ -72,6 +93,7 @@ public abstract class PushConnection
         {
             var all = _topics.ToArray();
             _topics.Clear();
+            _serverSide.Clear();
             Observability.GatewayMetrics.SubscriptionsChanged(-all.Length);
             return all;
         }

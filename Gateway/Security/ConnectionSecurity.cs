@@ -28,10 +28,7 @@ public sealed class ConnectionSecurity(
     /// <exception cref="PushRejectedException"><c>forbidden</c>, audited.</exception>
     public void CheckSubscribe(PushConnection connection, string topic)
     {
-        // The owner test uses the token's sub, not the connection's user: a transport that named its user some other
-        // way (MQTT's user name, before it validates a token) gets no personal channel with tokens required.
-        if (!Secured || TopicName.PersonalOwner(topic) is { } owner && owner == connection.Access.UserId
-            || topics.Value.For(topic).PublicSubscribe || connection.Access.MaySubscribe(topic))
+        if (MaySubscribe(connection, topic))
         {
             return;
         }
@@ -39,6 +36,12 @@ public sealed class ConnectionSecurity(
         audit.SubscribeForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
         throw new PushRejectedException("forbidden", "The token does not grant subscribing to this topic.");
     }
+
+    private bool MaySubscribe(PushConnection connection, string topic) =>
+        // The owner test uses the token's sub, not the connection's user: a transport that named its user some other
+        // way (MQTT's user name, before it validates a token) gets no personal channel with tokens required.
+        !Secured || TopicName.PersonalOwner(topic) is { } owner && owner == connection.Access.UserId
+            || topics.Value.For(topic).PublicSubscribe || connection.Access.MaySubscribe(topic);
 
     /// <exception cref="PushRejectedException"><c>forbidden</c>, audited.</exception>
     public void CheckClientPublish(PushConnection connection, string topic)
@@ -97,13 +100,15 @@ public sealed class ConnectionSecurity(
     public void OnDisconnected(PushConnection connection) => expiry.Untrack(connection);
 
     /// <summary>Replaces the connection's rights with a fresh token's, which must be valid and for the same user; the
-    /// connection then lives until the new expiry. Subscriptions already made stay.</summary>
+    /// connection then lives until the new expiry. The subscriptions the client made stay where the new token still
+    /// grants them; those it no longer grants are returned.</summary>
     /// <exception cref="PushRejectedException"><c>unauthorized</c> (invalid token) or <c>forbidden</c> (another user).</exception>
-    public async Task RefreshAsync(PushConnection connection, string? token)
+    /// <returns>The client's own subscriptions the new token no longer grants (audited): the caller ends them.</returns>
+    public async Task<string[]> RefreshAsync(PushConnection connection, string? token)
     {
         if (!Secured)
         {
-            return;
+            return [];
         }
 
         var (access, reason) = await validator.ValidateAsync(token);
@@ -122,6 +127,13 @@ public sealed class ConnectionSecurity(
         connection.Access = access;
         expiry.Track(connection);
         audit.TokenRefreshed(connection.UserId, connection.Id, access.ExpiresAt);
+        var revoked = connection.ClientTopics().Where(t => !MaySubscribe(connection, t)).ToArray();
+        foreach (var topic in revoked)
+        {
+            audit.SubscribeForbidden(connection.UserId, topic, connection.Transport + " refresh", connection.RemoteAddress);
+        }
+
+        return revoked;
     }
 }
 

@@ -320,6 +320,32 @@ public sealed class SecurityTests(SecurityFixture fixture)
     }
 
     [Fact]
+    public async Task ARefreshEndsTheSubscriptionsTheNewTokenNoLongerGrantsAndKeepsTheOthers()
+    {
+        var user = SecurityFixture.NewUser();
+        var (kept, revoked) = ("stay:" + Guid.NewGuid().ToString("N"), "gone:" + Guid.NewGuid().ToString("N"));
+        await using var client = await ConnectAsync(fixture.Token(user, topics: ["stay:*", "gone:*"]));
+        Assert.Equal("ok", (await client.SubscribeAsync(kept)).Op);
+        Assert.Equal("ok", (await client.SubscribeAsync(revoked)).Op);
+
+        var ok = await client.RequestAsync("refresh", new { token = fixture.Token(user, topics: ["stay:*"]) });
+        Assert.Equal("ok", ok.Op);
+        Assert.Equal([revoked], ok.Json.GetProperty("unsubscribed").EnumerateArray().Select(t => t.GetString()));
+
+        // Nothing more arrives from the topic the token no longer grants; the personal channel and the kept topic go on.
+        foreach (var (path, body) in new[] { ("/api/topics/" + revoked, "{\"n\":1}"), ("/api/topics/" + kept, "{\"n\":2}"), ("/api/users/" + user, "{\"n\":3}") })
+        {
+            using var published = await Api(HttpMethod.Post, path, fixture.Backend(), body);
+            Assert.True(published.IsSuccessStatusCode);
+        }
+
+        var messages = await client.MessagesAsync(2);
+        Assert.Equal(new[] { kept, "user:" + user }.Order(StringComparer.Ordinal), messages.Select(m => m.Topic).Order(StringComparer.Ordinal));
+        Assert.True(await client.IsQuietAsync(TimeSpan.FromMilliseconds(500)));
+        Assert.Contains(fixture.Logs.Lines, l => l.Contains(revoked, StringComparison.Ordinal) && l.StartsWith("OrleansPush.Audit|", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task SseAndLongPollingTakeTheTokenFromTheQueryAndCheckEachTopic()
     {
         var user = SecurityFixture.NewUser();

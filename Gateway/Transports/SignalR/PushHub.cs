@@ -3,7 +3,6 @@ using MessagePack;
 using Microsoft.AspNetCore.SignalR;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Routing;
-using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Transports.SignalR;
 
@@ -12,7 +11,7 @@ namespace OrleansPush.Gateway.Transports.SignalR;
 /// server calls the client's <c>msg</c> handler with <c>{topic, epoch, seq, data}</c>. Errors arrive as hub errors
 /// whose message starts with the protocol's code (<c>forbidden: ...</c>).
 /// </summary>
-public sealed class PushHub(ConnectionCommands commands, SignalRConnections connections, ConnectionSecurity security) : Hub
+public sealed class PushHub(ConnectionCommands commands, SignalRConnections connections) : Hub
 {
     public const string Path = "/hubs/push";
     public const string MessageMethod = "msg";
@@ -36,7 +35,8 @@ public sealed class PushHub(ConnectionCommands commands, SignalRConnections conn
     /// <summary>Swaps the connection's token for a fresh one (same <c>sub</c>) before the old one expires, as the raw
     /// protocol's <c>refresh</c> does; otherwise the connection is closed with <c>unauthorized</c> at expiry and the
     /// client reconnects with a new token (its <c>accessTokenFactory</c> is asked again).</summary>
-    public Task Refresh(string token) => Guard(() => security.RefreshAsync(Connection, token));
+    /// <summary>Takes a fresh token; returns the subscriptions it no longer grants, which are ended.</summary>
+    public Task<string[]> Refresh(string token) => Guard(() => commands.RefreshAsync(Connection, token));
 
     /// <summary>Subscribes; with <paramref name="since"/>, first replays what came after it.</summary>
     public Task<SubscribeReply> Subscribe(string topic, SinceArg? since) =>

@@ -157,8 +157,8 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
                     connection.Reply(WsFrames.Ok(request.Id, published: position));
                     break;
                 case "refresh":
-                    await security.RefreshAsync(connection, request.Token);
-                    connection.Reply(WsFrames.Ok(request.Id));
+                    var revoked = await commands.RefreshAsync(connection, request.Token);
+                    connection.Reply(WsFrames.Ok(request.Id, unsubscribed: revoked));
                     break;
                 case "ping":
                     connection.Reply(WsFrames.Ok(request.Id));

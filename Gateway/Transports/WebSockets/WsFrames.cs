@@ -13,10 +13,22 @@ internal static class WsFrames
     /// <summary>The <c>msg</c> frame: built once per message and shared by every raw-WebSocket subscriber.</summary>
     public static readonly WireForm<byte[]> Message = new MessageForm();
 
-    public static byte[] Ok(long? id, SubscribeResult? result = null, TopicPosition? published = null) => Write(w =>
+    /// <summary><c>{"op":"ok",...}</c>; a refresh lists the subscriptions the new token ended (<c>unsubscribed</c>).</summary>
+    public static byte[] Ok(long? id, SubscribeResult? result = null, TopicPosition? published = null, string[]? unsubscribed = null) => Write(w =>
     {
         w.WriteString("op"u8, "ok"u8);
         WriteId(w, id);
+        if (unsubscribed is { Length: > 0 })
+        {
+            w.WriteStartArray("unsubscribed"u8);
+            foreach (var topic in unsubscribed)
+            {
+                w.WriteStringValue(topic);
+            }
+
+            w.WriteEndArray();
+        }
+
         if (result is not null)
         {
             w.WriteString("epoch"u8, result.Epoch);
