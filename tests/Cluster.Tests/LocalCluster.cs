@@ -17,8 +17,11 @@ public sealed class LocalCluster : IAsyncDisposable
     private readonly NodeProcess?[] _gateways = new NodeProcess?[2];
     private readonly HttpClient _probe = new() { Timeout = TimeSpan.FromSeconds(5) };
 
-    private LocalCluster()
+    private readonly IReadOnlyDictionary<string, string> _settings;
+
+    private LocalCluster(IReadOnlyDictionary<string, string> settings)
     {
+        _settings = settings;
     }
 
     public RedisServer Redis { get; } = new();
@@ -27,9 +30,10 @@ public sealed class LocalCluster : IAsyncDisposable
 
     public Uri GatewayWebSocket(int i) => new($"ws://127.0.0.1:{_httpPorts[i]}/ws");
 
-    public static async Task<LocalCluster> StartAsync()
+    /// <param name="settings">Settings of every node, over the defaults below.</param>
+    public static async Task<LocalCluster> StartAsync(IReadOnlyDictionary<string, string>? settings = null)
     {
-        var cluster = new LocalCluster();
+        var cluster = new LocalCluster(settings ?? new Dictionary<string, string>());
         try
         {
             await cluster.Redis.StartAsync();
@@ -152,7 +156,7 @@ public sealed class LocalCluster : IAsyncDisposable
             ["OrleansPush:Cluster:Membership:NumMissedProbesLimit"] = "2",
             ["OrleansPush:Routing:Lease"] = "00:00:06",
         };
-        foreach (var (key, value) in own)
+        foreach (var (key, value) in _settings.Concat(own))
         {
             all[key] = value;
         }
