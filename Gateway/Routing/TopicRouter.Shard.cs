@@ -423,9 +423,15 @@ public sealed partial class TopicRouter
         /// <summary>Sends what a claimable subscription held, in seq order, and makes it live.</summary>
         private static void Release(Subscription sub)
         {
-            var held = sub.Held;
+            var held = sub.Held ?? [];
             sub.Held = null;
-            foreach (var m in held ?? [])
+            DeliverNewer(sub, held);
+        }
+
+        /// <summary>Sends the held messages the connection does not have yet (seq above its last), in order.</summary>
+        private static void DeliverNewer(Subscription sub, List<OutboundMessage> held)
+        {
+            foreach (var m in held)
             {
                 if (m.Message.Seq > sub.LastSeq)
                 {
@@ -498,16 +504,7 @@ public sealed partial class TopicRouter
                 }
             }
 
-            foreach (var m in held)
-            {
-                if (m.Message.Seq > sub.LastSeq)
-                {
-                    sub.LastSeq = m.Message.Seq;
-                    sub.Delivered = true;
-                    sub.Connection.Deliver(m);
-                }
-            }
-
+            DeliverNewer(sub, held);
             if (recovered is { } outcome)
             {
                 Observability.GatewayMetrics.Recovery(outcome);

@@ -52,13 +52,12 @@ public sealed class LocalCluster : IAsyncDisposable
     public async Task StartSiloAsync(int i)
     {
         var (siloPort, gatewayPort) = _siloPorts[i];
-        var dll = Dll("Silo", "OrleansPush.Silo.dll");
-        var silo = NodeProcess.Start($"silo-{i}", "dotnet", [dll, .. Arguments(new()
+        var silo = NodeProcess.StartBuilt($"silo-{i}", "Silo", "OrleansPush.Silo.dll", Settings(new()
         {
             ["OrleansPush:Cluster:SiloPort"] = siloPort.ToString(),
             ["OrleansPush:Cluster:GatewayPort"] = gatewayPort.ToString(),
             ["OrleansPush:Cluster:SiloName"] = $"silo-{i}",
-        })], Path.GetDirectoryName(dll));
+        }));
         _silos[i] = silo;
         await silo.WaitForOutputAsync("Application started", StartTimeout);
     }
@@ -66,15 +65,14 @@ public sealed class LocalCluster : IAsyncDisposable
     /// <summary>Starts gateway <paramref name="i"/> and returns once its <c>/readyz</c> answers 200.</summary>
     public async Task StartGatewayAsync(int i)
     {
-        var dll = Dll("Gateway", "OrleansPush.Gateway.dll");
-        var gateway = NodeProcess.Start($"gateway-{i}", "dotnet", [dll, .. Arguments(new()
+        var gateway = NodeProcess.StartBuilt($"gateway-{i}", "Gateway", "OrleansPush.Gateway.dll", Settings(new()
         {
             ["urls"] = $"http://127.0.0.1:{_httpPorts[i]}",
             ["OrleansPush:Cluster:Mode"] = "Cluster",
             ["OrleansPush:Gateway:DrainTimeout"] = "00:00:06",
             ["OrleansPush:Gateway:DrainBatchSize"] = "8",
             ["OrleansPush:Mqtt:Port"] = "0",
-        })], Path.GetDirectoryName(dll));
+        }));
         _gateways[i] = gateway;
         var deadline = DateTime.UtcNow + StartTimeout;
         while (true)
@@ -134,9 +132,9 @@ public sealed class LocalCluster : IAsyncDisposable
         nodes[i] = null;
     }
 
-    private IEnumerable<string> Arguments(Dictionary<string, string> own)
+    private Dictionary<string, string?> Settings(Dictionary<string, string> own)
     {
-        var all = new Dictionary<string, string>
+        var all = new Dictionary<string, string?>
         {
             ["Logging:LogLevel:Default"] = "Warning",
             ["Logging:LogLevel:Orleans"] = "Error",
@@ -161,20 +159,6 @@ public sealed class LocalCluster : IAsyncDisposable
             all[key] = value;
         }
 
-        return all.Select(p => $"--{p.Key}={p.Value}");
-    }
-
-    private static string Dll(string project, string file)
-    {
-        // tests/Cluster.Tests/bin/<Configuration>/net10.0/ -> <Project>/bin/<Configuration>/net10.0/<file>
-        var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var root = bin;
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "OrleansPush.sln")))
-        {
-            root = root.Parent;
-        }
-
-        var dll = Path.Combine(root?.FullName ?? throw new InvalidOperationException("repository root not found"), project, "bin", bin.Parent!.Name, bin.Name, file);
-        return File.Exists(dll) ? dll : throw new FileNotFoundException($"Build the {project} project first", dll);
+        return all;
     }
 }

@@ -5,8 +5,9 @@ using System.Runtime.InteropServices;
 
 namespace OrleansPush.Cluster.Tests;
 
-/// <summary>A process this test started: its output is kept (the last lines, for a failure message), and it stops
-/// only by its own PID, politely (SIGTERM) or not (SIGKILL).</summary>
+/// <summary>A process a test started (shared by the test projects that run silos and gateways as processes): its
+/// output is kept (the last lines, for a failure message), and it stops only by its own PID, politely (SIGTERM) or not
+/// (SIGKILL).</summary>
 public sealed class NodeProcess : IAsyncDisposable
 {
     private const int SigTerm = 15;
@@ -25,6 +26,29 @@ public sealed class NodeProcess : IAsyncDisposable
     public int Pid => _process.Id;
 
     public bool HasExited => _process.HasExited;
+
+    /// <summary>Starts a built project of this repository (<see cref="Built"/>) with <c>dotnet</c>, in its output folder
+    /// (as deployed, so it reads its appsettings.json), with <paramref name="settings"/> as command-line configuration.</summary>
+    public static NodeProcess StartBuilt(string name, string project, string file, IEnumerable<KeyValuePair<string, string?>> settings)
+    {
+        var dll = Built(project, file);
+        return Start(name, "dotnet", [dll, .. settings.Where(s => s.Value is not null).Select(s => $"--{s.Key}={s.Value}")], Path.GetDirectoryName(dll));
+    }
+
+    /// <summary>tests/X/bin/&lt;Configuration&gt;/net10.0/ → &lt;project&gt;/bin/&lt;Configuration&gt;/net10.0/&lt;file&gt;, built by the
+    /// test project's (non-referencing) project reference.</summary>
+    public static string Built(string project, string file)
+    {
+        var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        var root = bin;
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "OrleansPush.sln")))
+        {
+            root = root.Parent;
+        }
+
+        var dll = Path.Combine(root?.FullName ?? throw new InvalidOperationException("repository root not found"), project, "bin", bin.Parent!.Name, bin.Name, file);
+        return File.Exists(dll) ? dll : throw new FileNotFoundException($"Build the {project} project first", dll);
+    }
 
     public static NodeProcess Start(string name, string fileName, IEnumerable<string> arguments, string? workingDirectory = null)
     {
@@ -71,6 +95,15 @@ public sealed class NodeProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>The exit code, once the process has ended and its output has been read to the end.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cts.Token);
+        return _process.ExitCode;
+    }
+
+    /// <summary>The last lines the process wrote (standard output and error).</summary>
     public string Tail()
     {
         lock (_tail)

@@ -1,19 +1,15 @@
-using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
-using System.Text;
+using OrleansPush.Cluster.Tests;
 
 namespace OrleansPush.Silo.Tests;
 
-/// <summary>The built <c>OrleansPush.Silo.dll</c> run with <c>dotnet</c> on free loopback ports, its console output
-/// collected. Disposing kills it (by its PID) if it is still running.</summary>
+/// <summary>The built <c>OrleansPush.Silo.dll</c> run as a process (<see cref="NodeProcess"/>) on free loopback ports.
+/// Disposing kills it (by its PID) if it is still running.</summary>
 internal sealed class RunningSilo : IAsyncDisposable
 {
-    private readonly Process _process;
-    private readonly StringBuilder _output = new();
+    private readonly NodeProcess _process;
 
-    private RunningSilo(Process process, int siloPort, int gatewayPort)
+    private RunningSilo(NodeProcess process, int siloPort, int gatewayPort)
     {
         _process = process;
         SiloPort = siloPort;
@@ -24,22 +20,13 @@ internal sealed class RunningSilo : IAsyncDisposable
 
     public int GatewayPort { get; }
 
-    public string Output
-    {
-        get
-        {
-            lock (_output)
-            {
-                return _output.ToString();
-            }
-        }
-    }
+    /// <summary>The silo's output so far (its last lines).</summary>
+    public string Output => _process.Tail();
 
     /// <summary>A one-silo cluster (it is its own primary) with Localhost clustering and in-memory storage, plus
     /// <paramref name="settings"/> as command-line configuration.</summary>
     public static RunningSilo Start(IReadOnlyDictionary<string, string?> settings)
     {
-        var dll = SiloAssembly();
         var siloPort = FreePort();
         var gatewayPort = FreePort();
         var arguments = new Dictionary<string, string?>
@@ -56,66 +43,23 @@ internal sealed class RunningSilo : IAsyncDisposable
             arguments[key] = value;
         }
 
-        // Started in its own output folder, like a deployed silo, so that it reads its appsettings.json.
-        var info = new ProcessStartInfo("dotnet")
-        {
-            WorkingDirectory = Path.GetDirectoryName(dll)!,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        info.ArgumentList.Add(dll);
-        foreach (var (key, value) in arguments.Where(a => a.Value is not null))
-        {
-            info.ArgumentList.Add($"--{key}={value}");
-        }
-
-        var process = Process.Start(info) ?? throw new InvalidOperationException("dotnet did not start");
-        var silo = new RunningSilo(process, siloPort, gatewayPort);
-        process.OutputDataReceived += (_, e) => silo.Append(e.Data);
-        process.ErrorDataReceived += (_, e) => silo.Append(e.Data);
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return silo;
+        return new RunningSilo(NodeProcess.StartBuilt("silo", "Silo", "OrleansPush.Silo.dll", arguments), siloPort, gatewayPort);
     }
 
-    public static int FreePort()
-    {
-        using var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        return ((IPEndPoint)probe.LocalEndpoint).Port;
-    }
+    public static int FreePort() => Ports.Free();
 
     /// <summary>Waits until the output contains <paramref name="text"/>; fails with the output so far if the process
     /// exits first or the time runs out.</summary>
-    public async Task WaitForOutputAsync(string text, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!Output.Contains(text, StringComparison.Ordinal))
-        {
-            if (_process.HasExited)
-            {
-                Assert.Fail($"the silo exited ({_process.ExitCode}) before writing '{text}':\n{Output}");
-            }
-
-            Assert.True(DateTime.UtcNow < deadline, $"the silo did not write '{text}' within {timeout}:\n{Output}");
-            await Task.Delay(100);
-        }
-    }
+    public Task WaitForOutputAsync(string text, TimeSpan timeout) => _process.WaitForOutputAsync(text, timeout);
 
     /// <summary>The exit code, once the process has ended and its output has been read to the end.</summary>
-    public async Task<int> WaitForExitAsync(TimeSpan timeout)
-    {
-        using var cts = new CancellationTokenSource(timeout);
-        await _process.WaitForExitAsync(cts.Token);
-        return _process.ExitCode;
-    }
+    public Task<int> WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(timeout);
 
     /// <summary>The TCP ports the process listens on, from its socket descriptors and the kernel's tables (Linux).</summary>
     public SortedSet<int> ListeningPorts()
     {
         var inodes = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var fd in Directory.GetFiles($"/proc/{_process.Id}/fd"))
+        foreach (var fd in Directory.GetFiles($"/proc/{_process.Pid}/fd"))
         {
             var target = new FileInfo(fd).LinkTarget;
             if (target is not null && target.StartsWith("socket:[", StringComparison.Ordinal))
@@ -128,7 +72,7 @@ internal sealed class RunningSilo : IAsyncDisposable
         foreach (var table in new[] { "tcp", "tcp6" })
         {
             // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ...
-            foreach (var line in File.ReadLines($"/proc/{_process.Id}/net/{table}").Skip(1))
+            foreach (var line in File.ReadLines($"/proc/{_process.Pid}/net/{table}").Skip(1))
             {
                 var columns = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 if (columns[3] == "0A" && inodes.Contains(columns[9]))
@@ -141,45 +85,5 @@ internal sealed class RunningSilo : IAsyncDisposable
         return ports;
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        if (!_process.HasExited)
-        {
-            _process.Kill(entireProcessTree: true);
-        }
-
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        await _process.WaitForExitAsync(cts.Token);
-        _process.Dispose();
-    }
-
-    private void Append(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_output)
-        {
-            _output.AppendLine(line);
-        }
-    }
-
-    /// <summary>tests/Silo.Tests/bin/&lt;Configuration&gt;/net10.0/ → Silo/bin/&lt;Configuration&gt;/net10.0/OrleansPush.Silo.dll,
-    /// built by this project's (non-referencing) project reference.</summary>
-    private static string SiloAssembly()
-    {
-        var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var repository = output;
-        while (repository is not null && !File.Exists(Path.Combine(repository.FullName, "OrleansPush.sln")))
-        {
-            repository = repository.Parent;
-        }
-
-        Assert.NotNull(repository);
-        var dll = Path.Combine(repository.FullName, "Silo", "bin", output.Parent!.Name, output.Name, "OrleansPush.Silo.dll");
-        Assert.True(File.Exists(dll), $"{dll} is missing: build tests/Silo.Tests (it builds the silo) first");
-        return dll;
-    }
+    public ValueTask DisposeAsync() => _process.DisposeAsync();
 }
