@@ -1,9 +1,12 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net;
 using System.Reflection;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.Configuration;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Transports.Mqtt;
 using OrleansPush.Grains;
 using OrleansPush.Silo;
 using static OrleansPush.Deploy.Tests.Manifests;
@@ -244,6 +247,82 @@ public sealed partial class DeployManifestTests
 
         Assert.Contains(objects, o => Kind(o) == "Secret" && Map(o, "stringData").Keys.Any(k => SecretKeyPattern().IsMatch(k)));
     }
+
+    /// <summary>What the pod's downward API gives the variables that reference it, for reading the effective
+    /// configuration.</summary>
+    private static readonly Dictionary<string, string> PodFields = new(StringComparer.Ordinal)
+    {
+        ["status.podIP"] = "10.244.3.17",
+        ["metadata.name"] = "orleanspush-pod-0",
+    };
+
+    [Theory]
+    [MemberData(nameof(OverlayNames))]
+    public void EveryServicePortIsServedByAListenerThePodAddressReaches(string overlay)
+    {
+        var objects = RenderOverlay(overlay);
+        foreach (var (name, host) in new[] { (Silo, "Silo"), (Gateway, "Gateway") })
+        {
+            var container = Assert.Single(Containers(Single(objects, "Deployment", name)));
+            var configuration = EffectiveConfiguration(objects, container, host);
+            var declared = Ports(container);
+            foreach (var port in Seq(Map(Single(objects, "Service", name), "spec"), "ports").Cast<Dictionary<string, object?>>())
+            {
+                var target = (string)port["targetPort"]!;
+                var (bound, listens) = Listener(name, target, configuration);
+                Assert.True(declared.TryGetValue(target, out var containerPort), $"{name}: Service port {target} names no container port");
+                Assert.True(listens == containerPort, $"{name}: Service port {target} targets {containerPort}, but the listener is on {listens}");
+                Assert.True(bound.Count > 0 && bound.All(ReachableFromThePod),
+                    $"{name}: Service port {target} ({containerPort}) is served by a listener bound to {string.Join(", ", bound)}, which the pod address does not reach");
+            }
+        }
+    }
+
+    /// <summary>appsettings.json of the host, then the container's environment (as the .NET host reads it: variables
+    /// override the file, <c>__</c> is <c>:</c>), with downward-API fields filled in.</summary>
+    private static IConfiguration EffectiveConfiguration(List<Dictionary<string, object?>> objects, Dictionary<string, object?> container, string host)
+    {
+        var env = EnvOf(objects, container);
+        foreach (var variable in Seq(container, "env").Cast<Dictionary<string, object?>>().Where(v => v.ContainsKey("valueFrom")))
+        {
+            env[(string)variable["name"]!] = PodFields[(string)Map(variable, "valueFrom", "fieldRef")["fieldPath"]!];
+        }
+
+        return new ConfigurationBuilder()
+            .AddJsonFile(Path.Combine(Root, host, "appsettings.json"), optional: false)
+            .AddInMemoryCollection(env.Select(kv => KeyValuePair.Create(kv.Key.Replace("__", ":", StringComparison.Ordinal), kv.Value)))
+            .Build();
+    }
+
+    /// <summary>The addresses and port of the listener behind a container port, read the way the host reads them.</summary>
+    private static (List<string> Bound, int Port) Listener(string deployment, string portName, IConfiguration configuration)
+    {
+        switch (deployment, portName)
+        {
+            case (Gateway, "http"):
+                var urls = (configuration["urls"] ?? "http://localhost:5000").Split(';', StringSplitOptions.RemoveEmptyEntries);
+                var uri = urls.Select(u => new Uri(u.Replace("://+", "://any", StringComparison.Ordinal).Replace("://*", "://any", StringComparison.Ordinal))).ToList();
+                return (uri.Select(u => u.Host == "any" ? "0.0.0.0" : u.Host).ToList(), uri[0].Port);
+            case (Gateway, "mqtt"):
+                var mqtt = configuration.GetSection(MqttOptions.Section).Get<MqttOptions>() ?? new MqttOptions();
+                return ([mqtt.BindAddress], mqtt.Port);
+            case (Silo, "silo" or "gateway"):
+                var cluster = configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
+                var endpoints = ClusterEndpoints.From(cluster, configuration);
+                return ([endpoints.ListenOnAnyHostAddress ? "0.0.0.0" : endpoints.AdvertisedIP.ToString()], portName == "silo" ? cluster.SiloPort : cluster.GatewayPort);
+            case (Silo, "dashboard"):
+                var dashboard = configuration.GetSection(SiloDashboardOptions.Section).Get<SiloDashboardOptions>() ?? new SiloDashboardOptions();
+                return ([dashboard.BindAddress], dashboard.Port);
+            default:
+                Assert.Fail($"{deployment}: no rule says which listener serves port {portName}; add one here");
+                return ([], 0);
+        }
+    }
+
+    /// <summary>All interfaces, or the pod's own address; never loopback (or a name that resolves to it).</summary>
+    private static bool ReachableFromThePod(string host) =>
+        host == PodFields["status.podIP"]
+        || (IPAddress.TryParse(host.Trim('[', ']'), out var address) && (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any)));
 
     [Theory]
     [InlineData("Silo.Dockerfile", "Silo/Silo.csproj")]
