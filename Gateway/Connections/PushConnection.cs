@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 
 namespace OrleansPush.Gateway.Connections;
@@ -180,7 +181,7 @@ public abstract class PushConnection
 /// <summary>How much a connection's outbound queue may hold, and how long a closing or stalled one is given.</summary>
 /// <param name="MaxQueuedBytes">Past it the queue is dropped and the connection closed as <c>slow</c>.</param>
 /// <param name="CloseGrace">How long a closing connection gets to take its goodbye before it is aborted.</param>
-/// <param name="WriteStallTimeout">How long the writer may make no progress while a catch-up waits for room before
+/// <param name="WriteStallTimeout">How long a write may wait for the transport while a catch-up waits for room before
 /// the connection is closed as <c>slow</c> (a client that stopped reading); zero turns that off.</param>
 public readonly record struct OutboundLimits(long MaxQueuedBytes, TimeSpan CloseGrace, TimeSpan WriteStallTimeout)
 {
@@ -198,7 +199,7 @@ public readonly record struct OutboundLimits(long MaxQueuedBytes, TimeSpan Close
 /// <para>Catch-ups are flow-controlled against the same queue (<see cref="HasRoomFor"/>): history is queued up to the
 /// high-water mark, and the writer loop, not a timer, tells the waiting catch-ups when the queue has drained to the
 /// low-water mark. Until the writer runs there is no room at all, so nothing is replayed into a stream that has not
-/// started. A writer that makes no progress for <see cref="OutboundLimits.WriteStallTimeout"/> while a catch-up waits
+/// started. A write the transport has not taken for <see cref="OutboundLimits.WriteStallTimeout"/> while a catch-up waits
 /// (the client stopped reading) gets the connection closed as <c>slow</c>.</para>
 /// </summary>
 public abstract class QueuedConnection<TFrame> : PushConnection
@@ -211,7 +212,7 @@ public abstract class QueuedConnection<TFrame> : PushConnection
     private int _drainWaiting;
     private int _writerStarted;
     private int _stallWatch;
-    private long _framesWritten;
+    private long _writingSince;
     private long _queuedBytes;
     private string? _closeReason;
 
@@ -359,8 +360,9 @@ public abstract class QueuedConnection<TFrame> : PushConnection
                         continue;
                     }
 
+                    Volatile.Write(ref _writingSince, Stopwatch.GetTimestamp());
                     await WriteAsync(item.Frame, moreQueued: reader.TryPeek(out _), cancellationToken);
-                    Interlocked.Increment(ref _framesWritten);
+                    Volatile.Write(ref _writingSince, 0);
                     var left = Interlocked.Add(ref _queuedBytes, -item.Size);
                     if (Volatile.Read(ref _drainWaiting) == 1 && left <= _limits.LowWater)
                     {
@@ -435,9 +437,9 @@ public abstract class QueuedConnection<TFrame> : PushConnection
         }
     }
 
-    /// <summary>While catch-ups wait for room, a writer that writes nothing for the stall timeout means a client that
-    /// stopped reading: it is closed as slow, between one and one and a quarter stall timeouts after its last write.
-    /// One watch per connection, and only while someone waits.</summary>
+    /// <summary>While catch-ups wait for room, a write that the transport has not taken for the stall timeout means a
+    /// client that stopped reading: it is closed as slow (within a quarter of the timeout after that). A client that
+    /// reads, however slowly, completes writes. One watch per connection, and only while someone waits.</summary>
     private void WatchForStall()
     {
         if (_limits.WriteStallTimeout > TimeSpan.Zero && Interlocked.Exchange(ref _stallWatch, 1) == 0)
@@ -449,16 +451,11 @@ public abstract class QueuedConnection<TFrame> : PushConnection
         {
             try
             {
-                var tick = _limits.WriteStallTimeout / 4;
-                var written = Interlocked.Read(ref _framesWritten);
-                var idle = TimeSpan.Zero;
                 while (Volatile.Read(ref _closeReason) is null && Volatile.Read(ref _drainWaiting) == 1)
                 {
-                    await Task.Delay(tick);
-                    var now = Interlocked.Read(ref _framesWritten);
-                    idle = now == written && Volatile.Read(ref _writerStarted) == 1 ? idle + tick : TimeSpan.Zero;
-                    written = now;
-                    if (idle >= _limits.WriteStallTimeout && Volatile.Read(ref _drainWaiting) == 1)
+                    await Task.Delay(_limits.WriteStallTimeout / 4);
+                    var writingSince = Volatile.Read(ref _writingSince);
+                    if (writingSince != 0 && Stopwatch.GetElapsedTime(writingSince) >= _limits.WriteStallTimeout && Volatile.Read(ref _drainWaiting) == 1)
                     {
                         Close(WireCodes.Slow);
                         return;

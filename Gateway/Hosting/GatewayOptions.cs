@@ -33,9 +33,9 @@ public sealed class GatewayOptions
     /// <summary>How long a connection closed as slow gets to take its goodbye before it is aborted.</summary>
     public TimeSpan SlowCloseGrace { get; set; } = DefaultSlowCloseGrace;
 
-    /// <summary>How long a connection's writer may make no progress while a catch-up (history replayed to it) waits for
-    /// room in its queue, before the connection is closed as <c>slow</c>: a client that stopped reading. A client that
-    /// reads, however slowly, keeps its catch-up going. Zero turns it off.</summary>
+    /// <summary>How long a write to a connection may wait for the transport while a catch-up (history replayed to it)
+    /// waits for room in its queue, before the connection is closed as <c>slow</c>: a client that stopped reading. A
+    /// client that reads, however slowly, keeps its catch-up going. Zero turns it off.</summary>
     public TimeSpan WriteStallTimeout { get; set; } = DefaultWriteStallTimeout;
 
     /// <summary>The outbound queue limits every queued connection gets.</summary>

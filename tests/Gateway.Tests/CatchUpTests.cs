@@ -7,16 +7,15 @@ namespace OrleansPush.Gateway.Tests;
 /// several MiB against the default 1 MiB outbound bound. Each test uses topics of its own.</summary>
 public sealed class CatchUpFixture : IAsyncLifetime
 {
-    /// <summary>How long a writer may make no progress while a catch-up waits for it before the connection is closed
-    /// as slow (short, so the test of a client that never reads ends soon).</summary>
-    public static readonly TimeSpan WriteStallTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>How long a write may wait for the transport while a catch-up waits before the connection is closed as
+    /// slow: the default.</summary>
+    public static readonly TimeSpan WriteStallTimeout = Hosting.GatewayOptions.DefaultWriteStallTimeout;
 
     public TestGateway Gateway { get; private set; } = null!;
 
     public async Task InitializeAsync() => Gateway = await TestGateway.StartEmbeddedAsync(new Dictionary<string, string?>
     {
         ["OrleansPush:Topics:Namespaces:big:HistorySize"] = "20000",
-        ["OrleansPush:Gateway:WriteStallTimeout"] = WriteStallTimeout.ToString(),
     });
 
     public async Task DisposeAsync() => await Gateway.DisposeAsync();
@@ -118,7 +117,7 @@ public sealed class CatchUpTests(CatchUpFixture fixture)
         var backlog = await Backlog.PublishAsync(Gateway, "big:wsstall-" + Guid.NewGuid().ToString("N"), 8000, 2000);
         await using var client = await WsClient.ConnectAsync(Gateway.WebSocketUri(), read: false, receiveBuffer: 4096);
         await client.SendAsync($"{{\"op\":\"sub\",\"id\":1,\"topic\":\"{backlog.Topic}\",\"since\":{{\"epoch\":\"{backlog.Epoch}\",\"seq\":0}}}}");
-        // Closed between one and one and a quarter stall timeouts after its writer stalled (which is at once).
+        // Closed within a quarter of the stall timeout after a write waited that long (its writer stalls at once).
         await Task.Delay(CatchUpFixture.WriteStallTimeout * 1.25 + TimeSpan.FromSeconds(4));
 
         var (frames, ended) = await client.DrainAsync(TimeSpan.FromSeconds(30));
