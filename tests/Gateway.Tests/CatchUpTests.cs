@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace OrleansPush.Gateway.Tests;
@@ -13,10 +14,18 @@ public sealed class CatchUpFixture : IAsyncLifetime
 
     public TestGateway Gateway { get; private set; } = null!;
 
-    public async Task InitializeAsync() => Gateway = await TestGateway.StartEmbeddedAsync(new Dictionary<string, string?>
+    public int MqttPort { get; private set; }
+
+    public async Task InitializeAsync()
     {
-        ["OrleansPush:Topics:Namespaces:big:HistorySize"] = "20000",
-    });
+        MqttPort = Ports.Free();
+        Gateway = await TestGateway.StartEmbeddedAsync(new Dictionary<string, string?>
+        {
+            ["OrleansPush:Topics:Namespaces:big:HistorySize"] = "20000",
+            ["OrleansPush:Mqtt:Port"] = MqttPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["OrleansPush:Mqtt:BindAddress"] = "127.0.0.1",
+        });
+    }
 
     public async Task DisposeAsync() => await Gateway.DisposeAsync();
 }
@@ -158,6 +167,86 @@ public sealed class CatchUpTests(CatchUpFixture fixture)
         var seqs = events.Where(e => e.Event == "msg").Select(e => e.Seq).ToList();
         Assert.Equal(Enumerable.Range(1, Messages).Select(i => (long)i), seqs);
         Assert.True(events[^1].Json.GetProperty("recovered").GetBoolean(), events[^1].Data);
+    }
+
+    [Theory]
+    [InlineData("json")]
+    [InlineData("messagepack")]
+    public async Task SignalRResumeOfTwoMegabytesCompletes(string protocol)
+    {
+        var backlog = await Backlog.PublishAsync(Gateway, "big:sr-" + Guid.NewGuid().ToString("N"), 2000, PayloadBytes);
+        var builder = new HubConnectionBuilder().WithUrl(new Uri(Gateway.BaseAddress, "/hubs/push"));
+        if (protocol == "messagepack")
+        {
+            builder.AddMessagePackProtocol();
+        }
+
+        var hub = builder.Build();
+        await using var _ = hub;
+        var seqs = new List<long>();
+        if (protocol == "messagepack")
+        {
+            hub.On<Dictionary<object, object?>>("msg", m => { lock (seqs) { seqs.Add(Convert.ToInt64(m["seq"], System.Globalization.CultureInfo.InvariantCulture)); } });
+        }
+        else
+        {
+            hub.On<System.Text.Json.JsonElement>("msg", m => { lock (seqs) { seqs.Add(m.GetProperty("seq").GetInt64()); } });
+        }
+
+        var closed = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        hub.Closed += e =>
+        {
+            closed.TrySetResult(e);
+            return Task.CompletedTask;
+        };
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        await hub.StartAsync(cts.Token);
+        var since = new Dictionary<string, object> { ["epoch"] = backlog.Epoch, ["seq"] = 0L };
+        var answer = hub.InvokeAsync<object>("Subscribe", backlog.Topic, since, cts.Token);
+        Assert.True(await Task.WhenAny(answer, closed.Task) == answer, $"the connection was closed after {Count(seqs)} messages: {(closed.Task.IsCompleted ? closed.Task.Result?.Message : null)}");
+        await answer;
+        while (Count(seqs) < 2000 && !cts.IsCancellationRequested && !closed.Task.IsCompleted)
+        {
+            await Task.Delay(50);
+        }
+
+        lock (seqs)
+        {
+            Assert.Equal(Enumerable.Range(1, 2000).Select(i => (long)i), seqs);
+        }
+    }
+
+    [Fact]
+    public async Task MqttPersistentSessionResumesTwoMegabytesMissedWhileAway()
+    {
+        var topic = "big:mq-" + Guid.NewGuid().ToString("N");
+        var clientId = "catchup-" + Guid.NewGuid().ToString("N");
+        await using (var first = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false))
+        {
+            await first.SubscribeAsync(topic, MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce);
+            await Gateway.PublishAsync(topic, "{\"i\":1}");
+            Assert.Equal("{\"i\":1}", (await first.NextAsync()).Payload);
+        }
+
+        var backlog = await Backlog.PublishAsync(Gateway, topic, 2000, PayloadBytes, from: 2);
+        await using var second = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false);
+        await second.SubscribeAsync(topic, MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce);
+        var payloads = new List<string>();
+        while (payloads.Count < 2000 && await second.TryNextAsync(TimeSpan.FromSeconds(20)) is { } next)
+        {
+            payloads.Add(next.Payload);
+        }
+
+        Assert.True(payloads.Count == 2000, $"received {payloads.Count} of 2000; connected: {second.IsConnected}");
+        Assert.Equal(Enumerable.Range(2, 2000).Select(seq => backlog.Payloads[seq]), payloads);
+    }
+
+    private static int Count(List<long> list)
+    {
+        lock (list)
+        {
+            return list.Count;
+        }
     }
 
     /// <summary>Every seq from 1 to <paramref name="head"/> exactly once, in order, each with its published payload.</summary>
