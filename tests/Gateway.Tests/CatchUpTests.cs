@@ -203,7 +203,10 @@ public sealed class CatchUpTests(CatchUpFixture fixture)
         await hub.StartAsync(cts.Token);
         var since = new Dictionary<string, object> { ["epoch"] = backlog.Epoch, ["seq"] = 0L };
         var answer = hub.InvokeAsync<object>("Subscribe", backlog.Topic, since, cts.Token);
-        Assert.True(await Task.WhenAny(answer, closed.Task) == answer, $"the connection was closed after {Count(seqs)} messages: {(closed.Task.IsCompleted ? closed.Task.Result?.Message : null)}");
+        if (await Task.WhenAny(answer, closed.Task) != answer)
+        {
+            Assert.Fail($"the connection was closed after {Count(seqs)} messages: {(await closed.Task)?.Message}");
+        }
         await answer;
         while (Count(seqs) < 2000 && !cts.IsCancellationRequested && !closed.Task.IsCompleted)
         {
