@@ -687,7 +687,7 @@ internal sealed class TopicShard
     /// gets a seq twice nor goes back.</summary>
     private void StartCatchUp(Subscription s, SubscribeCommand? request)
     {
-        if (s.Request is { } earlier && earlier != request)
+        if (s.Request is { } earlier && !ReferenceEquals(earlier, request))
         {
             earlier.Cancel();
         }
