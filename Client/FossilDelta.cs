@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.Intrinsics;
 
 namespace OrleansPush.Client;
 
@@ -53,8 +54,11 @@ public static class FossilDelta
 
     private static ReadOnlySpan<byte> Digits => "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"u8;
 
+    /// <summary>The weight of each byte of a block in its hash: RollMultiplier^(BlockSize-1-k) for byte k.</summary>
+    private static readonly uint[] BlockWeights = [.. Enumerable.Range(0, BlockSize).Select(k => Power(RollMultiplier, BlockSize - 1 - k))];
+
     /// <summary>RollMultiplier^(BlockSize-1): the weight of the byte that leaves the window.</summary>
-    private static readonly uint OutgoingWeight = Power(RollMultiplier, BlockSize - 1);
+    private static readonly uint OutgoingWeight = BlockWeights[0];
 
     /// <summary>Digit value of each byte, or -1 for a byte that is not a base-64 digit.</summary>
     private static readonly sbyte[] DigitValues = BuildDigitValues();
@@ -170,7 +174,11 @@ public static class FossilDelta
     /// <summary>The longest delta <see cref="Encode"/> writes: it writes a copy only where the copy (and the length
     /// of the literal it closes) is shorter than the bytes it replaces, so every segment but the last literal is
     /// shorter than its bytes of target.</summary>
-    private static int MaxDeltaLength(ReadOnlySpan<byte> target) => target.Length + FramingBound;
+    private static int MaxDeltaLength(ReadOnlySpan<byte> target)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(target.Length, Array.MaxLength - FramingBound, nameof(target));
+        return target.Length + FramingBound;
+    }
 
     /// <summary>Writes the delta into <paramref name="output"/> (at least <see cref="MaxDeltaLength"/> long) and returns
     /// its length.</summary>
@@ -343,15 +351,19 @@ public static class FossilDelta
         return sum + BinaryPrimitives.ReadUInt32BigEndian(last) + BinaryPrimitives.ReadUInt32BigEndian(last[4..]);
     }
 
+    /// <summary>The rolling hash of one block: the sum of byte k times RollMultiplier^(BlockSize-1-k), wrapping at
+    /// 2^32 (what the window's rolling update keeps). Computed as one vector dot product with the weights (Vector128
+    /// falls back to scalar code where it is not accelerated): measured with tests/FossilBench on a 2 KB state, a delta
+    /// took 3.1 µs of CPU with Horner's rule (16 dependent multiplications per block) or a scalar dot product, 2.2
+    /// with this.</summary>
     private static uint Hash(ReadOnlySpan<byte> block)
     {
-        uint hash = 0;
-        foreach (var b in block)
-        {
-            hash = hash * RollMultiplier + b;
-        }
-
-        return hash;
+        var (low, high) = Vector128.Widen(Vector128.Create(block[..BlockSize]));
+        var (w0, w1) = Vector128.Widen(low);
+        var (w2, w3) = Vector128.Widen(high);
+        ReadOnlySpan<uint> weights = BlockWeights;
+        return Vector128.Sum((w0 * Vector128.Create(weights[..4])) + (w1 * Vector128.Create(weights[4..8]))
+            + (w2 * Vector128.Create(weights[8..12])) + (w3 * Vector128.Create(weights[12..])));
     }
 
     private static uint Power(uint value, int exponent)
