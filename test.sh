@@ -103,7 +103,15 @@ fi
 log "running tests"
 # The test projects run side by side, except the cluster fault tests: they time failovers of real processes, which
 # should not compete for the 2 cores with everything else, so they run alone afterwards.
-report() { tee -a "$out" | grep -E '^\s+(Passed|Failed|Skipped) |^(Passed|Failed)!|Error Message' -A2 | grep -vE '^\s+Passed '; }
+# Each failed test is shown with its message and the first lines of its stack trace and output (up to 60 lines), so a
+# CI log says why; passed tests are counted, not listed.
+report() {
+  tee -a "$out" | awk '
+    /^[[:space:]]+(Passed|Failed|Skipped) |^(Passed|Failed)!/ { shown = 0 }
+    /^[[:space:]]+Failed |^[[:space:]]+Skipped / { shown = 60 }
+    /^(Passed|Failed)!/ { print; next }
+    shown > 0 { print; shown-- }'
+}
 dotnet test OrleansPush.sln --no-build -c Debug -nologo --filter 'FullyQualifiedName!~OrleansPush.Cluster.Tests' 2>&1 | report
 status=${PIPESTATUS[0]}
 dotnet test tests/Cluster.Tests --no-build -c Debug -nologo 2>&1 | report

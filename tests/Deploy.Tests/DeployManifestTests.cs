@@ -1,13 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Reflection;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Configuration;
 using OrleansPush.Gateway.Hosting;
 using OrleansPush.Gateway.Transports.Mqtt;
 using OrleansPush.Grains;
+using OrleansPush.Hosting;
 using OrleansPush.Silo;
 using static OrleansPush.Deploy.Tests.Manifests;
 
@@ -222,13 +222,12 @@ public sealed partial class DeployManifestTests
     public void EveryOrleansPushVariableNamesAnOptionTheAppReadsAndSecretsHoldTheConnectionStrings(string overlay)
     {
         var objects = RenderOverlay(overlay);
-        var options = OptionSections();
         foreach (var deployment in objects.Where(o => Kind(o) == "Deployment"))
         {
             var env = EnvOf(objects, Assert.Single(Containers(deployment)));
             foreach (var key in env.Keys.Where(k => k.StartsWith("OrleansPush__", StringComparison.Ordinal)))
             {
-                Assert.True(NamesAnOption(options, key.Split("__")), $"{Name(deployment)}: {key} names no option of the app");
+                Assert.True(SettingsCatalog.Default.Knows(key.Replace("__", ":", StringComparison.Ordinal)), $"{Name(deployment)}: {key} names no option of the app");
             }
 
             var clustering = Enum.Parse<ClusteringProvider>(env["OrleansPush__Cluster__Clustering"]!);
@@ -378,57 +377,6 @@ public sealed partial class DeployManifestTests
             .Select(p => int.Parse(p, CultureInfo.InvariantCulture))
             .Order();
 
-    /// <summary>The option classes of the app by section (<c>OrleansPush:Cluster</c> → its type): every public type of
-    /// the deployed assemblies with a <c>Section</c> constant.</summary>
-    private static Dictionary<string, List<Type>> OptionSections()
-    {
-        Assembly[] assemblies = [typeof(ClusterSettings).Assembly, typeof(PushSilo).Assembly, typeof(GatewayHost).Assembly, typeof(SiloDashboardOptions).Assembly];
-        var sections = new Dictionary<string, List<Type>>(StringComparer.OrdinalIgnoreCase);
-        foreach (var type in assemblies.SelectMany(a => a.GetExportedTypes()))
-        {
-            if (type.GetField("Section", BindingFlags.Public | BindingFlags.Static) is { IsLiteral: true } field)
-            {
-                var section = (string)field.GetRawConstantValue()!;
-                if (!sections.TryGetValue(section, out var types))
-                {
-                    sections[section] = types = [];
-                }
-
-                types.Add(type);
-            }
-        }
-
-        return sections;
-    }
-
-    /// <summary>True when <c>OrleansPush__A__B__C</c> walks through public settable properties of an options class of
-    /// section <c>OrleansPush:A</c> (configuration keys are case-insensitive).</summary>
-    private static bool NamesAnOption(Dictionary<string, List<Type>> sections, string[] parts)
-    {
-        if (parts.Length < 3 || !sections.TryGetValue($"{parts[0]}:{parts[1]}", out var types))
-        {
-            return false;
-        }
-
-        return types.Any(type =>
-        {
-            var current = type;
-            foreach (var part in parts[2..])
-            {
-                var property = current.GetProperty(part, BindingFlags.Public | BindingFlags.Instance | BindingFlags.IgnoreCase);
-                if (property is null || !property.CanWrite)
-                {
-                    return false;
-                }
-
-                current = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
-            }
-
-            return true;
-        });
-    }
-
-    /// <summary>The project and every project it references, transitively, as repository-relative paths.</summary>
     private static SortedSet<string> ProjectClosure(string project)
     {
         var all = new SortedSet<string>(StringComparer.Ordinal);
