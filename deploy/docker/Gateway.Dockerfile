@@ -8,11 +8,13 @@ COPY global.json Directory.Build.props Directory.Packages.props .editorconfig ./
 COPY Grains.Interfaces/Grains.Interfaces.csproj Grains.Interfaces/
 COPY Hosting/Hosting.csproj Hosting/
 COPY Grains/Grains.csproj Grains/
+COPY Client/Client.csproj Client/
 COPY Gateway/Gateway.csproj Gateway/
 RUN dotnet restore Gateway/Gateway.csproj
 COPY Grains.Interfaces/ Grains.Interfaces/
 COPY Hosting/ Hosting/
 COPY Grains/ Grains/
+COPY Client/ Client/
 COPY Gateway/ Gateway/
 RUN dotnet publish Gateway/Gateway.csproj -c Release --no-restore -o /app
 
