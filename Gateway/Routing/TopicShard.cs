@@ -168,6 +168,7 @@ internal sealed class TopicShard
                 OnCatchUpPageRead(read);
                 break;
             case CatchUpRetryDue due when IsCurrent(due.Subscription) && due.Generation == due.Subscription.Generation:
+                due.Subscription.Reading = false;
                 ReadCatchUp(due.Subscription);
                 break;
             case Drained drained when IsCurrent(drained.Subscription) && drained.Subscription.WaitingForRoom:
@@ -910,6 +911,7 @@ internal sealed class TopicShard
             GatewayLog.CatchUpReadFailed(_logger, s.Topic.Name, attempt + 1, error);
         }
 
+        s.Reading = true; // the retry counts as the read in flight: nothing else starts one meanwhile
         After(ShardLimits.Backoff(attempt), new CatchUpRetryDue(s, s.Generation));
     }
 

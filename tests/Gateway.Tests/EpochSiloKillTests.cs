@@ -32,6 +32,7 @@ public sealed class EpochSiloKillTests(ITestOutputHelper output)
             ["OrleansPush:Cluster:Membership:ExtendProbeTimeoutDuringDegradation"] = "false",
             ["OrleansPush:Gateway:PublishAttemptTimeout"] = "00:00:02",
             ["OrleansPush:Routing:Lease"] = "00:00:30", // renewed every 10 s
+            ["Logging:LogLevel:Orleans.Runtime.MembershipService"] = "Information",
         };
         await using var first = SiloProcess.Start(null, settings);
         await using var second = SiloProcess.Start(null, settings);
@@ -39,6 +40,16 @@ public sealed class EpochSiloKillTests(ITestOutputHelper output)
         {
             ["OrleansPush:Cluster:Mode"] = "Cluster",
         }));
+
+        // Both silos must be active members before topics are placed: a silo still joining hosts nothing, and would
+        // not take over when the other dies.
+        var management = gateway.Services.GetRequiredService<IClusterClient>().GetGrain<IManagementGrain>(0);
+        var joined = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while ((await management.GetHosts(onlyActive: true)).Count < 2)
+        {
+            Assert.True(DateTime.UtcNow < joined, "the two silos did not form a cluster within 60 s:\n" + first.Tail() + "\n" + second.Tail());
+            await Task.Delay(500);
+        }
 
         var topics = Enumerable.Range(0, Topics).Select(i => $"epk-{i}-{Guid.NewGuid():N}").ToArray();
         await using var subscriber = await WsClient.ConnectAsync(gateway.WebSocketUri());
@@ -62,7 +73,6 @@ public sealed class EpochSiloKillTests(ITestOutputHelper output)
         }
 
         // Kill the silo that hosts the most topics (their history, in its memory, dies with it).
-        var management = gateway.Services.GetRequiredService<IClusterClient>().GetGrain<IManagementGrain>(0);
         var hosts = new List<int>();
         foreach (var topic in topics)
         {
@@ -73,12 +83,20 @@ public sealed class EpochSiloKillTests(ITestOutputHelper output)
         var victim = hosts.Count(p => p == second.SiloPort) >= hosts.Count(p => p == first.SiloPort) ? second : first;
         output.WriteLine($"topics per silo port: {string.Join(", ", hosts.GroupBy(p => p).Select(g => $"{g.Key}: {g.Count()}"))}; killing {victim.SiloPort}");
         victim.Kill();
-        for (var n = 1; n <= 3; n++)
+        var survivor = victim == first ? second : first;
+        try
         {
-            foreach (var topic in topics)
+            for (var n = 1; n <= 3; n++)
             {
-                acknowledged[topic].Add(await PublishAsync(gateway, topic, $"after-{n}", TimeSpan.FromSeconds(45)));
+                foreach (var topic in topics)
+                {
+                    acknowledged[topic].Add(await PublishAsync(gateway, topic, $"after-{n}", TimeSpan.FromSeconds(45)));
+                }
             }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            throw new InvalidOperationException(ex.Message + "\n--- surviving silo (last lines) ---\n" + survivor.Tail(), ex);
         }
 
         await Task.Delay(TimeSpan.FromSeconds(25));

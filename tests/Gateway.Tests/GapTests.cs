@@ -78,6 +78,33 @@ public sealed class GapTests(FaultyGatewayFixture fixture)
     }
 
     [Fact]
+    public async Task ResumeWhoseHistoryReadsFailIsRetriedAndWhenTheyKeepFailingAnsweredRecoveredFalse()
+    {
+        var topic = GatewayFixture.NewTopic("readfail");
+        var first = await Gateway.PublishAsync(topic, "1");
+        await Gateway.PublishAsync(topic, "2");
+        await Gateway.PublishAsync(topic, "3");
+
+        // Two failed reads: tried again, and the resume is complete.
+        fixture.Calls.Fail(nameof(ITopicGrain.ReadAsync), topic, 2);
+        await using (var client = await WsClient.ConnectAsync(Gateway.WebSocketUri()))
+        {
+            var ok = await client.SubscribeAsync(topic, new { epoch = first.Epoch, seq = 0 });
+            Assert.True(ok.Recovered, ok.Raw);
+            Assert.Equal([1L, 2L, 3L], (await client.MessagesWithinAsync(3, TimeSpan.FromSeconds(5))).Select(m => m.Seq));
+        }
+
+        // History cannot be read at all: the answer says so rather than claim a recovery, and live messages follow.
+        fixture.Calls.Fail(nameof(ITopicGrain.ReadAsync), topic, 1000);
+        await using var other = await WsClient.ConnectAsync(Gateway.WebSocketUri());
+        var honest = await other.SubscribeAsync(topic, new { epoch = first.Epoch, seq = 0 });
+        Assert.False(honest.Recovered, honest.Raw);
+        fixture.Calls.Fail(nameof(ITopicGrain.ReadAsync), topic, 0);
+        await Gateway.PublishAsync(topic, "4");
+        Assert.Equal(4, (await other.MessagesAsync(1))[0].Seq);
+    }
+
+    [Fact]
     public async Task GapHistoryNoLongerHoldsResetsEveryWebSocketSubscriberWhoResumesWithRecoveredFalse()
     {
         var topic = "tiny:" + Guid.NewGuid().ToString("N");
