@@ -30,7 +30,9 @@ public sealed class CatchUpFixture : IAsyncLifetime
     public async Task DisposeAsync() => await Gateway.DisposeAsync();
 }
 
-[CollectionDefinition(Name)]
+/// <summary>Runs alone: its backlogs are megabytes, which would skew the tests that measure the process's heap, and
+/// its slow readers' pace should not depend on what else the machine runs in the same process.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class CatchUpCollection : ICollectionFixture<CatchUpFixture>
 {
     public const string Name = "catch-up gateway";
