@@ -7,16 +7,40 @@ namespace OrleansPush.Grains;
 
 /// <inheritdoc cref="ITopicGrain"/>
 /// <remarks>
-/// Publishes are group-committed: the grain is reentrant, each publish takes the next seq at once and joins the
-/// batch being formed, and one flush loop appends a whole batch to the history store in one round trip, then routes
-/// it as one stream event per gateway. A publish is answered after its batch is durable and routed. State changes
-/// happen only between awaits, so interleaving is safe. The recent history is also kept in memory for replays.
+/// Publishes are group-committed: the grain is reentrant, each publish joins the batch being formed, and one flush
+/// loop gives a whole batch its seqs (the next ones after the durable head), appends it to the history store in one
+/// round trip, then routes it as one stream event per gateway. A publish is answered after its batch is durable and
+/// routed. State changes happen only between awaits, so interleaving is safe. The recent history is also kept in
+/// memory for replays.
+/// <para>Fencing: every append is a compare-and-set on the durable head (<see cref="IHistoryStore"/>). What an append
+/// can come to, and what the publishers of its batch are told:</para>
+/// <list type="bullet">
+/// <item><b>stored</b>: the store took it (possibly on a retry, or found holding it after an error): routed, answered
+/// with the positions.</item>
+/// <item><b>conflict</b>: the store's head moved (another writer, or an earlier append of ours that was thought lost).
+/// The grain reloads its position from the store; when none of its attempts can land any more (the stored head is no
+/// longer the one they expect) the batch is given new seqs and appended again, a few times at most; otherwise, or after
+/// that, <b>refused</b>.</item>
+/// <item><b>refused</b>: the batch is certainly not in history and never will be: publishers hear "not published".</item>
+/// <item><b>unknown</b>: the store kept failing and it cannot be told whether an attempt landed or still will:
+/// publishers hear "may have been published". Seqs are never rolled back: the next append expects the same head, so
+/// a late landing makes it conflict and the grain reloads, and a late landing after it is refused.</item>
+/// </list>
 /// </remarks>
 [Reentrant]
 public sealed class TopicGrain : Grain, ITopicGrain
 {
     /// <summary>Most messages one flush takes: bounds a store round trip and a stream event.</summary>
     public const int MaxBatch = 256;
+
+    /// <summary>How often an append that failed without an answer is tried again, identically (the compare-and-set
+    /// makes that safe), before the grain gives up on knowing.</summary>
+    public const int MaxUncertainRetries = 2;
+
+    /// <summary>How often a batch is given new seqs after a conflict before its publishers are told "not published".</summary>
+    public const int MaxConflictRetries = 3;
+
+    private static readonly TimeSpan UncertainRetryDelay = TimeSpan.FromMilliseconds(100);
 
     private readonly ILogger<TopicGrain> _logger;
     private readonly TimeProvider _time;
@@ -27,7 +51,6 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private string _topic = string.Empty;
     private bool _valid;
     private string _epoch = string.Empty;
-    private long _seq;
     private long _durableSeq;
     private HistoryBounds _bounds;
     private RecentHistory _history = null!;
@@ -63,20 +86,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
         // The stored epoch and head carry on; with nothing stored (a new topic, or a store that lost it) a new epoch
         // tells clients that older positions cannot be resumed.
-        var stored = await _store.LoadAsync(_topic, _bounds, cancellationToken);
-        if (stored is null)
-        {
-            _epoch = Epochs.New();
-        }
-        else
-        {
-            _epoch = stored.Epoch;
-            _seq = _durableSeq = stored.Head;
-            foreach (var m in stored.Messages)
-            {
-                _history.Append(m);
-            }
-        }
+        Adopt(await _store.LoadAsync(_topic, _bounds, cancellationToken));
 
         if (ns.Wildcards && TopicName.NamespaceOf(_topic).Length > 0 && TopicName.PersonalOwner(_topic) is null)
         {
@@ -106,8 +116,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
             return first;
         }
 
-        var message = new TopicMessage(_topic, _epoch, ++_seq, data, _time.GetUtcNow().ToUnixTimeMilliseconds());
-        var pending = new Pending(message, idempotencyKey);
+        var pending = new Pending(data, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
         _batch.Add(pending);
         if (idempotencyKey is not null)
         {
@@ -205,7 +214,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
     private int MemberConnections(string member) => _presence.Values.Sum(m => m.GetValueOrDefault(member));
 
-    /// <summary>The one flush loop: store a batch, remember it, route it, answer its publishers; repeat while more
+    /// <summary>The one flush loop: sequence a batch, store it, route it, answer its publishers; repeat while more
     /// publishes arrived meanwhile.</summary>
     private async Task FlushAsync()
     {
@@ -215,29 +224,18 @@ public sealed class TopicGrain : Grain, ITopicGrain
             {
                 var batch = _batch.Count <= MaxBatch ? _batch : _batch[..MaxBatch];
                 _batch = _batch.Count <= MaxBatch ? [] : _batch[MaxBatch..];
-                var messages = batch.ConvertAll(p => p.Message);
-                try
+                var (outcome, messages) = await StoreAsync(batch);
+                switch (outcome)
                 {
-                    await _store.AppendAsync(_topic, _epoch, messages, _bounds);
-                }
-                catch (Exception ex)
-                {
-                    FailUndurable(batch, ex);
-                    continue;
-                }
-
-                _durableSeq = messages[^1].Seq;
-                foreach (var m in messages)
-                {
-                    _history.Append(m);
-                }
-
-                _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
-                GatewayEvent routed = messages.Count == 1 ? messages[0] : new TopicMessageBatch([.. messages]);
-                await _routes.SendAsync(routed, _onRouteFailure);
-                foreach (var p in batch)
-                {
-                    p.Completion.TrySetResult(new TopicPosition(_epoch, p.Message.Seq));
+                    case AppendOutcome.Stored:
+                        await RouteAsync(batch, messages);
+                        break;
+                    case AppendOutcome.Refused:
+                        Fail(batch, NotPublished);
+                        break;
+                    default:
+                        Fail(batch, MayHaveBeenPublished);
+                        break;
                 }
             }
         }
@@ -247,13 +245,159 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    /// <summary>The store refused a batch: neither it nor anything sequenced after it is published. Seq goes back to
-    /// the last durable message so no gap is left; publishers get <c>unavailable</c> and may retry.</summary>
-    private void FailUndurable(List<Pending> batch, Exception ex)
+    /// <summary>Appends <paramref name="batch"/> after the durable head, through conflicts and failures without an
+    /// answer (see the class remarks), and returns what became of it with the messages as sequenced.</summary>
+    private async Task<(AppendOutcome Outcome, TopicMessage[] Messages)> StoreAsync(List<Pending> batch)
     {
-        GrainsLog.AppendFailed(_logger, _topic, batch.Count + _batch.Count, ex);
-        var error = new PushRejectedException("unavailable", "The message could not be stored; it was not published. Retry it.");
-        foreach (var p in batch.Concat(_batch))
+        var messages = Sequence(batch);
+        var uncertain = false;
+        var failures = 0;
+        var reloads = 0;
+        while (true)
+        {
+            var expectedEpoch = _epoch;
+            var expectedHead = _durableSeq;
+            try
+            {
+                await _store.AppendAsync(_topic, expectedEpoch, messages, _bounds);
+                _durableSeq = messages[^1].Seq;
+                foreach (var m in messages)
+                {
+                    _history.Append(m);
+                }
+
+                _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
+                return (AppendOutcome.Stored, messages);
+            }
+            catch (HistoryConflictException ex)
+            {
+                GrainsLog.AppendConflict(_logger, _topic, ex.Message);
+            }
+            catch (Exception ex)
+            {
+                uncertain = true;
+                if (++failures <= MaxUncertainRetries)
+                {
+                    GrainsLog.AppendUncertain(_logger, _topic, batch.Count, ex);
+                    await Task.Delay(UncertainRetryDelay * failures);
+                    continue;
+                }
+
+                GrainsLog.AppendFailed(_logger, _topic, batch.Count, ex);
+            }
+
+            // The store's head is not what this grain thought, or nobody can say whether the append landed: read the
+            // position back rather than guess.
+            StoredHistory? stored;
+            try
+            {
+                stored = await _store.LoadAsync(_topic, _bounds);
+            }
+            catch (Exception ex)
+            {
+                GrainsLog.ReloadFailed(_logger, _topic, ex);
+                return (uncertain ? AppendOutcome.Unknown : AppendOutcome.Refused, messages);
+            }
+
+            if (Holds(stored, expectedEpoch, messages))
+            {
+                Adopt(stored);
+                return (AppendOutcome.Stored, messages);
+            }
+
+            // An attempt can land only while the stored head is the one it expects; once the head moved on, none of
+            // ours ever will, and the batch may take the next seqs.
+            var attemptsDead = stored is null ? expectedHead > 0 : stored.Epoch != expectedEpoch || stored.Head != expectedHead;
+            Adopt(stored);
+            if (uncertain && !attemptsDead)
+            {
+                return (AppendOutcome.Unknown, messages);
+            }
+
+            if (++reloads > MaxConflictRetries)
+            {
+                return (AppendOutcome.Refused, messages);
+            }
+
+            uncertain = false;
+            failures = 0;
+            messages = Sequence(batch);
+        }
+    }
+
+    /// <summary>Gives the batch the seqs after the durable head, in the current epoch.</summary>
+    private TopicMessage[] Sequence(List<Pending> batch)
+    {
+        var messages = new TopicMessage[batch.Count];
+        for (var i = 0; i < messages.Length; i++)
+        {
+            var p = batch[i];
+            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs);
+        }
+
+        return messages;
+    }
+
+    /// <summary>Whether the store holds exactly these messages (it took an append whose answer was lost).</summary>
+    private static bool Holds(StoredHistory? stored, string epoch, TopicMessage[] messages)
+    {
+        if (stored is null || stored.Epoch != epoch || stored.Head < messages[^1].Seq)
+        {
+            return false;
+        }
+
+        var bySeq = stored.Messages.ToDictionary(m => m.Seq);
+        foreach (var m in messages)
+        {
+            if (bySeq.TryGetValue(m.Seq, out var kept) && (kept.PublishedAtUnixMs != m.PublishedAtUnixMs || !kept.Data.AsSpan().SequenceEqual(m.Data)))
+            {
+                return false;
+            }
+        }
+
+        // Messages beyond the history's bounds cannot be compared; the head covering them is what is left to go by.
+        return true;
+    }
+
+    /// <summary>Takes the store's position and recent messages as this grain's own; with nothing stored, a new epoch.</summary>
+    private void Adopt(StoredHistory? stored)
+    {
+        _history = new RecentHistory(_bounds.MaxCount, _bounds.Ttl);
+        if (stored is null)
+        {
+            _epoch = Epochs.New();
+            _durableSeq = 0;
+            return;
+        }
+
+        _epoch = stored.Epoch;
+        _durableSeq = stored.Head;
+        foreach (var m in stored.Messages)
+        {
+            _history.Append(m);
+        }
+    }
+
+    private async Task RouteAsync(List<Pending> batch, TopicMessage[] messages)
+    {
+        GatewayEvent routed = messages.Length == 1 ? messages[0] : new TopicMessageBatch(messages);
+        await _routes.SendAsync(routed, _onRouteFailure);
+        for (var i = 0; i < batch.Count; i++)
+        {
+            batch[i].Completion.TrySetResult(new TopicPosition(messages[i].Epoch, messages[i].Seq));
+        }
+    }
+
+    private const string NotPublished = "The message could not be stored; it was not published. Retry it.";
+    private const string MayHaveBeenPublished =
+        "The message may have been published: the store did not confirm it. Retry with the same idempotency key to publish it at most once.";
+
+    /// <summary>Publishers of a batch that is not (or not known to be) in history hear <c>unavailable</c>; their keys
+    /// are forgotten so that a retry is not answered with this failure.</summary>
+    private void Fail(List<Pending> batch, string message)
+    {
+        var error = new PushRejectedException("unavailable", message);
+        foreach (var p in batch)
         {
             if (p.Key is not null)
             {
@@ -262,9 +406,6 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
             p.Completion.TrySetException(error);
         }
-
-        _batch = [];
-        _seq = _durableSeq;
     }
 
     private HistorySlice Slice(TopicMessage[] messages) =>
@@ -278,9 +419,18 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    private sealed class Pending(TopicMessage message, string? key)
+    private enum AppendOutcome
     {
-        public TopicMessage Message { get; } = message;
+        Stored,
+        Refused,
+        Unknown,
+    }
+
+    private sealed class Pending(byte[] data, long publishedAtUnixMs, string? key)
+    {
+        public byte[] Data { get; } = data;
+
+        public long PublishedAtUnixMs { get; } = publishedAtUnixMs;
 
         public string? Key { get; } = key;
 

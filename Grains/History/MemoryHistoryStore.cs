@@ -17,18 +17,33 @@ public sealed class MemoryHistoryStore(TimeProvider time) : IHistoryStore
 
         lock (entry)
         {
+            if (entry.Epoch is null)
+            {
+                return Task.FromResult<StoredHistory?>(null);
+            }
+
             var oldest = bounds.OldestAllowedUnixMs(time.GetUtcNow().ToUnixTimeMilliseconds());
-            var kept = entry.Messages.Where(m => m.PublishedAtUnixMs >= oldest).TakeLast(bounds.MaxCount).ToArray();
-            return Task.FromResult<StoredHistory?>(new StoredHistory(entry.Epoch, entry.Head, kept));
+            var kept = entry.Messages.Where(m => m.PublishedAtUnixMs >= oldest).TakeLast(Math.Max(0, bounds.MaxCount)).ToArray();
+            return Task.FromResult<StoredHistory?>(new StoredHistory(entry.Epoch, entry.Head, HistoryRun.EndingAt(entry.Head, kept)));
         }
     }
 
     public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
+        if (messages.Count == 0)
+        {
+            return Task.CompletedTask;
+        }
+
         var entry = _topics.GetOrAdd(topic, _ => new Entry());
         lock (entry)
         {
-            if (entry.Epoch != epoch)
+            if (!HistoryRun.Continues(entry.Epoch, entry.Head, epoch, messages[0].Seq))
+            {
+                throw new HistoryConflictException(topic, epoch, messages[0].Seq - 1, entry.Epoch, entry.Head);
+            }
+
+            if (entry.Epoch is null)
             {
                 entry.Epoch = epoch;
                 entry.Messages.Clear();
@@ -51,7 +66,8 @@ public sealed class MemoryHistoryStore(TimeProvider time) : IHistoryStore
 
     private sealed class Entry
     {
-        public string Epoch { get; set; } = string.Empty;
+        /// <summary>Null until the first append.</summary>
+        public string? Epoch { get; set; }
 
         public long Head { get; set; }
 

@@ -6,27 +6,37 @@ namespace OrleansPush.Grains.History;
 /// <summary>
 /// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>) and a sorted set of messages scored by seq, both
 /// under one hash tag so a Redis Cluster keeps them on one shard. An append is one Lua script (one round trip,
-/// atomic): it switches epoch when needed, adds the messages, trims to the bound and refreshes the expiry. Durability
+/// atomic): it checks the stored epoch and head (the compare-and-set), starts the epoch when nothing is stored, adds
+/// the messages, trims to the bound and refreshes the expiry. Durability
 /// is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes to survive a Redis restart.
 /// </summary>
 public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefix) : IHistoryStore
 {
-    // KEYS: meta, messages. ARGV: epoch, head, max count, ttl ms, meta ttl ms, then score/member pairs.
+    // KEYS: meta, messages. ARGV: epoch, first seq, head, max count, ttl ms, meta ttl ms, then score/member pairs.
+    // Returns {1} when applied, {0, stored epoch or '', stored head} when the stored head is not first seq - 1.
     private const string AppendScript = """
-        if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
+        local stored = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+        if stored[1] then
+          if stored[1] ~= ARGV[1] or tonumber(stored[2]) ~= tonumber(ARGV[2]) - 1 then
+            return { 0, stored[1], stored[2] }
+          end
+        else
+          if tonumber(ARGV[2]) ~= 1 then
+            return { 0, '', '0' }
+          end
           redis.call('DEL', KEYS[2])
         end
-        redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[2])
-        for i = 6, #ARGV, 2 do
+        redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[3])
+        for i = 7, #ARGV, 2 do
           redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
         end
-        local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+        local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
         if extra > 0 then
           redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
         end
-        redis.call('PEXPIRE', KEYS[2], ARGV[4])
-        redis.call('PEXPIRE', KEYS[1], ARGV[5])
-        return 1
+        redis.call('PEXPIRE', KEYS[2], ARGV[5])
+        redis.call('PEXPIRE', KEYS[1], ARGV[6])
+        return { 1 }
         """;
 
     // KEYS: meta, messages. ARGV: max count. Returns epoch, head, then the newest members oldest first.
@@ -68,7 +78,7 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
             }
         }
 
-        return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : list);
+        return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : HistoryRun.EndingAt(head, list));
     }
 
     public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
@@ -79,22 +89,28 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         }
 
         var (meta, set) = Keys(topic);
-        var args = new RedisValue[5 + (bounds.MaxCount > 0 ? messages.Count * 2 : 0)];
+        var args = new RedisValue[6 + (bounds.MaxCount > 0 ? messages.Count * 2 : 0)];
         args[0] = epoch;
-        args[1] = messages[^1].Seq;
-        args[2] = Math.Max(0, bounds.MaxCount);
-        args[3] = (long)Math.Max(1, bounds.Ttl.TotalMilliseconds);
-        args[4] = (long)(bounds.Ttl + MetaGrace).TotalMilliseconds;
+        args[1] = messages[0].Seq;
+        args[2] = messages[^1].Seq;
+        args[3] = Math.Max(0, bounds.MaxCount);
+        args[4] = (long)Math.Max(1, bounds.Ttl.TotalMilliseconds);
+        args[5] = (long)(bounds.Ttl + MetaGrace).TotalMilliseconds;
         if (bounds.MaxCount > 0)
         {
             for (var i = 0; i < messages.Count; i++)
             {
-                args[5 + (2 * i)] = messages[i].Seq;
-                args[6 + (2 * i)] = Encode(messages[i]);
+                args[6 + (2 * i)] = messages[i].Seq;
+                args[7 + (2 * i)] = Encode(messages[i]);
             }
         }
 
-        await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, [meta, set], args);
+        var result = (RedisResult[])(await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, [meta, set], args))!;
+        if ((long)result[0] != 1)
+        {
+            var storedEpoch = (string?)result[1];
+            throw new HistoryConflictException(topic, epoch, messages[0].Seq - 1, string.IsNullOrEmpty(storedEpoch) ? null : storedEpoch, (long)result[2]);
+        }
     }
 
     private (RedisKey Meta, RedisKey Messages) Keys(string topic) => ($"{prefix}:{{{topic}}}:meta", $"{prefix}:{{{topic}}}:msgs");

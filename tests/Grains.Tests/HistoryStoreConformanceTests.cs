@@ -69,17 +69,144 @@ public abstract class HistoryStoreConformanceTests
     }
 
     [Fact]
-    public async Task ANewEpochDropsTheOldEpochsMessages()
+    public async Task AnAppendThatDoesNotContinueTheStoredHeadIsRefusedAndWritesNothing()
     {
         var topic = NewTopic();
-        await Store.AppendAsync(topic, "old", Messages(topic, "old", 1, 5), Ten);
-        await Store.AppendAsync(topic, "new", Messages(topic, "new", 1, 2), Ten);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3), Ten);
+
+        var stale = Messages(topic, "e", 2, 4).Select(m => m with { Data = Encoding.UTF8.GetBytes("\"stale\"") }).ToArray();
+
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "e", stale, Ten));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "e", Messages(topic, "e", 5, 5), Ten));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "other", Messages(topic, "other", 1, 2), Ten));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "other", Messages(topic, "other", 4, 4), Ten));
 
         var loaded = (await Store.LoadAsync(topic, Ten))!;
-        Assert.Equal("new", loaded.Epoch);
-        Assert.Equal(2, loaded.Head);
-        Assert.Equal([1L, 2], loaded.Messages.Select(m => m.Seq));
-        Assert.All(loaded.Messages, m => Assert.Equal("new", m.Epoch));
+        Assert.Equal("e", loaded.Epoch);
+        Assert.Equal(3, loaded.Head);
+        Assert.Equal(["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"], loaded.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+    }
+
+    [Fact]
+    public async Task ATopicsFirstAppendStartsAtSeqOne()
+    {
+        var topic = NewTopic();
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "e", Messages(topic, "e", 3, 4), Ten));
+        Assert.Null(await Store.LoadAsync(topic, Ten));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 1), Ten);
+        Assert.Equal(1, (await Store.LoadAsync(topic, Ten))!.Head);
+    }
+
+    [Fact]
+    public async Task OfTwoWritersRacingForOneHeadExactlyOneWins()
+    {
+        var topic = NewTopic();
+        var bounds = new HistoryBounds(100, TimeSpan.FromHours(1));
+        var winners = new List<string>();
+        for (var seq = 1; seq <= 20; seq++)
+        {
+            var writers = new[] { "a", "b" }.Select(async writer =>
+            {
+                var message = new TopicMessage(topic, "e", seq, Encoding.UTF8.GetBytes($"\"{writer}{seq}\""), DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+                try
+                {
+                    await Store.AppendAsync(topic, "e", [message], bounds);
+                    return writer + seq;
+                }
+                catch (HistoryConflictException)
+                {
+                    return null;
+                }
+            }).ToArray();
+            var won = (await Task.WhenAll(writers)).OfType<string>().ToArray();
+            Assert.Single(won);
+            winners.Add(won[0]);
+        }
+
+        var loaded = (await Store.LoadAsync(topic, bounds))!;
+        Assert.Equal(20, loaded.Head);
+        Assert.Equal(winners.Select(w => $"\"{w}\""), loaded.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+    }
+
+    /// <summary>Defect 3 of issue 10, as a publisher sees it: an append that was written although the grain saw it fail
+    /// must neither leave a second payload at its seq nor reappear after publishers were told it was not published.</summary>
+    [Fact]
+    public async Task AnAmbiguousAppendFailureLeavesNoDuplicateSeqAndNothingToldNotPublishedIsReplayed()
+    {
+        await using var silo = await StoreSilo.StartAsync(Store);
+        var topic = NewTopic();
+        var grain = silo.Grains.GetGrain<ITopicGrain>(topic);
+        var outcomes = new List<(string Payload, TopicPosition? Position, string? Error)>();
+        async Task PublishAsync(int n)
+        {
+            var payload = $"{{\"n\":{n}}}";
+            try
+            {
+                outcomes.Add((payload, await grain.PublishAsync(Encoding.UTF8.GetBytes(payload), null).WaitAsync(TimeSpan.FromSeconds(30)), null));
+            }
+            catch (PushRejectedException rejected)
+            {
+                outcomes.Add((payload, null, rejected.Message));
+            }
+        }
+
+        await PublishAsync(1);
+        silo.Store.ApplyThenThrow();
+        await PublishAsync(2);
+        await PublishAsync(3);
+        await silo.DeactivateAsync(grain);
+        silo.Store.ApplyThenThrow();
+        await PublishAsync(4);
+        await silo.DeactivateAsync(grain);
+        await PublishAsync(5);
+
+        var stored = (await silo.Store.Inner.LoadAsync(topic, Ten))!;
+        var seqs = stored.Messages.Select(m => m.Seq).ToArray();
+        Assert.True(seqs.Distinct().Count() == seqs.Length, $"one seq holds two payloads in the store: {string.Join(",", seqs)}");
+        Assert.Equal(Enumerable.Range((int)(stored.Head - seqs.Length + 1), seqs.Length).Select(i => (long)i), seqs);
+
+        var history = (await grain.ReadAsync(0, 100)).Messages.ToDictionary(m => m.Seq, m => Encoding.UTF8.GetString(m.Data));
+        var log = string.Join("; ", outcomes.Select(o => $"{o.Payload} -> {o.Position?.Seq.ToString() ?? o.Error}"));
+        foreach (var (payload, position, error) in outcomes)
+        {
+            if (position is not null)
+            {
+                Assert.True(history.TryGetValue(position.Seq, out var at) && at == payload, $"{payload} was acknowledged at seq {position.Seq}, which holds {at ?? "nothing"} ({log})");
+            }
+            else if (error!.Contains("not published", StringComparison.Ordinal))
+            {
+                Assert.False(history.ContainsValue(payload), $"{payload} was refused as not published but history replays it ({log})");
+            }
+        }
+    }
+
+    /// <summary>An append that lands after the grain gave up on it: its publisher was told it may have been published,
+    /// and it must neither overwrite nor be overwritten by what the grain publishes next.</summary>
+    [Fact]
+    public async Task AnAppendThatLandsAfterItsPublisherWasAnsweredTakesItsOwnSeq()
+    {
+        await using var silo = await StoreSilo.StartAsync(Store);
+        var topic = NewTopic();
+        var grain = silo.Grains.GetGrain<ITopicGrain>(topic);
+        Task<TopicPosition> Publish(int n) => grain.PublishAsync(Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"), null).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, (await Publish(1)).Seq);
+        var release = new TaskCompletionSource();
+        silo.Store.LandLate(release);
+        silo.Store.ThrowWithoutApplying(TopicGrain.MaxUncertainRetries);
+        var unsure = await Assert.ThrowsAsync<PushRejectedException>(() => Publish(2));
+        Assert.Equal("unavailable", unsure.Code);
+        Assert.Contains("may have been published", unsure.Message, StringComparison.Ordinal);
+
+        release.SetResult();
+        await silo.Store.LateAppend.WaitAsync(TimeSpan.FromSeconds(10));
+        var third = await Publish(3);
+        Assert.Equal(3, third.Seq);
+
+        var history = await grain.ReadAsync(0, 100);
+        Assert.Equal(third, new TopicPosition(history.Epoch, history.Head));
+        Assert.Equal(["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"], history.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+        Assert.Equal([1L, 2, 3], (await silo.Store.Inner.LoadAsync(topic, Ten))!.Messages.Select(m => m.Seq));
     }
 
     [Fact]
