@@ -31,4 +31,12 @@ internal static partial class GrainsLog
     [LoggerMessage(EventId = 1007, Level = LogLevel.Error,
         Message = "Reading the position of {Topic} back from the history store failed; its publishers hear that it was not, or may have been, published")]
     public static partial void ReloadFailed(ILogger logger, string topic, Exception exception);
+
+    [LoggerMessage(EventId = 1008, Level = LogLevel.Warning,
+        Message = "Looking up an idempotency key of {Topic} in the history store failed; the publish was refused as not published")]
+    public static partial void KeyLookupFailed(ILogger logger, string topic, Exception exception);
+
+    [LoggerMessage(EventId = 1009, Level = LogLevel.Warning,
+        Message = "Storing the subscriptions of user {UserId} failed; the change was undone and its caller told")]
+    public static partial void UserStateWriteFailed(ILogger logger, string userId, Exception exception);
 }

@@ -40,6 +40,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
     /// <summary>How often a batch is given new seqs after a conflict before its publishers are told "not published".</summary>
     public const int MaxConflictRetries = 3;
 
+    /// <summary>How often per lease time the grain checks the leases of gateways it holds presence of: a dead gateway's
+    /// members leave at most a lease and a quarter after its last renewal.</summary>
+    public const int PresenceChecksPerLease = 4;
+
+    /// <summary>Longest idempotency key accepted (it is stored with the message for the dedupe window).</summary>
+    public const int MaxIdempotencyKeyLength = 255;
+
     private static readonly TimeSpan UncertainRetryDelay = TimeSpan.FromMilliseconds(100);
 
     private readonly ILogger<TopicGrain> _logger;
@@ -57,6 +64,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private GatewayRoutes _routes = null!;
     private IdempotencyWindow _dedupe = null!;
     private readonly Dictionary<string, Dictionary<string, int>> _presence = new(StringComparer.Ordinal);
+    private IGrainTimer? _presenceTimer;
     private List<Pending> _batch = [];
     private bool _flushing;
 
@@ -75,7 +83,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _topic = this.GetPrimaryKeyString();
         _valid = TopicName.IsValid(_topic);
         var ns = _topics.For(_topic);
-        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl);
+        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow);
         _history = new RecentHistory(ns.HistorySize, ns.HistoryTtl);
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
         _dedupe = new IdempotencyWindow(_topics.DedupeWindow, _time);
@@ -83,6 +91,10 @@ public sealed class TopicGrain : Grain, ITopicGrain
         {
             return;
         }
+
+        // An earlier activation (on this silo or one that died) may have taken keys within the window: until it has
+        // passed, a key this activation has not seen is looked up in the store.
+        _dedupe.MarkIncomplete();
 
         // The stored epoch and head carry on; with nothing stored (a new topic, or a store that lost it) a new epoch
         // tells clients that older positions cannot be resumed.
@@ -111,25 +123,78 @@ public sealed class TopicGrain : Grain, ITopicGrain
     public Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey)
     {
         EnsureValid();
-        if (idempotencyKey is not null && _dedupe.TryGet(idempotencyKey, out var first))
+        if (data is null || !JsonPayload.IsOneValue(data))
+        {
+            throw new PushRejectedException("bad_request", "The message must be one JSON value.");
+        }
+
+        var pending = new Pending(data, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
+        if (idempotencyKey is null)
+        {
+            Enqueue(pending);
+            return pending.Completion.Task;
+        }
+
+        if (idempotencyKey.Length is 0 or > MaxIdempotencyKeyLength)
+        {
+            throw new PushRejectedException("bad_request", $"An idempotency key is 1-{MaxIdempotencyKeyLength} characters.");
+        }
+
+        if (_dedupe.TryGet(idempotencyKey, out var first))
         {
             return first;
         }
 
-        var pending = new Pending(data, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
-        _batch.Add(pending);
-        if (idempotencyKey is not null)
+        // Remembered before anything runs, so a retry arriving meanwhile joins this publish.
+        var complete = _dedupe.IsComplete;
+        _dedupe.Remember(idempotencyKey, pending.Completion.Task);
+        if (complete)
         {
-            _dedupe.Remember(idempotencyKey, pending.Completion.Task);
+            Enqueue(pending);
+        }
+        else
+        {
+            _ = LookUpThenEnqueueAsync(pending);
         }
 
+        return pending.Completion.Task;
+    }
+
+    /// <summary>A key this activation has not seen, while the store may hold it (see <see cref="IdempotencyWindow.IsComplete"/>):
+    /// the publisher gets the first publish's position when the store has it, else the publish goes ahead.</summary>
+    private async Task LookUpThenEnqueueAsync(Pending pending)
+    {
+        TopicPosition? stored;
+        try
+        {
+            stored = await _store.FindKeyAsync(_topic, pending.Key!);
+        }
+        catch (Exception ex)
+        {
+            GrainsLog.KeyLookupFailed(_logger, _topic, ex);
+            _dedupe.Forget(pending.Key!);
+            pending.Completion.TrySetException(new PushRejectedException("unavailable", NotPublished));
+            return;
+        }
+
+        if (stored is not null)
+        {
+            pending.Completion.TrySetResult(stored);
+        }
+        else
+        {
+            Enqueue(pending);
+        }
+    }
+
+    private void Enqueue(Pending pending)
+    {
+        _batch.Add(pending);
         if (!_flushing)
         {
             _flushing = true;
             _ = FlushAsync();
         }
-
-        return pending.Completion.Task;
     }
 
     public Task<TopicPosition> AddInterestAsync(string gatewayId)
@@ -173,6 +238,11 @@ public sealed class TopicGrain : Grain, ITopicGrain
         var before = MemberConnections(member);
         if (!_presence.TryGetValue(gatewayId, out var members))
         {
+            if (connections <= 0)
+            {
+                return;
+            }
+
             _presence[gatewayId] = members = new Dictionary<string, int>(StringComparer.Ordinal);
         }
 
@@ -180,11 +250,12 @@ public sealed class TopicGrain : Grain, ITopicGrain
         {
             members[member] = connections;
         }
-        else
+        else if (members.Remove(member) && members.Count == 0)
         {
-            members.Remove(member);
+            _presence.Remove(gatewayId);
         }
 
+        WatchPresenceLeases();
         var after = MemberConnections(member);
         if (member.Length > 0 && (before == 0) != (after == 0))
         {
@@ -192,15 +263,53 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    public Task<TopicPresence> GetPresenceAsync()
+    /// <summary>
+    /// Presence of a gateway lives as long as its lease. A gateway that dies does not report its members leaving, so
+    /// the grain watches the leases of the gateways it holds presence of, with a timer that exists only while it holds
+    /// some (a topic without presence state does nothing), and announces the leaves of a gateway whose lease lapsed.
+    /// </summary>
+    private void WatchPresenceLeases()
     {
-        EnsureValid();
-        var live = _routes.LiveGateways().ToHashSet(StringComparer.Ordinal);
-        foreach (var gone in _presence.Keys.Where(g => !live.Contains(g)).ToArray())
+        if (_presence.Count == 0)
         {
+            _presenceTimer?.Dispose();
+            _presenceTimer = null;
+        }
+        else
+        {
+            var period = _routing.Lease / PresenceChecksPerLease;
+            _presenceTimer ??= this.RegisterGrainTimer(static (grain, _) => grain.LeavePresenceOfLapsedGatewaysAsync(), this, new GrainTimerCreationOptions(period, period) { Interleave = true });
+        }
+    }
+
+    /// <summary>Drops the presence of every gateway whose lease lapsed and announces who left with it.</summary>
+    private async Task LeavePresenceOfLapsedGatewaysAsync()
+    {
+        List<string>? left = null;
+        foreach (var gone in _presence.Keys.Where(g => !_routes.IsLive(g)).ToArray())
+        {
+            var members = _presence[gone];
             _presence.Remove(gone);
+            foreach (var member in members.Keys)
+            {
+                if (member.Length > 0 && MemberConnections(member) == 0)
+                {
+                    (left ??= []).Add(member);
+                }
+            }
         }
 
+        WatchPresenceLeases();
+        foreach (var member in left ?? [])
+        {
+            await _routes.SendAsync(new PresenceChanged(_topic, member, Joined: false), _onRouteFailure);
+        }
+    }
+
+    public async Task<TopicPresence> GetPresenceAsync()
+    {
+        EnsureValid();
+        await LeavePresenceOfLapsedGatewaysAsync();
         var totals = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (member, count) in _presence.Values.SelectMany(m => m))
         {
@@ -209,7 +318,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
         var users = totals.Where(t => t.Key.Length > 0).OrderBy(t => t.Key, StringComparer.Ordinal)
             .Select(t => new PresenceEntry(t.Key, t.Value)).ToArray();
-        return Task.FromResult(new TopicPresence(users, totals.GetValueOrDefault(string.Empty)));
+        return new TopicPresence(users, totals.GetValueOrDefault(string.Empty));
     }
 
     private int MemberConnections(string member) => _presence.Values.Sum(m => m.GetValueOrDefault(member));
@@ -259,7 +368,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
             var expectedHead = _durableSeq;
             try
             {
-                await _store.AppendAsync(_topic, expectedEpoch, messages, _bounds);
+                await _store.AppendAsync(_topic, expectedEpoch, messages, KeysOf(batch, messages), _bounds);
                 _durableSeq = messages[^1].Seq;
                 foreach (var m in messages)
                 {
@@ -296,9 +405,12 @@ public sealed class TopicGrain : Grain, ITopicGrain
             catch (Exception ex)
             {
                 GrainsLog.ReloadFailed(_logger, _topic, ex);
+                _dedupe.MarkIncomplete();
                 return (uncertain ? AppendOutcome.Unknown : AppendOutcome.Refused, messages);
             }
 
+            // Whoever moved the head (or an append of ours that was thought lost) may have stored keys unseen here.
+            _dedupe.MarkIncomplete();
             if (Holds(stored, expectedEpoch, messages))
             {
                 Adopt(stored);
@@ -321,8 +433,57 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
             uncertain = false;
             failures = 0;
+            await SettleStoredKeysAsync(batch);
+            if (batch.Count == 0)
+            {
+                return (AppendOutcome.Stored, []);
+            }
+
             messages = Sequence(batch);
         }
+    }
+
+    /// <summary>Before a batch takes new seqs: a keyed publish whose key the store now holds was published by an
+    /// append of ours that landed after all (or by another writer); its publisher gets that position and it leaves the
+    /// batch. One whose key cannot be looked up leaves it too, answered "may have been published".</summary>
+    private async Task SettleStoredKeysAsync(List<Pending> batch)
+    {
+        for (var i = batch.Count - 1; i >= 0; i--)
+        {
+            if (batch[i].Key is not { } key)
+            {
+                continue;
+            }
+
+            try
+            {
+                if (await _store.FindKeyAsync(_topic, key) is { } stored)
+                {
+                    batch[i].Completion.TrySetResult(stored);
+                    batch.RemoveAt(i);
+                }
+            }
+            catch (Exception ex)
+            {
+                GrainsLog.KeyLookupFailed(_logger, _topic, ex);
+                Fail([batch[i]], MayHaveBeenPublished);
+                batch.RemoveAt(i);
+            }
+        }
+    }
+
+    private static IReadOnlyList<IdempotencyKey> KeysOf(List<Pending> batch, TopicMessage[] messages)
+    {
+        List<IdempotencyKey>? keys = null;
+        for (var i = 0; i < batch.Count; i++)
+        {
+            if (batch[i].Key is { } key)
+            {
+                (keys ??= []).Add(new IdempotencyKey(key, messages[i].Seq));
+            }
+        }
+
+        return keys is null ? [] : keys;
     }
 
     /// <summary>Gives the batch the seqs after the durable head, in the current epoch.</summary>
@@ -380,6 +541,11 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
     private async Task RouteAsync(List<Pending> batch, TopicMessage[] messages)
     {
+        if (messages.Length == 0)
+        {
+            return;
+        }
+
         GatewayEvent routed = messages.Length == 1 ? messages[0] : new TopicMessageBatch(messages);
         await _routes.SendAsync(routed, _onRouteFailure);
         for (var i = 0; i < batch.Count; i++)
@@ -393,10 +559,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
         "The message may have been published: the store did not confirm it. Retry with the same idempotency key to publish it at most once.";
 
     /// <summary>Publishers of a batch that is not (or not known to be) in history hear <c>unavailable</c>; their keys
-    /// are forgotten so that a retry is not answered with this failure.</summary>
+    /// are forgotten so that a retry is not answered with this failure. After "may have been published" the window is
+    /// incomplete (the grain read its position back), so a retry asks the store, which holds the key if the write
+    /// landed.</summary>
     private void Fail(List<Pending> batch, string message)
     {
         var error = new PushRejectedException("unavailable", message);
+
         foreach (var p in batch)
         {
             if (p.Key is not null)
@@ -457,31 +626,48 @@ internal static class Epochs
 }
 
 /// <summary>Remembers the position of each idempotency key for a window; bounded so a key flood cannot grow it
-/// without limit (the oldest keys go first).</summary>
+/// without limit (the oldest keys go first). It knows whether it is complete: whether every key taken within the
+/// window is still here. It is not after a key was dropped early, nor for a window after <see cref="MarkIncomplete"/>
+/// (a new activation, or an append whose outcome the grain had to read back); meanwhile the grain asks the store about
+/// keys it does not find here.</summary>
 internal sealed class IdempotencyWindow(TimeSpan window, TimeProvider time)
 {
     public const int MaxKeys = 100_000;
-    private readonly Dictionary<string, Task<TopicPosition>> _positions = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (Task<TopicPosition> Position, DateTimeOffset Expires)> _positions = new(StringComparer.Ordinal);
+
+    // Each Remember adds an entry; an entry whose key was forgotten or remembered again since no longer matches its
+    // key's expiry and is skipped when it comes up.
     private readonly Queue<(string Key, DateTimeOffset Expires)> _order = new();
+    private DateTimeOffset _incompleteUntil;
+
+    public bool IsComplete => time.GetUtcNow() >= _incompleteUntil;
+
+    public void MarkIncomplete() => Incomplete(time.GetUtcNow() + window);
 
     /// <summary>The first publish's answer (still pending while its batch is being stored).</summary>
     public bool TryGet(string key, out Task<TopicPosition> position)
     {
         Expire();
-        return _positions.TryGetValue(key, out position!);
+        var found = _positions.TryGetValue(key, out var entry);
+        position = entry.Position;
+        return found;
     }
 
     public void Forget(string key) => _positions.Remove(key);
 
     public void Remember(string key, Task<TopicPosition> position)
     {
-        if (_positions.Count >= MaxKeys && _order.TryDequeue(out var oldest))
+        var expires = time.GetUtcNow() + window;
+        _positions[key] = (position, expires);
+        _order.Enqueue((key, expires));
+        while ((_positions.Count > MaxKeys || _order.Count > 2 * MaxKeys) && _order.TryDequeue(out var oldest))
         {
-            _positions.Remove(oldest.Key);
+            if (Matches(oldest))
+            {
+                _positions.Remove(oldest.Key);
+                Incomplete(oldest.Expires);
+            }
         }
-
-        _positions[key] = position;
-        _order.Enqueue((key, time.GetUtcNow() + window));
     }
 
     private void Expire()
@@ -490,7 +676,21 @@ internal sealed class IdempotencyWindow(TimeSpan window, TimeProvider time)
         while (_order.TryPeek(out var head) && head.Expires <= now)
         {
             _order.Dequeue();
-            _positions.Remove(head.Key);
+            if (Matches(head))
+            {
+                _positions.Remove(head.Key);
+            }
+        }
+    }
+
+    private bool Matches((string Key, DateTimeOffset Expires) entry) =>
+        _positions.TryGetValue(entry.Key, out var current) && current.Expires == entry.Expires;
+
+    private void Incomplete(DateTimeOffset until)
+    {
+        if (until > _incompleteUntil)
+        {
+            _incompleteUntil = until;
         }
     }
 }

@@ -16,6 +16,9 @@ namespace OrleansPush.Grains.History;
 /// gap, never a second payload at one seq (possibly empty, e.g. when the newest message has expired).</item>
 /// <item>Stores keep at most <see cref="HistoryBounds.MaxCount"/> messages per topic and need not return messages older
 /// than <see cref="HistoryBounds.Ttl"/>.</item>
+/// <item>The idempotency keys of an append are stored with it, atomically, each with its message's position, and
+/// <see cref="FindKeyAsync"/> finds them for <see cref="HistoryBounds.DedupeWindow"/> after the append, also once the
+/// message itself has been trimmed. The first append of a key wins; a later one does not move it.</item>
 /// </list>
 /// <para>Each topic has one writer in normal operation (its grain); the compare-and-set is what keeps a second writer
 /// (a duplicate activation, a write that lands after its caller gave up) from giving one seq two payloads.</para>
@@ -27,11 +30,19 @@ public interface IHistoryStore
     Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default);
 
     /// <summary>Appends consecutive messages of one epoch (a group commit: one round trip however many) if the stored
-    /// head is still <c>messages[0].Seq - 1</c>.</summary>
+    /// head is still <c>messages[0].Seq - 1</c>, with the idempotency keys some of them were published with.</summary>
     /// <exception cref="HistoryConflictException">The stored head or epoch is not the expected one; nothing was
     /// written.</exception>
-    Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default);
+    Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default);
+
+    /// <summary>The position of the message first appended with <paramref name="key"/> on <paramref name="topic"/>,
+    /// within the dedupe window, or null.</summary>
+    Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default);
 }
+
+/// <summary>A message of an append was published with idempotency key <paramref name="Key"/>; it has seq
+/// <paramref name="Seq"/> in the append's epoch.</summary>
+public readonly record struct IdempotencyKey(string Key, long Seq);
 
 /// <summary>An append was refused because the store's head is not the one it expected (another writer moved it, or
 /// an earlier append the caller thought lost did land). Nothing of the refused append was written.</summary>
@@ -86,8 +97,9 @@ public static class HistoryRun
         storedEpoch is null ? firstSeq == 1 : storedEpoch == epoch && storedHead == firstSeq - 1;
 }
 
-/// <summary>What a topic keeps: at most <paramref name="MaxCount"/> messages, none older than <paramref name="Ttl"/>.</summary>
-public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl)
+/// <summary>What a topic keeps: at most <paramref name="MaxCount"/> messages, none older than <paramref name="Ttl"/>,
+/// and each idempotency key for <paramref name="DedupeWindow"/> (zero: keys are not kept).</summary>
+public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan DedupeWindow = default)
 {
     public long OldestAllowedUnixMs(long nowUnixMs) => nowUnixMs - (long)Ttl.TotalMilliseconds;
 }

@@ -3,9 +3,13 @@ using System.Collections.Concurrent;
 namespace OrleansPush.Grains.History;
 
 /// <summary>History in the silo's memory: survives a grain's deactivation, not the silo. The default, for
-/// development and tests.</summary>
+/// development and tests. Idempotency keys are kept per topic for the dedupe window, at most
+/// <see cref="MaxKeysPerTopic"/> of them (the oldest go first).</summary>
 public sealed class MemoryHistoryStore(TimeProvider time) : IHistoryStore
 {
+    /// <summary>Most idempotency keys one topic keeps.</summary>
+    public const int MaxKeysPerTopic = 100_000;
+
     private readonly ConcurrentDictionary<string, Entry> _topics = new(StringComparer.Ordinal);
 
     public Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default)
@@ -28,7 +32,7 @@ public sealed class MemoryHistoryStore(TimeProvider time) : IHistoryStore
         }
     }
 
-    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
         if (messages.Count == 0)
         {
@@ -59,9 +63,33 @@ public sealed class MemoryHistoryStore(TimeProvider time) : IHistoryStore
             {
                 entry.Messages.Dequeue();
             }
+
+            if (keys.Count > 0 && bounds.DedupeWindow > TimeSpan.Zero)
+            {
+                var now = time.GetUtcNow();
+                entry.ExpireKeys(now);
+                foreach (var k in keys)
+                {
+                    entry.AddKey(k.Key, new TopicPosition(epoch, k.Seq), now + bounds.DedupeWindow);
+                }
+            }
         }
 
         return Task.CompletedTask;
+    }
+
+    public Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default)
+    {
+        if (!_topics.TryGetValue(topic, out var entry))
+        {
+            return Task.FromResult<TopicPosition?>(null);
+        }
+
+        lock (entry)
+        {
+            entry.ExpireKeys(time.GetUtcNow());
+            return Task.FromResult(entry.Keys.TryGetValue(key, out var kept) ? kept.Position : null);
+        }
     }
 
     private sealed class Entry
@@ -72,5 +100,33 @@ public sealed class MemoryHistoryStore(TimeProvider time) : IHistoryStore
         public long Head { get; set; }
 
         public Queue<TopicMessage> Messages { get; } = new();
+
+        public Dictionary<string, (TopicPosition Position, DateTimeOffset Expires)> Keys { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>Keys in the order they were added; each key once (a key is added only while it is absent).</summary>
+        private Queue<string> KeyOrder { get; } = new();
+
+        /// <summary>The first append of a key wins.</summary>
+        public void AddKey(string key, TopicPosition position, DateTimeOffset expires)
+        {
+            if (!Keys.TryAdd(key, (position, expires)))
+            {
+                return;
+            }
+
+            KeyOrder.Enqueue(key);
+            if (KeyOrder.Count > MaxKeysPerTopic)
+            {
+                Keys.Remove(KeyOrder.Dequeue());
+            }
+        }
+
+        public void ExpireKeys(DateTimeOffset now)
+        {
+            while (KeyOrder.TryPeek(out var oldest) && Keys[oldest].Expires <= now)
+            {
+                Keys.Remove(KeyOrder.Dequeue());
+            }
+        }
     }
 }

@@ -4,25 +4,36 @@ using NpgsqlTypes;
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// History in PostgreSQL: a row per topic (epoch, head) and a row per message. An append is one call of the
-/// <c>{prefix}_append</c> function (one round trip, one transaction): it locks the topic's row, checks the stored epoch
-/// and head (the compare-and-set), starts the epoch when nothing is stored, inserts the messages with <c>unnest</c>,
-/// moves the head and trims what falls out of the bound. The schema lives in <see cref="SchemaFor"/> and is applied
-/// on first use.
+/// History in PostgreSQL: a row per topic (epoch, head), a row per message, and a row per idempotency key (its
+/// position and expiry). An append is one call of the <c>{prefix}_append</c> function (one round trip, one
+/// transaction): it locks the topic's row, checks the stored epoch and head (the compare-and-set), starts the epoch when
+/// nothing is stored, inserts the messages with <c>unnest</c> and their keys, moves the head and trims what falls out
+/// of the bound; about once a minute an append also deletes up to <see cref="SweepBatch"/> expired keys of any topic.
+/// The schema lives in <see cref="SchemaFor"/> and is applied on first use (tried again at the next use when that failed).
 /// </summary>
 public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string prefix) : IHistoryStore
 {
+    /// <summary>Most expired idempotency keys one sweep deletes.</summary>
+    public const int SweepBatch = 10_000;
+
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromMinutes(1);
+
     private readonly string _topics = Identifier(prefix + "_topics");
     private readonly string _messages = Identifier(prefix + "_messages");
+    private readonly string _keys = Identifier(prefix + "_idempotency");
     private readonly string _append = Identifier(prefix + "_append");
-    private readonly Lazy<Task> _schema = new(() => ApplySchemaAsync(dataSource, SchemaFor(prefix)));
+    private readonly OnceSucceeded _schema = new(() => ApplySchemaAsync(dataSource, SchemaFor(prefix)));
+    private long _nextSweepUnixMs;
 
     /// <summary>The tables and the append function this store needs; applied once, on first use, under an advisory
-    /// lock so that silos starting together do not race each other's DDL.</summary>
+    /// lock so that silos starting together do not race each other's DDL. Columns added since a table was first
+    /// created are added with <c>ADD COLUMN IF NOT EXISTS</c>, so an older deployment's tables carry on.</summary>
     public static string SchemaFor(string prefix)
     {
         var topics = Identifier(prefix + "_topics");
         var messages = Identifier(prefix + "_messages");
+        var keys = Identifier(prefix + "_idempotency");
+        var append = Identifier(prefix + "_append");
         return $"""
             SELECT pg_advisory_xact_lock(hashtext('orleanspush-history-schema'));
             CREATE TABLE IF NOT EXISTS {topics} (
@@ -37,8 +48,21 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                 payload bytea NOT NULL,
                 PRIMARY KEY (topic, seq)
             );
-            CREATE OR REPLACE FUNCTION {Identifier(prefix + "_append")}(
-                p_topic text, p_epoch text, p_seqs bigint[], p_times bigint[], p_payloads bytea[], p_max integer, p_oldest bigint)
+            ALTER TABLE {messages} ADD COLUMN IF NOT EXISTS format smallint NOT NULL DEFAULT 0;
+            CREATE TABLE IF NOT EXISTS {keys} (
+                topic text NOT NULL,
+                key text NOT NULL,
+                epoch text NOT NULL,
+                seq bigint NOT NULL,
+                expires_at_ms bigint NOT NULL,
+                PRIMARY KEY (topic, key)
+            );
+            CREATE INDEX IF NOT EXISTS {Identifier(prefix + "_idempotency_expiry")} ON {keys} (expires_at_ms);
+            DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], integer, bigint);
+            CREATE OR REPLACE FUNCTION {append}(
+                p_topic text, p_epoch text, p_seqs bigint[], p_times bigint[], p_payloads bytea[], p_formats smallint[],
+                p_max integer, p_oldest bigint, p_keys text[], p_key_seqs bigint[], p_key_expires bigint, p_now bigint,
+                p_sweep boolean)
             RETURNS TABLE (applied boolean, stored_epoch text, stored_head bigint)
             LANGUAGE plpgsql AS $fn$
             DECLARE
@@ -68,12 +92,22 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                     DELETE FROM {messages} WHERE topic = p_topic;
                 END IF;
                 IF p_max > 0 THEN
-                    INSERT INTO {messages} (topic, seq, published_at_ms, payload)
-                        SELECT p_topic, x.s, x.t, x.p FROM unnest(p_seqs, p_times, p_payloads) AS x(s, t, p)
-                        ON CONFLICT (topic, seq) DO UPDATE SET published_at_ms = EXCLUDED.published_at_ms, payload = EXCLUDED.payload;
+                    INSERT INTO {messages} (topic, seq, published_at_ms, payload, format)
+                        SELECT p_topic, x.s, x.t, x.p, x.f FROM unnest(p_seqs, p_times, p_payloads, p_formats) AS x(s, t, p, f)
+                        ON CONFLICT (topic, seq) DO UPDATE
+                        SET published_at_ms = EXCLUDED.published_at_ms, payload = EXCLUDED.payload, format = EXCLUDED.format;
                 END IF;
                 -- Seqs are consecutive, so the bound by count is a bound on seq; the bound by age trims from the front.
                 DELETE FROM {messages} WHERE topic = p_topic AND (seq <= v_last - p_max OR published_at_ms < p_oldest);
+                -- The first append of a key wins while it lives; an expired one is replaced.
+                INSERT INTO {keys} AS k (topic, key, epoch, seq, expires_at_ms)
+                    SELECT p_topic, x.k, p_epoch, x.s, p_key_expires FROM unnest(p_keys, p_key_seqs) AS x(k, s)
+                    ON CONFLICT (topic, key) DO UPDATE
+                    SET epoch = EXCLUDED.epoch, seq = EXCLUDED.seq, expires_at_ms = EXCLUDED.expires_at_ms
+                    WHERE k.expires_at_ms <= p_now;
+                IF p_sweep THEN
+                    DELETE FROM {keys} WHERE ctid IN (SELECT ctid FROM {keys} WHERE expires_at_ms <= p_now LIMIT {SweepBatch});
+                END IF;
                 RETURN QUERY SELECT true, p_epoch, v_last;
             END
             $fn$;
@@ -94,7 +128,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
 
     public async Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
-        await _schema.Value;
+        await _schema.EnsureAsync();
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         string epoch;
         long head;
@@ -115,7 +149,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         if (bounds.MaxCount > 0)
         {
             await using var read = new NpgsqlCommand(
-                $"SELECT seq, published_at_ms, payload FROM (SELECT seq, published_at_ms, payload FROM {_messages} WHERE topic = $1 AND seq <= $4 AND published_at_ms >= $2 ORDER BY seq DESC LIMIT $3) newest ORDER BY seq",
+                $"SELECT seq, published_at_ms, payload, format FROM (SELECT seq, published_at_ms, payload, format FROM {_messages} WHERE topic = $1 AND seq <= $4 AND published_at_ms >= $2 ORDER BY seq DESC LIMIT $3) newest ORDER BY seq",
                 connection);
             read.Parameters.Add(new NpgsqlParameter { Value = topic });
             read.Parameters.Add(new NpgsqlParameter { Value = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) });
@@ -124,35 +158,60 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             await using var reader = await read.ExecuteReaderAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
-                list.Add(new TopicMessage(topic, epoch, reader.GetInt64(0), (byte[])reader[2], reader.GetInt64(1)));
+                list.Add(new TopicMessage(topic, epoch, reader.GetInt64(0), (byte[])reader[2], reader.GetInt64(1), (PayloadFormat)reader.GetInt16(3)));
             }
         }
 
         return new StoredHistory(epoch, head, HistoryRun.EndingAt(head, list));
     }
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
         if (messages.Count == 0)
         {
             return;
         }
 
-        await _schema.Value;
-        await using var command = dataSource.CreateCommand($"SELECT applied, stored_epoch, stored_head FROM {_append}($1, $2, $3, $4, $5, $6, $7)");
+        await _schema.EnsureAsync();
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var storedKeys = bounds.DedupeWindow > TimeSpan.Zero ? keys : [];
+        var sweep = now >= Interlocked.Read(ref _nextSweepUnixMs);
+        if (sweep)
+        {
+            Interlocked.Exchange(ref _nextSweepUnixMs, now + (long)SweepInterval.TotalMilliseconds);
+        }
+
+        await using var command = dataSource.CreateCommand($"SELECT applied, stored_epoch, stored_head FROM {_append}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
         command.Parameters.Add(new NpgsqlParameter { Value = topic });
         command.Parameters.Add(new NpgsqlParameter { Value = epoch });
         command.Parameters.Add(new NpgsqlParameter { Value = messages.Select(m => m.Seq).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
         command.Parameters.Add(new NpgsqlParameter { Value = messages.Select(m => m.PublishedAtUnixMs).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
         command.Parameters.Add(new NpgsqlParameter { Value = messages.Select(m => m.Data).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+        command.Parameters.Add(new NpgsqlParameter { Value = messages.Select(m => (short)m.Format).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Smallint });
         command.Parameters.Add(new NpgsqlParameter { Value = Math.Max(0, bounds.MaxCount) });
-        command.Parameters.Add(new NpgsqlParameter { Value = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) });
+        command.Parameters.Add(new NpgsqlParameter { Value = bounds.OldestAllowedUnixMs(now) });
+        command.Parameters.Add(new NpgsqlParameter { Value = storedKeys.Select(k => k.Key).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = storedKeys.Select(k => k.Seq).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+        command.Parameters.Add(new NpgsqlParameter { Value = now + (long)bounds.DedupeWindow.TotalMilliseconds });
+        command.Parameters.Add(new NpgsqlParameter { Value = now });
+        command.Parameters.Add(new NpgsqlParameter { Value = sweep });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
         if (!reader.GetBoolean(0))
         {
             throw new HistoryConflictException(topic, epoch, messages[0].Seq - 1, reader.IsDBNull(1) ? null : reader.GetString(1), reader.GetInt64(2));
         }
+    }
+
+    public async Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default)
+    {
+        await _schema.EnsureAsync();
+        await using var command = dataSource.CreateCommand($"SELECT epoch, seq FROM {_keys} WHERE topic = $1 AND key = $2 AND expires_at_ms > $3");
+        command.Parameters.Add(new NpgsqlParameter { Value = topic });
+        command.Parameters.Add(new NpgsqlParameter { Value = key });
+        command.Parameters.Add(new NpgsqlParameter { Value = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken) ? new TopicPosition(reader.GetString(0), reader.GetInt64(1)) : null;
     }
 
     private static string Identifier(string name)

@@ -1,18 +1,21 @@
 using System.Buffers.Binary;
+using System.Globalization;
 using StackExchange.Redis;
 
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>) and a sorted set of messages scored by seq, both
-/// under one hash tag so a Redis Cluster keeps them on one shard. An append is one Lua script (one round trip,
-/// atomic): it checks the stored epoch and head (the compare-and-set), starts the epoch when nothing is stored, adds
-/// the messages, trims to the bound and refreshes the expiry. Durability
-/// is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes to survive a Redis restart.
+/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>), a sorted set of messages scored by seq, and a string
+/// per idempotency key (<c>seq epoch</c>, expiring with the dedupe window), all under one hash tag so a Redis Cluster
+/// keeps them on one shard. An append is one Lua script (one round trip, atomic): it checks the stored epoch and head
+/// (the compare-and-set), starts the epoch when nothing is stored, adds the messages and their keys, trims to the
+/// bound and refreshes the expiry. Durability is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes
+/// to survive a Redis restart.
 /// </summary>
 public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefix) : IHistoryStore
 {
-    // KEYS: meta, messages. ARGV: epoch, first seq, head, max count, ttl ms, meta ttl ms, then score/member pairs.
+    // KEYS: meta, messages, then one per idempotency key. ARGV: epoch, first seq, head, max count, ttl ms, meta ttl ms,
+    // dedupe window ms, number of messages n, then n score/member pairs, then the seq of each idempotency key.
     // Returns {1} when applied, {0, stored epoch or '', stored head} when the stored head is not first seq - 1.
     private const string AppendScript = """
         local stored = redis.call('HMGET', KEYS[1], 'epoch', 'head')
@@ -27,12 +30,16 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
           redis.call('DEL', KEYS[2])
         end
         redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[3])
-        for i = 7, #ARGV, 2 do
+        local n = tonumber(ARGV[8])
+        for i = 9, 8 + 2 * n, 2 do
           redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
         end
         local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
         if extra > 0 then
           redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+        end
+        for k = 3, #KEYS do
+          redis.call('SET', KEYS[k], ARGV[8 + 2 * n + k - 2] .. ' ' .. ARGV[1], 'PX', ARGV[7], 'NX')
         end
         redis.call('PEXPIRE', KEYS[2], ARGV[5])
         redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -55,6 +62,12 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
 
     /// <summary>Epoch and head outlive the messages by this much, so a quiet topic keeps counting where it was.</summary>
     public static readonly TimeSpan MetaGrace = TimeSpan.FromDays(7);
+
+    /// <summary>The member header: seq (8 bytes), flags (1 byte; bit 0: binary payload), published-at ms (7 bytes).
+    /// Members written before the flags existed have a zero there (an 8-byte timestamp whose top byte is zero), so they
+    /// read as JSON.</summary>
+    private const int HeaderBytes = 16;
+    private const byte BinaryFlag = 1;
 
     public async Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
@@ -81,7 +94,7 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : HistoryRun.EndingAt(head, list));
     }
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
         if (messages.Count == 0)
         {
@@ -89,23 +102,33 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         }
 
         var (meta, set) = Keys(topic);
-        var args = new RedisValue[6 + (bounds.MaxCount > 0 ? messages.Count * 2 : 0)];
+        var storedKeys = bounds.DedupeWindow > TimeSpan.Zero ? keys : [];
+        var pairs = bounds.MaxCount > 0 ? messages.Count : 0;
+        var redisKeys = new RedisKey[2 + storedKeys.Count];
+        redisKeys[0] = meta;
+        redisKeys[1] = set;
+        var args = new RedisValue[8 + (2 * pairs) + storedKeys.Count];
         args[0] = epoch;
         args[1] = messages[0].Seq;
         args[2] = messages[^1].Seq;
         args[3] = Math.Max(0, bounds.MaxCount);
         args[4] = (long)Math.Max(1, bounds.Ttl.TotalMilliseconds);
         args[5] = (long)(bounds.Ttl + MetaGrace).TotalMilliseconds;
-        if (bounds.MaxCount > 0)
+        args[6] = (long)Math.Max(1, bounds.DedupeWindow.TotalMilliseconds);
+        args[7] = pairs;
+        for (var i = 0; i < pairs; i++)
         {
-            for (var i = 0; i < messages.Count; i++)
-            {
-                args[6 + (2 * i)] = messages[i].Seq;
-                args[7 + (2 * i)] = Encode(messages[i]);
-            }
+            args[8 + (2 * i)] = messages[i].Seq;
+            args[9 + (2 * i)] = Encode(messages[i]);
         }
 
-        var result = (RedisResult[])(await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, [meta, set], args))!;
+        for (var k = 0; k < storedKeys.Count; k++)
+        {
+            redisKeys[2 + k] = KeyOf(topic, storedKeys[k].Key);
+            args[8 + (2 * pairs) + k] = storedKeys[k].Seq;
+        }
+
+        var result = (RedisResult[])(await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, redisKeys, args))!;
         if ((long)result[0] != 1)
         {
             var storedEpoch = (string?)result[1];
@@ -113,18 +136,36 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         }
     }
 
+    public async Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default)
+    {
+        var value = (string?)await redis.GetDatabase().StringGetAsync(KeyOf(topic, key));
+        if (value is null)
+        {
+            return null;
+        }
+
+        var space = value.IndexOf(' ', StringComparison.Ordinal);
+        return new TopicPosition(value[(space + 1)..], long.Parse(value.AsSpan(0, space), CultureInfo.InvariantCulture));
+    }
+
     private (RedisKey Meta, RedisKey Messages) Keys(string topic) => ($"{prefix}:{{{topic}}}:meta", $"{prefix}:{{{topic}}}:msgs");
 
-    /// <summary>seq (8 bytes) | published-at ms (8 bytes) | payload. The seq keeps members unique.</summary>
+    private RedisKey KeyOf(string topic, string key) => $"{prefix}:{{{topic}}}:key:{key}";
+
     private static byte[] Encode(TopicMessage m)
     {
-        var bytes = new byte[16 + m.Data.Length];
+        var bytes = new byte[HeaderBytes + m.Data.Length];
         BinaryPrimitives.WriteInt64BigEndian(bytes, m.Seq);
         BinaryPrimitives.WriteInt64BigEndian(bytes.AsSpan(8), m.PublishedAtUnixMs);
-        m.Data.CopyTo(bytes.AsSpan(16));
+        bytes[8] = m.Format == PayloadFormat.Binary ? BinaryFlag : (byte)0;
+        m.Data.CopyTo(bytes.AsSpan(HeaderBytes));
         return bytes;
     }
 
-    private static TopicMessage Decode(string topic, string epoch, byte[] bytes) =>
-        new(topic, epoch, BinaryPrimitives.ReadInt64BigEndian(bytes), bytes[16..], BinaryPrimitives.ReadInt64BigEndian(bytes.AsSpan(8)));
+    private static TopicMessage Decode(string topic, string epoch, byte[] bytes)
+    {
+        var format = (bytes[8] & BinaryFlag) != 0 ? PayloadFormat.Binary : PayloadFormat.Json;
+        var publishedAt = BinaryPrimitives.ReadInt64BigEndian(bytes.AsSpan(8)) & 0x00FF_FFFF_FFFF_FFFF;
+        return new TopicMessage(topic, epoch, BinaryPrimitives.ReadInt64BigEndian(bytes), bytes[HeaderBytes..], publishedAt, format);
+    }
 }

@@ -13,6 +13,7 @@ public sealed class FaultyHistoryStore(IHistoryStore inner) : IHistoryStore
     private int _throwWithoutApplying;
     private int _appends;
     private TaskCompletionSource? _landLate;
+    private volatile bool _failing;
 
     public IHistoryStore Inner { get; } = inner;
 
@@ -22,6 +23,9 @@ public sealed class FaultyHistoryStore(IHistoryStore inner) : IHistoryStore
     public void ApplyThenThrow(int count = 1) => Interlocked.Exchange(ref _applyThenThrow, count);
 
     public void ThrowWithoutApplying(int count = 1) => Interlocked.Exchange(ref _throwWithoutApplying, count);
+
+    /// <summary>While on, every append throws before the store is touched (the store is down).</summary>
+    public void FailAppends(bool on) => _failing = on;
 
     /// <summary>The next append throws at once, and is applied for real only when <paramref name="release"/> completes
     /// (a write that lands after its caller gave up on it). <see cref="LateAppend"/> tells how that went.</summary>
@@ -34,31 +38,34 @@ public sealed class FaultyHistoryStore(IHistoryStore inner) : IHistoryStore
     public Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default) =>
         Inner.LoadAsync(topic, bounds, cancellationToken);
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default) =>
+        Inner.FindKeyAsync(topic, key, cancellationToken);
+
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref _appends);
         if (Interlocked.Exchange(ref _landLate, null) is { } release)
         {
-            LateAppend = LandAsync(release.Task, topic, epoch, [.. messages], bounds);
+            LateAppend = LandAsync(release.Task, topic, epoch, [.. messages], [.. keys], bounds);
             throw new TimeoutException("Injected: the store did not answer (the append is still on its way).");
         }
 
-        if (Take(ref _throwWithoutApplying))
+        if (_failing || Take(ref _throwWithoutApplying))
         {
             throw new TimeoutException("Injected: the store did not answer (nothing was written).");
         }
 
-        await Inner.AppendAsync(topic, epoch, messages, bounds, cancellationToken);
+        await Inner.AppendAsync(topic, epoch, messages, keys, bounds, cancellationToken);
         if (Take(ref _applyThenThrow))
         {
             throw new TimeoutException("Injected: the store did not answer (the append was written).");
         }
     }
 
-    private async Task LandAsync(Task release, string topic, string epoch, TopicMessage[] messages, HistoryBounds bounds)
+    private async Task LandAsync(Task release, string topic, string epoch, TopicMessage[] messages, IdempotencyKey[] keys, HistoryBounds bounds)
     {
         await release;
-        await Inner.AppendAsync(topic, epoch, messages, bounds);
+        await Inner.AppendAsync(topic, epoch, messages, keys, bounds);
     }
 
     private static bool Take(ref int armed)

@@ -56,6 +56,25 @@ public abstract class HistoryStoreConformanceTests
     }
 
     [Fact]
+    public async Task EachMessagesPayloadFormatIsKept()
+    {
+        var topic = NewTopic();
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        TopicMessage[] messages =
+        [
+            new(topic, "e", 1, [0x00, 0xff, 0x10], now, PayloadFormat.Binary),
+            new(topic, "e", 2, Encoding.UTF8.GetBytes("{\"j\":1}"), now),
+            new(topic, "e", 3, Encoding.UTF8.GetBytes("[1]"), now, PayloadFormat.Binary),
+        ];
+        await Store.AppendAsync(topic, "e", messages, Ten);
+
+        var loaded = (await Store.LoadAsync(topic, Ten))!.Messages;
+        Assert.Equal([PayloadFormat.Binary, PayloadFormat.Json, PayloadFormat.Binary], loaded.Select(m => m.Format));
+        Assert.Equal(messages.Select(m => m.Data), loaded.Select(m => m.Data));
+        Assert.Equal(messages.Select(m => m.PublishedAtUnixMs), loaded.Select(m => m.PublishedAtUnixMs));
+    }
+
+    [Fact]
     public async Task HistoryIsTrimmedToTheBoundButTheHeadKeepsCounting()
     {
         var topic = NewTopic();
@@ -207,6 +226,47 @@ public abstract class HistoryStoreConformanceTests
         Assert.Equal(third, new TopicPosition(history.Epoch, history.Head));
         Assert.Equal(["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"], history.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
         Assert.Equal([1L, 2, 3], (await silo.Store.Inner.LoadAsync(topic, Ten))!.Messages.Select(m => m.Seq));
+    }
+
+    [Fact]
+    public async Task AnIdempotencyKeyIsFoundForItsWindowAndTheFirstAppendOfItWins()
+    {
+        var topic = NewTopic();
+        var bounds = new HistoryBounds(10, TimeSpan.FromHours(1), TimeSpan.FromSeconds(2));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3), [new IdempotencyKey("k1", 1), new IdempotencyKey("k3", 3)], bounds);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 4, 4), [new IdempotencyKey("k1", 4)], bounds);
+
+        Assert.Equal(new TopicPosition("e", 1), await Store.FindKeyAsync(topic, "k1"));
+        Assert.Equal(new TopicPosition("e", 3), await Store.FindKeyAsync(topic, "k3"));
+        Assert.Null(await Store.FindKeyAsync(topic, "k2"));
+        Assert.Null(await Store.FindKeyAsync(NewTopic(), "k1"));
+
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        Assert.Null(await Store.FindKeyAsync(topic, "k1"));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 5, 5), [new IdempotencyKey("k1", 5)], bounds);
+        Assert.Equal(new TopicPosition("e", 5), await Store.FindKeyAsync(topic, "k1"));
+    }
+
+    /// <summary>Defect 10 of issue 10: a key is kept with its position for the whole window, also once its message has
+    /// been trimmed, so a retry reaching a new activation of the topic's grain publishes nothing.</summary>
+    [Fact]
+    public async Task ARetryAfterTheGrainReactivatedReturnsTheFirstPositionEvenOnceItsMessageWasTrimmed()
+    {
+        await using var silo = await StoreSilo.StartAsync(Store);
+        var topic = "small:" + NewTopic();
+        var grain = silo.Grains.GetGrain<ITopicGrain>(topic);
+        var first = await grain.PublishAsync(Encoding.UTF8.GetBytes("{\"first\":true}"), "order-42");
+        for (var i = 0; i < 8; i++)
+        {
+            await grain.PublishAsync(Encoding.UTF8.GetBytes($"{{\"n\":{i}}}"), null);
+        }
+
+        await silo.DeactivateAsync(grain);
+        var history = await grain.ReadAsync(0, 100);
+        Assert.DoesNotContain(history.Messages, m => m.Seq == first.Seq);
+
+        Assert.Equal(first, await grain.PublishAsync(Encoding.UTF8.GetBytes("{\"first\":true}"), "order-42").WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(new TopicPosition(first.Epoch, 9), await grain.GetPositionAsync());
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Core.Internal;
+using Orleans.Storage;
 using Orleans.TestingHost;
 using OrleansPush.Grains.History;
 
@@ -15,6 +16,7 @@ public sealed class StoreSilo : IAsyncDisposable
 {
     private const string StoreProperty = "storeUnderTest";
     private static readonly ConcurrentDictionary<string, FaultyHistoryStore> Stores = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, FaultyGrainStorage> StateStorages = new(StringComparer.Ordinal);
     private readonly string _id;
 
     private StoreSilo(string id, TestCluster cluster, FaultyHistoryStore store)
@@ -30,6 +32,9 @@ public sealed class StoreSilo : IAsyncDisposable
 
     /// <summary>The store the silo's grains use; <see cref="FaultyHistoryStore.Inner"/> is the real one.</summary>
     public FaultyHistoryStore Store { get; }
+
+    /// <summary>The grain storage of user state (<see cref="PushNames.StateStore"/>), around the real in-memory one.</summary>
+    public FaultyGrainStorage StateStorage => StateStorages[_id];
 
     public static async Task<StoreSilo> StartAsync(IHistoryStore store, IReadOnlyDictionary<string, string?>? settings = null)
     {
@@ -60,6 +65,7 @@ public sealed class StoreSilo : IAsyncDisposable
         await Cluster.StopAllSilosAsync();
         await Cluster.DisposeAsync();
         Stores.TryRemove(_id, out _);
+        StateStorages.TryRemove(_id, out _);
     }
 
     private sealed class Configurator : ISiloConfigurator
@@ -78,6 +84,11 @@ public sealed class StoreSilo : IAsyncDisposable
 
             siloBuilder.AddOrleansPushGrains(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
             siloBuilder.Services.AddSingleton<IHistoryStore>(store);
+
+            var id = siloBuilder.Configuration[StoreProperty]!;
+            var real = siloBuilder.Services.Last(d => d.ServiceType == typeof(IGrainStorage) && Equals(d.ServiceKey, PushNames.StateStore));
+            siloBuilder.Services.AddKeyedSingleton<IGrainStorage>(PushNames.StateStore, (sp, key) =>
+                StateStorages.GetOrAdd(id, _ => new FaultyGrainStorage((IGrainStorage)real.KeyedImplementationFactory!(sp, key))));
         }
     }
 }
