@@ -19,10 +19,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null || { log "could not install ${missing[*]}"; exit 1; }
 fi
 
-# npm packages of the browser test (playwright-core drives Debian's Chromium; it downloads no browser of its own).
-if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; then
+# npm packages of the browser test (playwright-core drives Debian's Chromium; it downloads no browser of its own) and of
+# the Fossil delta interop test (fossil-delta). Installed when node_modules is missing or older than package.json or
+# package-lock.json (a package was added since); node_modules is touched after each install to mark it current.
+browser=tests/browser
+if [ -f "$browser/package.json" ] && { [ ! -d "$browser/node_modules" ] || [ "$browser/package.json" -nt "$browser/node_modules" ] \
+    || [ "$browser/package-lock.json" -nt "$browser/node_modules" ]; }; then
   log "installing the browser test's npm packages"
-  (cd tests/browser && npm install --no-audit --no-fund --silent >/dev/null 2>&1) || { log "npm install failed in tests/browser"; exit 1; }
+  (cd "$browser" && npm install --no-audit --no-fund --silent >/dev/null 2>&1 && touch node_modules) \
+    || { log "npm install failed in $browser"; exit 1; }
 fi
 
 if ! command -v dotnet >/dev/null 2>&1; then
@@ -98,7 +103,15 @@ fi
 log "running tests"
 # The test projects run side by side, except the cluster fault tests: they time failovers of real processes, which
 # should not compete for the 2 cores with everything else, so they run alone afterwards.
-report() { tee -a "$out" | grep -E '^\s+(Passed|Failed|Skipped) |^(Passed|Failed)!|Error Message' -A2 | grep -vE '^\s+Passed '; }
+# Each failed test is shown with its message and the first lines of its stack trace and output (up to 60 lines), so a
+# CI log says why; passed tests are counted, not listed.
+report() {
+  tee -a "$out" | awk '
+    /^[[:space:]]+(Passed|Failed|Skipped) |^(Passed|Failed)!/ { shown = 0 }
+    /^[[:space:]]+Failed |^[[:space:]]+Skipped / { shown = 60 }
+    /^(Passed|Failed)!/ { print; next }
+    shown > 0 { print; shown-- }'
+}
 dotnet test OrleansPush.sln --no-build -c Debug -nologo --filter 'FullyQualifiedName!~OrleansPush.Cluster.Tests' 2>&1 | report
 status=${PIPESTATUS[0]}
 dotnet test tests/Cluster.Tests --no-build -c Debug -nologo 2>&1 | report

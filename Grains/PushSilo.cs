@@ -4,6 +4,7 @@ using Npgsql;
 using Orleans.Providers;
 using Orleans.Storage;
 using OrleansPush.Grains.History;
+using OrleansPush.Hosting;
 using StackExchange.Redis;
 
 namespace OrleansPush.Grains;
@@ -17,7 +18,7 @@ public static class PushSilo
 
     public static ISiloBuilder AddOrleansPushSilo(this ISiloBuilder silo, IConfiguration configuration)
     {
-        var cluster = configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
+        var cluster = SharedOptions.ReadCluster(configuration);
         silo.UsePushClustering(cluster, configuration);
         silo.Services.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
         if (cluster.StrongGrainDirectory)
@@ -38,7 +39,7 @@ public static class PushSilo
     /// <summary>Everything but clustering: the stream to gateways, pub-sub storage and the grains' options.</summary>
     public static ISiloBuilder AddOrleansPushGrains(this ISiloBuilder silo, IConfiguration configuration)
     {
-        var streams = configuration.GetSection(PushStreamOptions.Section).Get<PushStreamOptions>() ?? new PushStreamOptions();
+        var streams = SharedOptions.ReadStreams(configuration);
         silo.AddMemoryGrainStorage(PushNames.PubSubStore);
         silo.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b =>
         {
@@ -55,8 +56,7 @@ public static class PushSilo
 
         // Failure detection (probe timeouts, missed probes): how fast a dead silo's grains move elsewhere.
         silo.Services.Configure<Orleans.Configuration.ClusterMembershipOptions>(configuration.GetSection(ClusterSettings.Section + ":Membership"));
-        silo.Services.AddOptions<TopicOptions>().Bind(configuration.GetSection(TopicOptions.Section));
-        silo.Services.AddOptions<RoutingOptions>().Bind(configuration.GetSection(RoutingOptions.Section));
+        silo.Services.AddSharedOptions(configuration);
         silo.Services.AddSingleton(TimeProvider.System);
         return silo;
     }
@@ -65,7 +65,7 @@ public static class PushSilo
     /// provider (<c>OrleansPush:Storage:Provider</c>).</summary>
     private static void AddHistoryAndState(this ISiloBuilder silo, IConfiguration configuration)
     {
-        var storage = configuration.GetSection(StorageOptions.Section).Get<StorageOptions>() ?? new StorageOptions();
+        var storage = SharedOptions.ReadStorage(configuration);
         switch (storage.Provider)
         {
             case StorageProvider.Memory:

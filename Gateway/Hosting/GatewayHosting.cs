@@ -10,8 +10,7 @@ using OrleansPush.Gateway.Transports.Http;
 using OrleansPush.Gateway.Transports.Mqtt;
 using OrleansPush.Gateway.Transports.SignalR;
 using OrleansPush.Gateway.Transports.WebSockets;
-using OrleansPush.Grains;
-using OrleansPush.Grains.Clustering;
+using OrleansPush.Hosting;
 
 namespace OrleansPush.Gateway.Hosting;
 
@@ -23,37 +22,11 @@ public static class GatewayHosting
     /// in <c>Cluster</c> mode, the configured membership table; and the push stream provider.</summary>
     public static WebApplicationBuilder AddOrleansPushClient(this WebApplicationBuilder builder)
     {
-        var cluster = builder.Configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
-        var streams = builder.Configuration.GetSection(PushStreamOptions.Section).Get<PushStreamOptions>() ?? new PushStreamOptions();
-        var gatewayPorts = cluster.Mode == ClusterMode.Embedded ? [cluster.GatewayPort] : cluster.GatewayPorts;
-        var clustering = cluster.Mode == ClusterMode.Cluster ? cluster.Clustering : ClusteringProvider.Localhost;
-        if (clustering == ClusteringProvider.Postgres)
-        {
-            // Registered ahead of the Orleans client, so the membership schema exists before the client reads it.
-            builder.Services.AddHostedService(_ => new PostgresClusteringStartup(ClusterEndpoints.PostgresConnectionString(cluster, builder.Configuration)));
-        }
-
+        var cluster = SharedOptions.ReadCluster(builder.Configuration);
+        var streams = SharedOptions.ReadStreams(builder.Configuration);
         builder.UseOrleansClient(client =>
         {
-            switch (clustering)
-            {
-                case ClusteringProvider.Redis:
-                    client.Configure<Orleans.Configuration.ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (cluster.ClusterId, cluster.ServiceId));
-                    client.UseRedisClustering(o => o.ConfigurationOptions = ClusterEndpoints.RedisConfiguration(cluster, builder.Configuration));
-                    break;
-                case ClusteringProvider.Postgres:
-                    client.Configure<Orleans.Configuration.ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (cluster.ClusterId, cluster.ServiceId));
-                    client.UseAdoNetClustering(o =>
-                    {
-                        o.Invariant = PostgresClusteringSchema.Invariant;
-                        o.ConnectionString = ClusterEndpoints.PostgresConnectionString(cluster, builder.Configuration);
-                    });
-                    break;
-                default:
-                    client.UseLocalhostClustering(gatewayPorts, cluster.ServiceId, cluster.ClusterId);
-                    break;
-            }
-
+            client.UsePushClustering(cluster, builder.Configuration);
             client.Configure<Orleans.Configuration.ClientMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
             client.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b => b.ConfigurePartitioning(streams.QueueCount));
         });
@@ -65,8 +38,7 @@ public static class GatewayHosting
         var services = builder.Services;
         services.AddOptions<GatewayOptions>().Bind(builder.Configuration.GetSection(GatewayOptions.Section)).ValidateOnStart();
         services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
-        services.AddOptions<TopicOptions>().Bind(builder.Configuration.GetSection(TopicOptions.Section));
-        services.AddOptions<RoutingOptions>().Bind(builder.Configuration.GetSection(RoutingOptions.Section));
+        services.AddSharedOptions(builder.Configuration);
         services.AddSingleton(TimeProvider.System);
 
         services.AddOptions<DrainOptions>().Bind(builder.Configuration.GetSection(DrainOptions.Section)).ValidateOnStart();
@@ -133,12 +105,13 @@ public sealed class GatewayHost : IAsyncDisposable
     {
         var builder = WebApplication.CreateBuilder(args);
         configure?.Invoke(builder);
+        SettingsCatalog.ThrowIfUnknown(builder.Configuration);
         // The drain runs inside the host's stop: the shutdown timeout covers it (and Kubernetes' grace period this).
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout =
             (builder.Configuration.GetSection(DrainOptions.Section).Get<DrainOptions>() ?? new DrainOptions()).ShutdownTimeout);
         builder.AddOrleansPushClient().AddOrleansPushGateway();
 
-        var cluster = builder.Configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
+        var cluster = SharedOptions.ReadCluster(builder.Configuration);
         var silo = cluster.Mode == ClusterMode.Embedded ? await EmbeddedSilo.StartAsync(builder.Configuration) : null;
         var app = builder.Build();
         app.MapOrleansPush();

@@ -6,10 +6,12 @@ WORKDIR /src
 # Restore first, from the project files alone, so that a code change does not invalidate the package layer.
 COPY global.json Directory.Build.props Directory.Packages.props .editorconfig ./
 COPY Grains.Interfaces/Grains.Interfaces.csproj Grains.Interfaces/
+COPY Hosting/Hosting.csproj Hosting/
 COPY Grains/Grains.csproj Grains/
 COPY Silo/Silo.csproj Silo/
 RUN dotnet restore Silo/Silo.csproj
 COPY Grains.Interfaces/ Grains.Interfaces/
+COPY Hosting/ Hosting/
 COPY Grains/ Grains/
 COPY Silo/ Silo/
 RUN dotnet publish Silo/Silo.csproj -c Release --no-restore -o /app

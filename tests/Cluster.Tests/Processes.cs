@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
 
 namespace OrleansPush.Cluster.Tests;
@@ -232,15 +230,5 @@ public sealed class RedisServer : IAsyncDisposable
         catch (IOException)
         {
         }
-    }
-}
-
-internal static class Ports
-{
-    public static int Free()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

@@ -1,10 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Reflection;
+using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.Configuration;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Transports.Mqtt;
 using OrleansPush.Grains;
+using OrleansPush.Hosting;
 using OrleansPush.Silo;
 using static OrleansPush.Deploy.Tests.Manifests;
 
@@ -219,13 +222,12 @@ public sealed partial class DeployManifestTests
     public void EveryOrleansPushVariableNamesAnOptionTheAppReadsAndSecretsHoldTheConnectionStrings(string overlay)
     {
         var objects = RenderOverlay(overlay);
-        var options = OptionSections();
         foreach (var deployment in objects.Where(o => Kind(o) == "Deployment"))
         {
             var env = EnvOf(objects, Assert.Single(Containers(deployment)));
             foreach (var key in env.Keys.Where(k => k.StartsWith("OrleansPush__", StringComparison.Ordinal)))
             {
-                Assert.True(NamesAnOption(options, key.Split("__")), $"{Name(deployment)}: {key} names no option of the app");
+                Assert.True(SettingsCatalog.Default.Knows(key.Replace("__", ":", StringComparison.Ordinal)), $"{Name(deployment)}: {key} names no option of the app");
             }
 
             var clustering = Enum.Parse<ClusteringProvider>(env["OrleansPush__Cluster__Clustering"]!);
@@ -244,6 +246,82 @@ public sealed partial class DeployManifestTests
 
         Assert.Contains(objects, o => Kind(o) == "Secret" && Map(o, "stringData").Keys.Any(k => SecretKeyPattern().IsMatch(k)));
     }
+
+    /// <summary>What the pod's downward API gives the variables that reference it, for reading the effective
+    /// configuration.</summary>
+    private static readonly Dictionary<string, string> PodFields = new(StringComparer.Ordinal)
+    {
+        ["status.podIP"] = "10.244.3.17",
+        ["metadata.name"] = "orleanspush-pod-0",
+    };
+
+    [Theory]
+    [MemberData(nameof(OverlayNames))]
+    public void EveryServicePortIsServedByAListenerThePodAddressReaches(string overlay)
+    {
+        var objects = RenderOverlay(overlay);
+        foreach (var (name, host) in new[] { (Silo, "Silo"), (Gateway, "Gateway") })
+        {
+            var container = Assert.Single(Containers(Single(objects, "Deployment", name)));
+            var configuration = EffectiveConfiguration(objects, container, host);
+            var declared = Ports(container);
+            foreach (var port in Seq(Map(Single(objects, "Service", name), "spec"), "ports").Cast<Dictionary<string, object?>>())
+            {
+                var target = (string)port["targetPort"]!;
+                var (bound, listens) = Listener(name, target, configuration);
+                Assert.True(declared.TryGetValue(target, out var containerPort), $"{name}: Service port {target} names no container port");
+                Assert.True(listens == containerPort, $"{name}: Service port {target} targets {containerPort}, but the listener is on {listens}");
+                Assert.True(bound.Count > 0 && bound.All(ReachableFromThePod),
+                    $"{name}: Service port {target} ({containerPort}) is served by a listener bound to {string.Join(", ", bound)}, which the pod address does not reach");
+            }
+        }
+    }
+
+    /// <summary>appsettings.json of the host, then the container's environment (as the .NET host reads it: variables
+    /// override the file, <c>__</c> is <c>:</c>), with downward-API fields filled in.</summary>
+    private static IConfiguration EffectiveConfiguration(List<Dictionary<string, object?>> objects, Dictionary<string, object?> container, string host)
+    {
+        var env = EnvOf(objects, container);
+        foreach (var variable in Seq(container, "env").Cast<Dictionary<string, object?>>().Where(v => v.ContainsKey("valueFrom")))
+        {
+            env[(string)variable["name"]!] = PodFields[(string)Map(variable, "valueFrom", "fieldRef")["fieldPath"]!];
+        }
+
+        return new ConfigurationBuilder()
+            .AddJsonFile(Path.Combine(Root, host, "appsettings.json"), optional: false)
+            .AddInMemoryCollection(env.Select(kv => KeyValuePair.Create(kv.Key.Replace("__", ":", StringComparison.Ordinal), kv.Value)))
+            .Build();
+    }
+
+    /// <summary>The addresses and port of the listener behind a container port, read the way the host reads them.</summary>
+    private static (List<string> Bound, int Port) Listener(string deployment, string portName, IConfiguration configuration)
+    {
+        switch (deployment, portName)
+        {
+            case (Gateway, "http"):
+                var urls = (configuration["urls"] ?? "http://localhost:5000").Split(';', StringSplitOptions.RemoveEmptyEntries);
+                var uri = urls.Select(u => new Uri(u.Replace("://+", "://any", StringComparison.Ordinal).Replace("://*", "://any", StringComparison.Ordinal))).ToList();
+                return (uri.Select(u => u.Host == "any" ? "0.0.0.0" : u.Host).ToList(), uri[0].Port);
+            case (Gateway, "mqtt"):
+                var mqtt = configuration.GetSection(MqttOptions.Section).Get<MqttOptions>() ?? new MqttOptions();
+                return ([mqtt.BindAddress], mqtt.Port);
+            case (Silo, "silo" or "gateway"):
+                var cluster = configuration.GetSection(ClusterSettings.Section).Get<ClusterSettings>() ?? new ClusterSettings();
+                var endpoints = ClusterEndpoints.From(cluster, configuration);
+                return ([endpoints.ListenOnAnyHostAddress ? "0.0.0.0" : endpoints.AdvertisedIP.ToString()], portName == "silo" ? cluster.SiloPort : cluster.GatewayPort);
+            case (Silo, "dashboard"):
+                var dashboard = configuration.GetSection(SiloDashboardOptions.Section).Get<SiloDashboardOptions>() ?? new SiloDashboardOptions();
+                return ([dashboard.BindAddress], dashboard.Port);
+            default:
+                Assert.Fail($"{deployment}: no rule says which listener serves port {portName}; add one here");
+                return ([], 0);
+        }
+    }
+
+    /// <summary>All interfaces, or the pod's own address; never loopback (or a name that resolves to it).</summary>
+    private static bool ReachableFromThePod(string host) =>
+        host == PodFields["status.podIP"]
+        || (IPAddress.TryParse(host.Trim('[', ']'), out var address) && (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any)));
 
     [Theory]
     [InlineData("Silo.Dockerfile", "Silo/Silo.csproj")]
@@ -299,57 +377,6 @@ public sealed partial class DeployManifestTests
             .Select(p => int.Parse(p, CultureInfo.InvariantCulture))
             .Order();
 
-    /// <summary>The option classes of the app by section (<c>OrleansPush:Cluster</c> → its type): every public type of
-    /// the deployed assemblies with a <c>Section</c> constant.</summary>
-    private static Dictionary<string, List<Type>> OptionSections()
-    {
-        Assembly[] assemblies = [typeof(ClusterSettings).Assembly, typeof(PushSilo).Assembly, typeof(GatewayHost).Assembly, typeof(SiloDashboardOptions).Assembly];
-        var sections = new Dictionary<string, List<Type>>(StringComparer.OrdinalIgnoreCase);
-        foreach (var type in assemblies.SelectMany(a => a.GetExportedTypes()))
-        {
-            if (type.GetField("Section", BindingFlags.Public | BindingFlags.Static) is { IsLiteral: true } field)
-            {
-                var section = (string)field.GetRawConstantValue()!;
-                if (!sections.TryGetValue(section, out var types))
-                {
-                    sections[section] = types = [];
-                }
-
-                types.Add(type);
-            }
-        }
-
-        return sections;
-    }
-
-    /// <summary>True when <c>OrleansPush__A__B__C</c> walks through public settable properties of an options class of
-    /// section <c>OrleansPush:A</c> (configuration keys are case-insensitive).</summary>
-    private static bool NamesAnOption(Dictionary<string, List<Type>> sections, string[] parts)
-    {
-        if (parts.Length < 3 || !sections.TryGetValue($"{parts[0]}:{parts[1]}", out var types))
-        {
-            return false;
-        }
-
-        return types.Any(type =>
-        {
-            var current = type;
-            foreach (var part in parts[2..])
-            {
-                var property = current.GetProperty(part, BindingFlags.Public | BindingFlags.Instance | BindingFlags.IgnoreCase);
-                if (property is null || !property.CanWrite)
-                {
-                    return false;
-                }
-
-                current = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
-            }
-
-            return true;
-        });
-    }
-
-    /// <summary>The project and every project it references, transitively, as repository-relative paths.</summary>
     private static SortedSet<string> ProjectClosure(string project)
     {
         var all = new SortedSet<string>(StringComparer.Ordinal);

@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using System.Threading.Channels;
 using MQTTnet;
@@ -39,6 +41,21 @@ public sealed class MqttCollection : ICollectionFixture<MqttFixture>
 public sealed class MqttTests(MqttFixture fixture)
 {
     private TestGateway Gateway => fixture.Gateway;
+
+    [Fact]
+    public async Task TcpListenerBoundToTheIPv4LoopbackListensThereAndNowhereElse()
+    {
+        // The fixture binds MQTT to 127.0.0.1: that address answers, and the IPv6 side of the same port does not.
+        using (var v4 = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await v4.ConnectAsync(IPAddress.Loopback, fixture.MqttPort).WaitAsync(TimeSpan.FromSeconds(10));
+        }
+
+        using var v6 = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
+        var refused = await Record.ExceptionAsync(() => v6.ConnectAsync(IPAddress.IPv6Loopback, fixture.MqttPort).WaitAsync(TimeSpan.FromSeconds(10)));
+        var socketError = Assert.IsType<SocketException>(refused);
+        Assert.Equal(SocketError.ConnectionRefused, socketError.SocketErrorCode);
+    }
 
     [Fact]
     public async Task HttpPublishReachesAnMqttTcpClientAndAnMqttWebSocketClient()

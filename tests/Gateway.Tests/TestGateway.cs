@@ -2,9 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using System.Net;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using OrleansPush.Gateway.Hosting;
@@ -171,12 +169,8 @@ internal static class TestSettings
     };
 }
 
+/// <summary>See <see cref="Cluster.Tests.Ports"/>: ports outside the kernel's ephemeral range.</summary>
 internal static class Ports
 {
-    public static int Free()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    public static int Free() => Cluster.Tests.Ports.Free();
 }

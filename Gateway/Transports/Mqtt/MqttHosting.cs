@@ -53,7 +53,13 @@ internal sealed class MqttBroker(MqttBridge bridge, MqttConnectionHandler webSoc
         var adapters = new List<IMqttServerAdapter> { webSockets };
         if (o.Port > 0)
         {
-            builder.WithDefaultEndpoint().WithDefaultEndpointBoundIPAddress(o.ParsedBindAddress).WithDefaultEndpointPort(o.Port);
+            // MQTTnet opens an IPv4 and an IPv6 listener unless told otherwise: bind exactly the configured address.
+            var address = o.ParsedBindAddress;
+            var v6 = address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
+            builder.WithDefaultEndpoint()
+                .WithDefaultEndpointBoundIPAddress(v6 ? System.Net.IPAddress.None : address)
+                .WithDefaultEndpointBoundIPV6Address(v6 ? address : System.Net.IPAddress.None)
+                .WithDefaultEndpointPort(o.Port);
             adapters.Add(new TolerantAdapter(new MqttTcpServerAdapter(), o, logger));
         }
         else

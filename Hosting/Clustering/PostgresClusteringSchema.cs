@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Hosting;
 using Npgsql;
 
-namespace OrleansPush.Grains.Clustering;
+namespace OrleansPush.Hosting.Clustering;
 
 /// <summary>
 /// The membership table of ADO.NET clustering on PostgreSQL (<c>PostgresClustering.sql</c>, embedded in this

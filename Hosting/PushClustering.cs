@@ -3,11 +3,10 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Orleans.Configuration;
-using OrleansPush.Grains.Clustering;
-using OrleansPush.Grains.History;
+using OrleansPush.Hosting.Clustering;
 using StackExchange.Redis;
 
-namespace OrleansPush.Grains;
+namespace OrleansPush.Hosting;
 
 /// <summary>
 /// How a silo joins its cluster (<c>OrleansPush:Cluster:Clustering</c>): fixed loopback ports, or a membership table
@@ -47,6 +46,37 @@ public static class PushClustering
             default:
                 throw new InvalidOperationException($"{ClusterSettings.Section}:Clustering must be Localhost, Redis or Postgres.");
         }
+    }
+
+    /// <summary>The gateway's side of the same choice: in the embedded default and in <c>Localhost</c> mode the silos'
+    /// client gateway ports on this machine; in <c>Cluster</c> mode the configured membership table (for PostgreSQL,
+    /// its schema is applied first by a hosted service that runs ahead of the Orleans client).</summary>
+    public static IClientBuilder UsePushClustering(this IClientBuilder client, ClusterSettings cluster, IConfiguration configuration)
+    {
+        var clustering = cluster.Mode == ClusterMode.Cluster ? cluster.Clustering : ClusteringProvider.Localhost;
+        switch (clustering)
+        {
+            case ClusteringProvider.Redis:
+                client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (cluster.ClusterId, cluster.ServiceId));
+                client.UseRedisClustering(o => o.ConfigurationOptions = ClusterEndpoints.RedisConfiguration(cluster, configuration));
+                break;
+            case ClusteringProvider.Postgres:
+                var postgres = ClusterEndpoints.PostgresConnectionString(cluster, configuration);
+                client.Services.Insert(0, ServiceDescriptor.Singleton<IHostedService>(new PostgresClusteringStartup(postgres)));
+                client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = (cluster.ClusterId, cluster.ServiceId));
+                client.UseAdoNetClustering(o =>
+                {
+                    o.Invariant = PostgresClusteringSchema.Invariant;
+                    o.ConnectionString = postgres;
+                });
+                break;
+            default:
+                int[] gatewayPorts = cluster.Mode == ClusterMode.Embedded ? [cluster.GatewayPort] : cluster.GatewayPorts;
+                client.UseLocalhostClustering(gatewayPorts, cluster.ServiceId, cluster.ClusterId);
+                break;
+        }
+
+        return client;
     }
 
     /// <summary>A membership-table silo: its advertised address, ports and name, and the cluster it belongs to.</summary>
