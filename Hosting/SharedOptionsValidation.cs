@@ -141,6 +141,7 @@ public sealed class ClusterSettingsValidator : IValidateOptions<ClusterSettings>
         }
 
         Failures.Range(failures, $"{section}:ResponseTimeout", o.ResponseTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10));
+        Failures.Range(failures, $"{section}:GrainDirectoryLease", o.GrainDirectoryLease, TimeSpan.Zero, TimeSpan.FromMinutes(10));
         if (string.IsNullOrWhiteSpace(o.ClusterId))
         {
             failures.Add($"{section}:ClusterId must not be empty.");
