@@ -61,6 +61,13 @@ public sealed class NamespaceOptions
     /// <summary>How long a message stays in history.</summary>
     public TimeSpan HistoryTtl { get; set; } = DefaultHistoryTtl;
 
+    public static readonly TimeSpan DefaultPositionTtl = TimeSpan.FromHours(24);
+
+    /// <summary>How much longer than its history a quiet topic's position (epoch and seq) is kept. After a topic's last
+    /// publish, <see cref="HistoryTtl"/> + this, the store forgets the topic: its next publish starts a new epoch at
+    /// seq 1, and a client resuming an older position is told <c>recovered:false</c>.</summary>
+    public TimeSpan PositionTtl { get; set; } = DefaultPositionTtl;
+
     /// <summary>Whether connected clients may publish (<c>pub</c>) to topics of this namespace.</summary>
     public bool ClientPublish { get; set; }
 

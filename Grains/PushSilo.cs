@@ -58,7 +58,28 @@ public static class PushSilo
         silo.Services.Configure<Orleans.Configuration.ClusterMembershipOptions>(configuration.GetSection(ClusterSettings.Section + ":Membership"));
         silo.Services.AddSharedOptions(configuration);
         silo.Services.AddSingleton(TimeProvider.System);
+        silo.CollectIdleGrains(configuration);
         return silo;
+    }
+
+    /// <summary>Topic and user grains without calls for <see cref="GrainLifetimeOptions.IdleGrainTimeout"/> deactivate, so
+    /// that memory follows the topics and users that are alive.</summary>
+    private static void CollectIdleGrains(this ISiloBuilder silo, IConfiguration configuration)
+    {
+        var lease = configuration.GetSection(RoutingOptions.Section).Get<RoutingOptions>()?.Lease ?? RoutingOptions.DefaultLease;
+        var idle = SharedOptions.Read(configuration, GrainLifetimeOptions.Section, new GrainLifetimeOptionsValidator(lease)).IdleGrainTimeout;
+        silo.Services.Configure<Orleans.Configuration.GrainCollectionOptions>(o =>
+        {
+            foreach (var grain in new[] { typeof(TopicGrain), typeof(UserGrain) })
+            {
+                o.ClassSpecificCollectionAge[grain.FullName!] = idle;
+            }
+
+            if (o.CollectionQuantum > idle / 2)
+            {
+                o.CollectionQuantum = idle / 2;
+            }
+        });
     }
 
     /// <summary>The history store and grain storage named <see cref="PushNames.StateStore"/>, on the configured

@@ -83,7 +83,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _topic = this.GetPrimaryKeyString();
         _valid = TopicName.IsValid(_topic);
         var ns = _topics.For(_topic);
-        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow);
+        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow, ns.PositionTtl);
         _history = new RecentHistory(ns.HistorySize, ns.HistoryTtl);
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
         _dedupe = new IdempotencyWindow(_topics.DedupeWindow, _time);

@@ -102,6 +102,7 @@ public sealed class TopicOptionsValidator : IValidateOptions<TopicOptions>
     {
         Failures.Range(failures, key + ":HistorySize", o.HistorySize, 0, MaxHistorySize);
         Failures.Range(failures, key + ":HistoryTtl", o.HistoryTtl, TimeSpan.FromSeconds(1), TimeSpan.FromDays(365));
+        Failures.Range(failures, key + ":PositionTtl", o.PositionTtl, TimeSpan.FromSeconds(1), TimeSpan.FromDays(365));
     }
 }
 

@@ -14,8 +14,10 @@ namespace OrleansPush.Grains.History;
 /// landed); a caller that must know reads back with <see cref="LoadAsync"/>.</item>
 /// <item><see cref="LoadAsync"/> returns a contiguous run of messages that ends at the head: one message per seq, no
 /// gap, never a second payload at one seq (possibly empty, e.g. when the newest message has expired).</item>
-/// <item>Stores keep at most <see cref="HistoryBounds.MaxCount"/> messages per topic and need not return messages older
-/// than <see cref="HistoryBounds.Ttl"/>.</item>
+/// <item>Stores keep at most <see cref="HistoryBounds.MaxCount"/> messages per topic and evict messages older than
+/// <see cref="HistoryBounds.Ttl"/> (an append drops the expired ones it finds; a quiet topic's messages go within a
+/// sweep period of expiring). A topic whose position outlived <see cref="HistoryBounds.PositionLifetime"/> since its
+/// last append is gone: a load returns null and the next append starts an epoch at seq 1.</item>
 /// <item>The idempotency keys of an append are stored with it, atomically, each with its message's position, and
 /// <see cref="FindKeyAsync"/> finds them for <see cref="HistoryBounds.DedupeWindow"/> after the append, also once the
 /// message itself has been trimmed. The first append of a key wins; a later one does not move it.</item>
@@ -98,10 +100,18 @@ public static class HistoryRun
 }
 
 /// <summary>What a topic keeps: at most <paramref name="MaxCount"/> messages, none older than <paramref name="Ttl"/>,
-/// and each idempotency key for <paramref name="DedupeWindow"/> (zero: keys are not kept).</summary>
-public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan DedupeWindow = default)
+/// each idempotency key for <paramref name="DedupeWindow"/> (zero: keys are not kept), and its position (epoch, head)
+/// until <paramref name="Ttl"/> + <paramref name="PositionTtl"/> after its last append (zero: 7 days), after which the
+/// store holds nothing for it.</summary>
+public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan DedupeWindow = default, TimeSpan PositionTtl = default)
 {
+    /// <summary>The position's time to live when <see cref="PositionTtl"/> is not given.</summary>
+    public static readonly TimeSpan DefaultPositionTtl = TimeSpan.FromDays(7);
+
     public long OldestAllowedUnixMs(long nowUnixMs) => nowUnixMs - (long)Ttl.TotalMilliseconds;
+
+    /// <summary>How long after its last append a topic's position is kept.</summary>
+    public TimeSpan PositionLifetime => Ttl + (PositionTtl > TimeSpan.Zero ? PositionTtl : DefaultPositionTtl);
 }
 
 /// <summary>A topic as stored: <see cref="Head"/> is its last seq (0 before the first message).</summary>

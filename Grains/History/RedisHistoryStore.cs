@@ -9,14 +9,16 @@ namespace OrleansPush.Grains.History;
 /// per idempotency key (<c>seq epoch</c>, expiring with the dedupe window), all under one hash tag so a Redis Cluster
 /// keeps them on one shard. An append is one Lua script (one round trip, atomic): it checks the stored epoch and head
 /// (the compare-and-set), starts the epoch when nothing is stored, adds the messages and their keys, trims to the
-/// bound and refreshes the expiry. Durability is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes
+/// bound, drops expired messages and refreshes the expiries: the messages live a TTL after the last append, the epoch
+/// and head <see cref="HistoryBounds.PositionLifetime"/> (then the topic starts over in a new epoch). Durability is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes
 /// to survive a Redis restart.
 /// </summary>
 public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefix) : IHistoryStore
 {
-    // KEYS: meta, messages, then one per idempotency key. ARGV: epoch, first seq, head, max count, ttl ms, meta ttl ms,
-    // dedupe window ms, number of messages n, then n score/member pairs, then the seq of each idempotency key.
-    // Returns {1} when applied, {0, stored epoch or '', stored head} when the stored head is not first seq - 1.
+    // KEYS: meta, messages, then one per idempotency key. ARGV: epoch, first seq, head, max count, ttl ms, position
+    // lifetime ms, dedupe window ms, oldest allowed publish time ms, number of messages n, then n score/member pairs,
+    // then the seq of each idempotency key. Returns {1} when applied, {0, stored epoch or '', stored head} when the
+    // stored head is not first seq - 1.
     private const string AppendScript = """
         local stored = redis.call('HMGET', KEYS[1], 'epoch', 'head')
         if stored[1] then
@@ -30,16 +32,33 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
           redis.call('DEL', KEYS[2])
         end
         redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[3])
-        local n = tonumber(ARGV[8])
-        for i = 9, 8 + 2 * n, 2 do
+        local n = tonumber(ARGV[9])
+        for i = 10, 9 + 2 * n, 2 do
           redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
         end
         local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
         if extra > 0 then
           redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
         end
+        -- Expired messages leave from the front (publish times rise with seq): the published-at ms are member bytes
+        -- 10-16, big-endian. At most 1,000 per append.
+        local oldest = tonumber(ARGV[8])
+        for _ = 1, 1000 do
+          local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+          if not first then
+            break
+          end
+          local at = 0
+          for b = 10, 16 do
+            at = at * 256 + string.byte(first, b)
+          end
+          if at >= oldest then
+            break
+          end
+          redis.call('ZREMRANGEBYRANK', KEYS[2], 0, 0)
+        end
         for k = 3, #KEYS do
-          redis.call('SET', KEYS[k], ARGV[8 + 2 * n + k - 2] .. ' ' .. ARGV[1], 'PX', ARGV[7], 'NX')
+          redis.call('SET', KEYS[k], ARGV[9 + 2 * n + k - 2] .. ' ' .. ARGV[1], 'PX', ARGV[7], 'NX')
         end
         redis.call('PEXPIRE', KEYS[2], ARGV[5])
         redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -59,9 +78,6 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         end
         return result
         """;
-
-    /// <summary>Epoch and head outlive the messages by this much, so a quiet topic keeps counting where it was.</summary>
-    public static readonly TimeSpan MetaGrace = TimeSpan.FromDays(7);
 
     /// <summary>The member header: seq (8 bytes), flags (1 byte; bit 0: binary payload), published-at ms (7 bytes).
     /// Members written before the flags existed have a zero there (an 8-byte timestamp whose top byte is zero), so they
@@ -107,25 +123,26 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         var redisKeys = new RedisKey[2 + storedKeys.Count];
         redisKeys[0] = meta;
         redisKeys[1] = set;
-        var args = new RedisValue[8 + (2 * pairs) + storedKeys.Count];
+        var args = new RedisValue[9 + (2 * pairs) + storedKeys.Count];
         args[0] = epoch;
         args[1] = messages[0].Seq;
         args[2] = messages[^1].Seq;
         args[3] = Math.Max(0, bounds.MaxCount);
         args[4] = (long)Math.Max(1, bounds.Ttl.TotalMilliseconds);
-        args[5] = (long)(bounds.Ttl + MetaGrace).TotalMilliseconds;
+        args[5] = (long)bounds.PositionLifetime.TotalMilliseconds;
         args[6] = (long)Math.Max(1, bounds.DedupeWindow.TotalMilliseconds);
-        args[7] = pairs;
+        args[7] = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        args[8] = pairs;
         for (var i = 0; i < pairs; i++)
         {
-            args[8 + (2 * i)] = messages[i].Seq;
-            args[9 + (2 * i)] = Encode(messages[i]);
+            args[9 + (2 * i)] = messages[i].Seq;
+            args[10 + (2 * i)] = Encode(messages[i]);
         }
 
         for (var k = 0; k < storedKeys.Count; k++)
         {
             redisKeys[2 + k] = KeyOf(topic, storedKeys[k].Key);
-            args[8 + (2 * pairs) + k] = storedKeys[k].Seq;
+            args[9 + (2 * pairs) + k] = storedKeys[k].Seq;
         }
 
         var result = (RedisResult[])(await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, redisKeys, args))!;

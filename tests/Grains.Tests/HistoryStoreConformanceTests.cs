@@ -283,6 +283,40 @@ public abstract class HistoryStoreConformanceTests
         Assert.Equal([3L, 4], loaded.Messages.Select(m => m.Seq));
     }
 
+    /// <summary>Issue 16: expired messages are evicted, not only hidden from a load that asks for the same TTL.</summary>
+    [Fact]
+    public async Task MessagesOlderThanTheTtlAreEvictedByAnAppendNotJustHiddenFromLoads()
+    {
+        var topic = NewTopic();
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var minute = new HistoryBounds(10, TimeSpan.FromMinutes(1));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 2, now - 120_000), minute);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 3, 3, now), minute);
+
+        var loaded = (await Store.LoadAsync(topic, new HistoryBounds(10, TimeSpan.FromDays(1))))!;
+        Assert.Equal(3, loaded.Head);
+        Assert.Equal([3L], loaded.Messages.Select(m => m.Seq));
+    }
+
+    /// <summary>Issue 16: a quiet topic's position is kept its history's TTL plus its own, then forgotten; the topic
+    /// starts over in a new epoch.</summary>
+    [Fact]
+    public async Task ATopicWhosePositionOutlivedItsTtlIsForgottenAndStartsOverInANewEpoch()
+    {
+        var topic = NewTopic();
+        var shortLived = new HistoryBounds(10, TimeSpan.FromSeconds(1), PositionTtl: TimeSpan.FromSeconds(1));
+        await Store.AppendAsync(topic, "old", Messages(topic, "old", 1, 2), shortLived);
+        Assert.Equal(2, (await Store.LoadAsync(topic, shortLived))!.Head);
+
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        Assert.Null(await Store.LoadAsync(topic, shortLived));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "old", Messages(topic, "old", 3, 3), shortLived));
+        await Store.AppendAsync(topic, "new", Messages(topic, "new", 1, 1), shortLived);
+        var loaded = (await Store.LoadAsync(topic, shortLived))!;
+        Assert.Equal(("new", 1L), (loaded.Epoch, loaded.Head));
+        Assert.Equal([1L], loaded.Messages.Select(m => m.Seq));
+    }
+
     [Fact]
     public async Task TopicsAreIndependent()
     {
