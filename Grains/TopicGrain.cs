@@ -520,13 +520,18 @@ public sealed class TopicGrain : Grain, ITopicGrain
         return true;
     }
 
-    /// <summary>Takes the store's position and recent messages as this grain's own; with nothing stored, a new epoch.</summary>
+    /// <summary>Takes the store's position and recent messages as this grain's own. With nothing stored, a new epoch,
+    /// unless this grain's epoch never got a message stored (then it carries on: nothing of it was ever seen).</summary>
     private void Adopt(StoredHistory? stored)
     {
         _history = new RecentHistory(_bounds.MaxCount, _bounds.Ttl);
         if (stored is null)
         {
-            _epoch = Epochs.New();
+            if (_durableSeq > 0 || _epoch.Length == 0)
+            {
+                _epoch = Epochs.New();
+            }
+
             _durableSeq = 0;
             return;
         }
