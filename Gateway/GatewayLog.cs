@@ -17,6 +17,10 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 2005, Level = LogLevel.Warning, Message = "Renewing the lease of {Topic} failed")]
     public static partial void LeaseRenewFailed(ILogger logger, string topic, Exception exception);
 
+    [LoggerMessage(EventId = 2060, Level = LogLevel.Warning,
+        Message = "User {UserId}: the server-side subscription of {Topic} was repaired from the user grain's list (subscribed: {Subscribed}); its change event had not arrived")]
+    public static partial void UserSubscriptionReconciled(ILogger logger, string userId, string topic, bool subscribed);
+
     [LoggerMessage(EventId = 2006, Level = LogLevel.Debug, Message = "Dropping the lease of {Topic} failed; it will lapse by itself")]
     public static partial void RemoveInterestFailed(ILogger logger, string topic, Exception exception);
 

@@ -10,8 +10,10 @@ namespace OrleansPush;
 [Alias("OrleansPush.ITopicGrain")]
 public interface ITopicGrain : IGrainWithStringKey
 {
-    /// <summary>Sequences and routes one message. With an idempotency key seen within the dedupe window, nothing is
-    /// published again and the first publish's position is returned.</summary>
+    /// <summary>Sequences and routes one message. <paramref name="data"/> must be one UTF-8 JSON value (else
+    /// <see cref="PushRejectedException"/> <c>bad_request</c>); it is published as <see cref="PayloadFormat.Json"/>.
+    /// With an idempotency key seen within the dedupe window, nothing is published again and the first publish's
+    /// position is returned.</summary>
     [Alias("Publish")]
     Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey);
 
@@ -61,14 +63,22 @@ public interface IUserGrain : IGrainWithStringKey
     [Alias("Attach")]
     Task<string[]> AttachAsync(string gatewayId);
 
+    /// <summary>As <see cref="AttachAsync"/>, with the list's version: a gateway reconciles its connections with the
+    /// list at attach and at every renewal (a <see cref="UserSubscriptionChanged"/> can be lost), ignoring an answer
+    /// older than a change it has already applied.</summary>
+    [Alias("Sync")]
+    Task<UserSubscriptions> SyncAsync(string gatewayId);
+
     [Alias("Detach")]
     Task DetachAsync(string gatewayId);
 
-    /// <summary>Publishes to the user's personal channel.</summary>
+    /// <summary>Publishes to the user's personal channel, as <see cref="ITopicGrain.PublishAsync"/> does (one JSON
+    /// value, else <c>bad_request</c>).</summary>
     [Alias("Push")]
     Task<TopicPosition> PushAsync(byte[] data, string? idempotencyKey);
 
-    /// <summary>Adds a server-side subscription; true when it was not there before. Idempotent.</summary>
+    /// <summary>Adds a server-side subscription; true when it was not there before. Idempotent. The change is stored
+    /// before it is announced; when storing fails the grain's list is as it was, so a retry stores and announces it.</summary>
     [Alias("Subscribe")]
     Task<bool> SubscribeAsync(string topic);
 
@@ -97,6 +107,13 @@ public interface INamespaceGrain : IGrainWithStringKey
     /// <summary>Registers or renews the gateway's watch and returns the topics known now.</summary>
     [Alias("Watch")]
     Task<string[]> WatchAsync(string gatewayId);
+
+    /// <summary>As <see cref="WatchAsync"/>, with the position each topic announced (the start of its activation: head
+    /// 0 of a new epoch for a new topic). A gateway that learns of a topic here rather than from its
+    /// <see cref="TopicAnnounced"/> (the announcement was lost) subscribes from that position, so the topic's first
+    /// messages are not missed.</summary>
+    [Alias("WatchPositions")]
+    Task<TopicAnnounced[]> WatchPositionsAsync(string gatewayId);
 
     /// <summary>A topic of the namespace activated at this position; new ones are announced to watching gateways.</summary>
     [Alias("Announce")]

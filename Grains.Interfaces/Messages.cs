@@ -9,21 +9,73 @@ public sealed record TopicPosition([property: Id(0)] string Epoch, [property: Id
 [GenerateSerializer, Immutable, Alias("OrleansPush.GatewayEvent")]
 public abstract record GatewayEvent;
 
-/// <summary>One sequenced message. <see cref="Data"/> is the publisher's JSON, byte for byte (UTF-8).</summary>
+/// <summary>One sequenced message. <see cref="Data"/> is the publisher's payload, byte for byte: one UTF-8 JSON value
+/// when <see cref="Format"/> is <see cref="PayloadFormat.Json"/> (the default, and the only format published today),
+/// any bytes when it is <see cref="PayloadFormat.Binary"/>.</summary>
 [GenerateSerializer, Immutable, Alias("OrleansPush.TopicMessage")]
 public sealed record TopicMessage(
     [property: Id(0)] string Topic,
     [property: Id(1)] string Epoch,
     [property: Id(2)] long Seq,
     [property: Id(3)] byte[] Data,
-    [property: Id(4)] long PublishedAtUnixMs) : GatewayEvent;
+    [property: Id(4)] long PublishedAtUnixMs,
+    [property: Id(5)] PayloadFormat Format = PayloadFormat.Json) : GatewayEvent;
 
-/// <summary>A backend subscribed a user to a topic (or removed it): every connection of that user follows.</summary>
+/// <summary>What a message's payload is. Frozen: never renumber. A message serialized before this existed reads as
+/// <see cref="Json"/>.</summary>
+[GenerateSerializer, Alias("OrleansPush.PayloadFormat")]
+public enum PayloadFormat
+{
+    /// <summary>One UTF-8 JSON value; JSON wire forms carry it as <c>data</c>, byte for byte.</summary>
+    Json = 0,
+
+    /// <summary>Any bytes (JSON wire forms will carry it as <c>data_b64</c>; issue 15).</summary>
+    Binary = 1,
+}
+
+/// <summary>What a JSON payload must be, checked the same way by gateways and grains.</summary>
+public static class JsonPayload
+{
+    /// <summary>Deepest nesting accepted.</summary>
+    public const int MaxDepth = 64;
+
+    /// <summary>True when <paramref name="utf8"/> is exactly one JSON value (whitespace around it allowed).</summary>
+    public static bool IsOneValue(ReadOnlySpan<byte> utf8)
+    {
+        if (utf8.IsEmpty)
+        {
+            return false;
+        }
+
+        try
+        {
+            var reader = new System.Text.Json.Utf8JsonReader(utf8, new System.Text.Json.JsonReaderOptions { MaxDepth = MaxDepth });
+            reader.Read();
+            reader.Skip();
+            return !reader.Read();
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return false;
+        }
+    }
+}
+
+/// <summary>A backend subscribed a user to a topic (or removed it): every connection of that user follows.
+/// <see cref="Version"/> is the version of the user's list after the change (see <see cref="UserSubscriptions"/>); 0 from
+/// a silo that predates versions.</summary>
 [GenerateSerializer, Immutable, Alias("OrleansPush.UserSubscriptionChanged")]
 public sealed record UserSubscriptionChanged(
     [property: Id(0)] string UserId,
     [property: Id(1)] string Topic,
-    [property: Id(2)] bool Subscribed) : GatewayEvent;
+    [property: Id(2)] bool Subscribed,
+    [property: Id(3)] long Version = 0) : GatewayEvent;
+
+/// <summary>A user's server-side subscriptions. <see cref="Version"/> rises with every change (it is the change's
+/// time in Unix milliseconds, or one more than the previous version), so a gateway can tell a stale answer or event from
+/// a newer one; 0 means the user has no stored list, which is authoritative whatever came before.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.UserSubscriptions")]
+public sealed record UserSubscriptions([property: Id(0)] string[] Topics, [property: Id(1)] long Version);
 
 /// <summary>An operator asked for a user to be disconnected: each gateway closes that user's local connections with the
 /// reason <c>disconnected</c>.</summary>

@@ -61,6 +61,13 @@ public sealed class NamespaceOptions
     /// <summary>How long a message stays in history.</summary>
     public TimeSpan HistoryTtl { get; set; } = DefaultHistoryTtl;
 
+    public static readonly TimeSpan DefaultPositionTtl = TimeSpan.FromHours(24);
+
+    /// <summary>How much longer than its history a quiet topic's position (epoch and seq) is kept. After a topic's last
+    /// publish, <see cref="HistoryTtl"/> + this, the store forgets the topic: its next publish starts a new epoch at
+    /// seq 1, and a client resuming an older position is told <c>recovered:false</c>.</summary>
+    public TimeSpan PositionTtl { get; set; } = DefaultPositionTtl;
+
     /// <summary>Whether connected clients may publish (<c>pub</c>) to topics of this namespace.</summary>
     public bool ClientPublish { get; set; }
 
@@ -137,6 +144,21 @@ public sealed class ClusterSettings
     /// <summary>How long a grain call may take before it fails (Orleans' default is 30 s; a publisher would rather
     /// hear "unavailable" sooner and retry).</summary>
     public TimeSpan ResponseTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Whether silos find grains through Orleans' strongly consistent distributed grain directory (the
+    /// default): a topic grain then has at most one activation at a time, also while silos join, leave or die. Every
+    /// silo of a cluster must agree. Off, Orleans' eventually consistent directory may briefly run a second activation
+    /// after a membership change; history stays fenced (a second writer's appends are refused), but that activation's
+    /// publishers may be told "not published".</summary>
+    public bool StrongGrainDirectory { get; set; } = true;
+
+    /// <summary>With <see cref="StrongGrainDirectory"/>: how long after a silo's estimated failure time its grains may not
+    /// be activated elsewhere (Orleans' <c>GrainDirectoryOptions.RangeLeaseDuration</c>), in case the silo declared
+    /// dead is still running. Orleans' default is 30 s, which holds every grain of a killed silo unavailable for about
+    /// that long; ours is zero, so failover takes as long as failure detection. History appends are fenced either way,
+    /// so a silo declared dead that still runs cannot give a seq a second payload; raise it where a second activation
+    /// for a few seconds after a false failure detection costs more than those seconds of unavailability.</summary>
+    public TimeSpan GrainDirectoryLease { get; set; } = TimeSpan.Zero;
 
     /// <summary>Localhost clustering: the silo gateway ports a gateway process connects to.</summary>
     public int[] GatewayPorts { get; set; } = [DefaultGatewayPort];

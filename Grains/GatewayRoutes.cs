@@ -38,6 +38,9 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
         return [.. _routes.Keys];
     }
 
+    /// <summary>Whether <paramref name="gatewayId"/> holds a lease that has not lapsed.</summary>
+    public bool IsLive(string gatewayId) => _routes.TryGetValue(gatewayId, out var route) && route.Expires > time.GetUtcNow();
+
     /// <summary>Writes the event once to each live gateway's stream. A failed write is reported through
     /// <paramref name="onFailure"/> and does not stop the others: gateways repair gaps from history.</summary>
     public Task SendAsync(GatewayEvent e, Action<string, Exception> onFailure)

@@ -9,7 +9,8 @@ public sealed class NamespaceGrain(ILogger<NamespaceGrain> logger, IOptions<Rout
     /// <summary>Most topics one directory remembers; past it new topics are not announced (and a warning says so).</summary>
     public const int MaxTopics = 100_000;
 
-    private readonly HashSet<string> _topics = new(StringComparer.Ordinal);
+    /// <summary>Each known topic with the position it announced.</summary>
+    private readonly Dictionary<string, TopicPosition> _topics = new(StringComparer.Ordinal);
     private GatewayRoutes _routes = null!;
     private Action<string, Exception> _onRouteFailure = null!;
     private bool _full;
@@ -25,12 +26,18 @@ public sealed class NamespaceGrain(ILogger<NamespaceGrain> logger, IOptions<Rout
     public Task<string[]> WatchAsync(string gatewayId)
     {
         _routes.Renew(gatewayId);
-        return Task.FromResult(_topics.ToArray());
+        return Task.FromResult(_topics.Keys.ToArray());
+    }
+
+    public Task<TopicAnnounced[]> WatchPositionsAsync(string gatewayId)
+    {
+        _routes.Renew(gatewayId);
+        return Task.FromResult(_topics.Select(t => new TopicAnnounced(t.Key, t.Value.Epoch, t.Value.Seq)).ToArray());
     }
 
     public async Task AnnounceAsync(string topic, string epoch, long head)
     {
-        if (_topics.Contains(topic))
+        if (_topics.ContainsKey(topic))
         {
             return;
         }
@@ -46,7 +53,7 @@ public sealed class NamespaceGrain(ILogger<NamespaceGrain> logger, IOptions<Rout
             return;
         }
 
-        _topics.Add(topic);
+        _topics.Add(topic, new TopicPosition(epoch, head));
         await _routes.SendAsync(new TopicAnnounced(topic, epoch, head), _onRouteFailure);
     }
 }

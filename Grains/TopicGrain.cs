@@ -7,16 +7,47 @@ namespace OrleansPush.Grains;
 
 /// <inheritdoc cref="ITopicGrain"/>
 /// <remarks>
-/// Publishes are group-committed: the grain is reentrant, each publish takes the next seq at once and joins the
-/// batch being formed, and one flush loop appends a whole batch to the history store in one round trip, then routes
-/// it as one stream event per gateway. A publish is answered after its batch is durable and routed. State changes
-/// happen only between awaits, so interleaving is safe. The recent history is also kept in memory for replays.
+/// Publishes are group-committed: the grain is reentrant, each publish joins the batch being formed, and one flush
+/// loop gives a whole batch its seqs (the next ones after the durable head), appends it to the history store in one
+/// round trip, then routes it as one stream event per gateway. A publish is answered after its batch is durable and
+/// routed. State changes happen only between awaits, so interleaving is safe. The recent history is also kept in
+/// memory for replays.
+/// <para>Fencing: every append is a compare-and-set on the durable head (<see cref="IHistoryStore"/>). What an append
+/// can come to, and what the publishers of its batch are told:</para>
+/// <list type="bullet">
+/// <item><b>stored</b>: the store took it (possibly on a retry, or found holding it after an error): routed, answered
+/// with the positions.</item>
+/// <item><b>conflict</b>: the store's head moved (another writer, or an earlier append of ours that was thought lost).
+/// The grain reloads its position from the store; when none of its attempts can land any more (the stored head is no
+/// longer the one they expect) the batch is given new seqs and appended again, a few times at most; otherwise, or after
+/// that, <b>refused</b>.</item>
+/// <item><b>refused</b>: the batch is certainly not in history and never will be: publishers hear "not published".</item>
+/// <item><b>unknown</b>: the store kept failing and it cannot be told whether an attempt landed or still will:
+/// publishers hear "may have been published". Seqs are never rolled back: the next append expects the same head, so
+/// a late landing makes it conflict and the grain reloads, and a late landing after it is refused.</item>
+/// </list>
 /// </remarks>
 [Reentrant]
 public sealed class TopicGrain : Grain, ITopicGrain
 {
     /// <summary>Most messages one flush takes: bounds a store round trip and a stream event.</summary>
     public const int MaxBatch = 256;
+
+    /// <summary>How often an append that failed without an answer is tried again, identically (the compare-and-set
+    /// makes that safe), before the grain gives up on knowing.</summary>
+    public const int MaxUncertainRetries = 2;
+
+    /// <summary>How often a batch is given new seqs after a conflict before its publishers are told "not published".</summary>
+    public const int MaxConflictRetries = 3;
+
+    /// <summary>How often per lease time the grain checks the leases of gateways it holds presence of: a dead gateway's
+    /// members leave at most a lease and a quarter after its last renewal.</summary>
+    public const int PresenceChecksPerLease = 4;
+
+    /// <summary>Longest idempotency key accepted (it is stored with the message for the dedupe window).</summary>
+    public const int MaxIdempotencyKeyLength = 255;
+
+    private static readonly TimeSpan UncertainRetryDelay = TimeSpan.FromMilliseconds(100);
 
     private readonly ILogger<TopicGrain> _logger;
     private readonly TimeProvider _time;
@@ -27,13 +58,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private string _topic = string.Empty;
     private bool _valid;
     private string _epoch = string.Empty;
-    private long _seq;
     private long _durableSeq;
     private HistoryBounds _bounds;
     private RecentHistory _history = null!;
     private GatewayRoutes _routes = null!;
     private IdempotencyWindow _dedupe = null!;
     private readonly Dictionary<string, Dictionary<string, int>> _presence = new(StringComparer.Ordinal);
+    private IGrainTimer? _presenceTimer;
     private List<Pending> _batch = [];
     private bool _flushing;
 
@@ -52,7 +83,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _topic = this.GetPrimaryKeyString();
         _valid = TopicName.IsValid(_topic);
         var ns = _topics.For(_topic);
-        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl);
+        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow, ns.PositionTtl);
         _history = new RecentHistory(ns.HistorySize, ns.HistoryTtl);
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
         _dedupe = new IdempotencyWindow(_topics.DedupeWindow, _time);
@@ -61,22 +92,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
             return;
         }
 
+        // An earlier activation (on this silo or one that died) may have taken keys within the window: until it has
+        // passed, a key this activation has not seen is looked up in the store.
+        _dedupe.MarkIncomplete();
+
         // The stored epoch and head carry on; with nothing stored (a new topic, or a store that lost it) a new epoch
         // tells clients that older positions cannot be resumed.
-        var stored = await _store.LoadAsync(_topic, _bounds, cancellationToken);
-        if (stored is null)
-        {
-            _epoch = Epochs.New();
-        }
-        else
-        {
-            _epoch = stored.Epoch;
-            _seq = _durableSeq = stored.Head;
-            foreach (var m in stored.Messages)
-            {
-                _history.Append(m);
-            }
-        }
+        Adopt(await _store.LoadAsync(_topic, _bounds, cancellationToken));
 
         if (ns.Wildcards && TopicName.NamespaceOf(_topic).Length > 0 && TopicName.PersonalOwner(_topic) is null)
         {
@@ -101,26 +123,78 @@ public sealed class TopicGrain : Grain, ITopicGrain
     public Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey)
     {
         EnsureValid();
-        if (idempotencyKey is not null && _dedupe.TryGet(idempotencyKey, out var first))
+        if (data is null || !JsonPayload.IsOneValue(data))
+        {
+            throw new PushRejectedException("bad_request", "The message must be one JSON value.");
+        }
+
+        var pending = new Pending(data, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
+        if (idempotencyKey is null)
+        {
+            Enqueue(pending);
+            return pending.Completion.Task;
+        }
+
+        if (idempotencyKey.Length is 0 or > MaxIdempotencyKeyLength)
+        {
+            throw new PushRejectedException("bad_request", $"An idempotency key is 1-{MaxIdempotencyKeyLength} characters.");
+        }
+
+        if (_dedupe.TryGet(idempotencyKey, out var first))
         {
             return first;
         }
 
-        var message = new TopicMessage(_topic, _epoch, ++_seq, data, _time.GetUtcNow().ToUnixTimeMilliseconds());
-        var pending = new Pending(message, idempotencyKey);
-        _batch.Add(pending);
-        if (idempotencyKey is not null)
+        // Remembered before anything runs, so a retry arriving meanwhile joins this publish.
+        var complete = _dedupe.IsComplete;
+        _dedupe.Remember(idempotencyKey, pending.Completion.Task);
+        if (complete)
         {
-            _dedupe.Remember(idempotencyKey, pending.Completion.Task);
+            Enqueue(pending);
+        }
+        else
+        {
+            _ = LookUpThenEnqueueAsync(pending);
         }
 
+        return pending.Completion.Task;
+    }
+
+    /// <summary>A key this activation has not seen, while the store may hold it (see <see cref="IdempotencyWindow.IsComplete"/>):
+    /// the publisher gets the first publish's position when the store has it, else the publish goes ahead.</summary>
+    private async Task LookUpThenEnqueueAsync(Pending pending)
+    {
+        TopicPosition? stored;
+        try
+        {
+            stored = await _store.FindKeyAsync(_topic, pending.Key!);
+        }
+        catch (Exception ex)
+        {
+            GrainsLog.KeyLookupFailed(_logger, _topic, ex);
+            _dedupe.Forget(pending.Key!);
+            pending.Completion.TrySetException(new PushRejectedException("unavailable", NotPublished));
+            return;
+        }
+
+        if (stored is not null)
+        {
+            pending.Completion.TrySetResult(stored);
+        }
+        else
+        {
+            Enqueue(pending);
+        }
+    }
+
+    private void Enqueue(Pending pending)
+    {
+        _batch.Add(pending);
         if (!_flushing)
         {
             _flushing = true;
             _ = FlushAsync();
         }
-
-        return pending.Completion.Task;
     }
 
     public Task<TopicPosition> AddInterestAsync(string gatewayId)
@@ -164,6 +238,11 @@ public sealed class TopicGrain : Grain, ITopicGrain
         var before = MemberConnections(member);
         if (!_presence.TryGetValue(gatewayId, out var members))
         {
+            if (connections <= 0)
+            {
+                return;
+            }
+
             _presence[gatewayId] = members = new Dictionary<string, int>(StringComparer.Ordinal);
         }
 
@@ -171,11 +250,12 @@ public sealed class TopicGrain : Grain, ITopicGrain
         {
             members[member] = connections;
         }
-        else
+        else if (members.Remove(member) && members.Count == 0)
         {
-            members.Remove(member);
+            _presence.Remove(gatewayId);
         }
 
+        WatchPresenceLeases();
         var after = MemberConnections(member);
         if (member.Length > 0 && (before == 0) != (after == 0))
         {
@@ -183,15 +263,53 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    public Task<TopicPresence> GetPresenceAsync()
+    /// <summary>
+    /// Presence of a gateway lives as long as its lease. A gateway that dies does not report its members leaving, so
+    /// the grain watches the leases of the gateways it holds presence of, with a timer that exists only while it holds
+    /// some (a topic without presence state does nothing), and announces the leaves of a gateway whose lease lapsed.
+    /// </summary>
+    private void WatchPresenceLeases()
     {
-        EnsureValid();
-        var live = _routes.LiveGateways().ToHashSet(StringComparer.Ordinal);
-        foreach (var gone in _presence.Keys.Where(g => !live.Contains(g)).ToArray())
+        if (_presence.Count == 0)
         {
+            _presenceTimer?.Dispose();
+            _presenceTimer = null;
+        }
+        else
+        {
+            var period = _routing.Lease / PresenceChecksPerLease;
+            _presenceTimer ??= this.RegisterGrainTimer(static (grain, _) => grain.LeavePresenceOfLapsedGatewaysAsync(), this, new GrainTimerCreationOptions(period, period) { Interleave = true });
+        }
+    }
+
+    /// <summary>Drops the presence of every gateway whose lease lapsed and announces who left with it.</summary>
+    private async Task LeavePresenceOfLapsedGatewaysAsync()
+    {
+        List<string>? left = null;
+        foreach (var gone in _presence.Keys.Where(g => !_routes.IsLive(g)).ToArray())
+        {
+            var members = _presence[gone];
             _presence.Remove(gone);
+            foreach (var member in members.Keys)
+            {
+                if (member.Length > 0 && MemberConnections(member) == 0)
+                {
+                    (left ??= []).Add(member);
+                }
+            }
         }
 
+        WatchPresenceLeases();
+        foreach (var member in left ?? [])
+        {
+            await _routes.SendAsync(new PresenceChanged(_topic, member, Joined: false), _onRouteFailure);
+        }
+    }
+
+    public async Task<TopicPresence> GetPresenceAsync()
+    {
+        EnsureValid();
+        await LeavePresenceOfLapsedGatewaysAsync();
         var totals = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (member, count) in _presence.Values.SelectMany(m => m))
         {
@@ -200,12 +318,12 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
         var users = totals.Where(t => t.Key.Length > 0).OrderBy(t => t.Key, StringComparer.Ordinal)
             .Select(t => new PresenceEntry(t.Key, t.Value)).ToArray();
-        return Task.FromResult(new TopicPresence(users, totals.GetValueOrDefault(string.Empty)));
+        return new TopicPresence(users, totals.GetValueOrDefault(string.Empty));
     }
 
     private int MemberConnections(string member) => _presence.Values.Sum(m => m.GetValueOrDefault(member));
 
-    /// <summary>The one flush loop: store a batch, remember it, route it, answer its publishers; repeat while more
+    /// <summary>The one flush loop: sequence a batch, store it, route it, answer its publishers; repeat while more
     /// publishes arrived meanwhile.</summary>
     private async Task FlushAsync()
     {
@@ -215,29 +333,18 @@ public sealed class TopicGrain : Grain, ITopicGrain
             {
                 var batch = _batch.Count <= MaxBatch ? _batch : _batch[..MaxBatch];
                 _batch = _batch.Count <= MaxBatch ? [] : _batch[MaxBatch..];
-                var messages = batch.ConvertAll(p => p.Message);
-                try
+                var (outcome, messages) = await StoreAsync(batch);
+                switch (outcome)
                 {
-                    await _store.AppendAsync(_topic, _epoch, messages, _bounds);
-                }
-                catch (Exception ex)
-                {
-                    FailUndurable(batch, ex);
-                    continue;
-                }
-
-                _durableSeq = messages[^1].Seq;
-                foreach (var m in messages)
-                {
-                    _history.Append(m);
-                }
-
-                _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
-                GatewayEvent routed = messages.Count == 1 ? messages[0] : new TopicMessageBatch([.. messages]);
-                await _routes.SendAsync(routed, _onRouteFailure);
-                foreach (var p in batch)
-                {
-                    p.Completion.TrySetResult(new TopicPosition(_epoch, p.Message.Seq));
+                    case AppendOutcome.Stored:
+                        await RouteAsync(batch, messages);
+                        break;
+                    case AppendOutcome.Refused:
+                        Fail(batch, NotPublished);
+                        break;
+                    default:
+                        Fail(batch, MayHaveBeenPublished);
+                        break;
                 }
             }
         }
@@ -247,13 +354,224 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    /// <summary>The store refused a batch: neither it nor anything sequenced after it is published. Seq goes back to
-    /// the last durable message so no gap is left; publishers get <c>unavailable</c> and may retry.</summary>
-    private void FailUndurable(List<Pending> batch, Exception ex)
+    /// <summary>Appends <paramref name="batch"/> after the durable head, through conflicts and failures without an
+    /// answer (see the class remarks), and returns what became of it with the messages as sequenced.</summary>
+    private async Task<(AppendOutcome Outcome, TopicMessage[] Messages)> StoreAsync(List<Pending> batch)
     {
-        GrainsLog.AppendFailed(_logger, _topic, batch.Count + _batch.Count, ex);
-        var error = new PushRejectedException("unavailable", "The message could not be stored; it was not published. Retry it.");
-        foreach (var p in batch.Concat(_batch))
+        var messages = Sequence(batch);
+        var uncertain = false;
+        var failures = 0;
+        var reloads = 0;
+        while (true)
+        {
+            var expectedEpoch = _epoch;
+            var expectedHead = _durableSeq;
+            try
+            {
+                await _store.AppendAsync(_topic, expectedEpoch, messages, KeysOf(batch, messages), _bounds);
+                _durableSeq = messages[^1].Seq;
+                foreach (var m in messages)
+                {
+                    _history.Append(m);
+                }
+
+                _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
+                return (AppendOutcome.Stored, messages);
+            }
+            catch (HistoryConflictException ex)
+            {
+                GrainsLog.AppendConflict(_logger, _topic, ex.Message);
+            }
+            catch (Exception ex)
+            {
+                uncertain = true;
+                if (++failures <= MaxUncertainRetries)
+                {
+                    GrainsLog.AppendUncertain(_logger, _topic, batch.Count, ex);
+                    await Task.Delay(UncertainRetryDelay * failures);
+                    continue;
+                }
+
+                GrainsLog.AppendFailed(_logger, _topic, batch.Count, ex);
+            }
+
+            // The store's head is not what this grain thought, or nobody can say whether the append landed: read the
+            // position back rather than guess.
+            StoredHistory? stored;
+            try
+            {
+                stored = await _store.LoadAsync(_topic, _bounds);
+            }
+            catch (Exception ex)
+            {
+                GrainsLog.ReloadFailed(_logger, _topic, ex);
+                _dedupe.MarkIncomplete();
+                return (uncertain ? AppendOutcome.Unknown : AppendOutcome.Refused, messages);
+            }
+
+            // Whoever moved the head (or an append of ours that was thought lost) may have stored keys unseen here.
+            _dedupe.MarkIncomplete();
+            if (Holds(stored, expectedEpoch, messages))
+            {
+                Adopt(stored);
+                return (AppendOutcome.Stored, messages);
+            }
+
+            // An attempt can land only while the stored head is the one it expects; once the head moved on, none of
+            // ours ever will, and the batch may take the next seqs.
+            var attemptsDead = stored is null ? expectedHead > 0 : stored.Epoch != expectedEpoch || stored.Head != expectedHead;
+            Adopt(stored);
+            if (uncertain && !attemptsDead)
+            {
+                return (AppendOutcome.Unknown, messages);
+            }
+
+            if (++reloads > MaxConflictRetries)
+            {
+                return (AppendOutcome.Refused, messages);
+            }
+
+            uncertain = false;
+            failures = 0;
+            await SettleStoredKeysAsync(batch);
+            if (batch.Count == 0)
+            {
+                return (AppendOutcome.Stored, []);
+            }
+
+            messages = Sequence(batch);
+        }
+    }
+
+    /// <summary>Before a batch takes new seqs: a keyed publish whose key the store now holds was published by an
+    /// append of ours that landed after all (or by another writer); its publisher gets that position and it leaves the
+    /// batch. One whose key cannot be looked up leaves it too, answered "may have been published".</summary>
+    private async Task SettleStoredKeysAsync(List<Pending> batch)
+    {
+        for (var i = batch.Count - 1; i >= 0; i--)
+        {
+            if (batch[i].Key is not { } key)
+            {
+                continue;
+            }
+
+            try
+            {
+                if (await _store.FindKeyAsync(_topic, key) is { } stored)
+                {
+                    batch[i].Completion.TrySetResult(stored);
+                    batch.RemoveAt(i);
+                }
+            }
+            catch (Exception ex)
+            {
+                GrainsLog.KeyLookupFailed(_logger, _topic, ex);
+                Fail([batch[i]], MayHaveBeenPublished);
+                batch.RemoveAt(i);
+            }
+        }
+    }
+
+    private static IReadOnlyList<IdempotencyKey> KeysOf(List<Pending> batch, TopicMessage[] messages)
+    {
+        List<IdempotencyKey>? keys = null;
+        for (var i = 0; i < batch.Count; i++)
+        {
+            if (batch[i].Key is { } key)
+            {
+                (keys ??= []).Add(new IdempotencyKey(key, messages[i].Seq));
+            }
+        }
+
+        return keys is null ? [] : keys;
+    }
+
+    /// <summary>Gives the batch the seqs after the durable head, in the current epoch.</summary>
+    private TopicMessage[] Sequence(List<Pending> batch)
+    {
+        var messages = new TopicMessage[batch.Count];
+        for (var i = 0; i < messages.Length; i++)
+        {
+            var p = batch[i];
+            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs);
+        }
+
+        return messages;
+    }
+
+    /// <summary>Whether the store holds exactly these messages (it took an append whose answer was lost).</summary>
+    private static bool Holds(StoredHistory? stored, string epoch, TopicMessage[] messages)
+    {
+        if (stored is null || stored.Epoch != epoch || stored.Head < messages[^1].Seq)
+        {
+            return false;
+        }
+
+        var bySeq = stored.Messages.ToDictionary(m => m.Seq);
+        foreach (var m in messages)
+        {
+            if (bySeq.TryGetValue(m.Seq, out var kept) && (kept.PublishedAtUnixMs != m.PublishedAtUnixMs || !kept.Data.AsSpan().SequenceEqual(m.Data)))
+            {
+                return false;
+            }
+        }
+
+        // Messages beyond the history's bounds cannot be compared; the head covering them is what is left to go by.
+        return true;
+    }
+
+    /// <summary>Takes the store's position and recent messages as this grain's own. With nothing stored, a new epoch,
+    /// unless this grain's epoch never got a message stored (then it carries on: nothing of it was ever seen).</summary>
+    private void Adopt(StoredHistory? stored)
+    {
+        _history = new RecentHistory(_bounds.MaxCount, _bounds.Ttl);
+        if (stored is null)
+        {
+            if (_durableSeq > 0 || _epoch.Length == 0)
+            {
+                _epoch = Epochs.New();
+            }
+
+            _durableSeq = 0;
+            return;
+        }
+
+        _epoch = stored.Epoch;
+        _durableSeq = stored.Head;
+        foreach (var m in stored.Messages)
+        {
+            _history.Append(m);
+        }
+    }
+
+    private async Task RouteAsync(List<Pending> batch, TopicMessage[] messages)
+    {
+        if (messages.Length == 0)
+        {
+            return;
+        }
+
+        GatewayEvent routed = messages.Length == 1 ? messages[0] : new TopicMessageBatch(messages);
+        await _routes.SendAsync(routed, _onRouteFailure);
+        for (var i = 0; i < batch.Count; i++)
+        {
+            batch[i].Completion.TrySetResult(new TopicPosition(messages[i].Epoch, messages[i].Seq));
+        }
+    }
+
+    private const string NotPublished = "The message could not be stored; it was not published. Retry it.";
+    private const string MayHaveBeenPublished =
+        "The message may have been published: the store did not confirm it. Retry with the same idempotency key to publish it at most once.";
+
+    /// <summary>Publishers of a batch that is not (or not known to be) in history hear <c>unavailable</c>; their keys
+    /// are forgotten so that a retry is not answered with this failure. After "may have been published" the window is
+    /// incomplete (the grain read its position back), so a retry asks the store, which holds the key if the write
+    /// landed.</summary>
+    private void Fail(List<Pending> batch, string message)
+    {
+        var error = new PushRejectedException("unavailable", message);
+
+        foreach (var p in batch)
         {
             if (p.Key is not null)
             {
@@ -262,9 +580,6 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
             p.Completion.TrySetException(error);
         }
-
-        _batch = [];
-        _seq = _durableSeq;
     }
 
     private HistorySlice Slice(TopicMessage[] messages) =>
@@ -278,9 +593,18 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    private sealed class Pending(TopicMessage message, string? key)
+    private enum AppendOutcome
     {
-        public TopicMessage Message { get; } = message;
+        Stored,
+        Refused,
+        Unknown,
+    }
+
+    private sealed class Pending(byte[] data, long publishedAtUnixMs, string? key)
+    {
+        public byte[] Data { get; } = data;
+
+        public long PublishedAtUnixMs { get; } = publishedAtUnixMs;
 
         public string? Key { get; } = key;
 
@@ -307,31 +631,48 @@ internal static class Epochs
 }
 
 /// <summary>Remembers the position of each idempotency key for a window; bounded so a key flood cannot grow it
-/// without limit (the oldest keys go first).</summary>
+/// without limit (the oldest keys go first). It knows whether it is complete: whether every key taken within the
+/// window is still here. It is not after a key was dropped early, nor for a window after <see cref="MarkIncomplete"/>
+/// (a new activation, or an append whose outcome the grain had to read back); meanwhile the grain asks the store about
+/// keys it does not find here.</summary>
 internal sealed class IdempotencyWindow(TimeSpan window, TimeProvider time)
 {
     public const int MaxKeys = 100_000;
-    private readonly Dictionary<string, Task<TopicPosition>> _positions = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (Task<TopicPosition> Position, DateTimeOffset Expires)> _positions = new(StringComparer.Ordinal);
+
+    // Each Remember adds an entry; an entry whose key was forgotten or remembered again since no longer matches its
+    // key's expiry and is skipped when it comes up.
     private readonly Queue<(string Key, DateTimeOffset Expires)> _order = new();
+    private DateTimeOffset _incompleteUntil;
+
+    public bool IsComplete => time.GetUtcNow() >= _incompleteUntil;
+
+    public void MarkIncomplete() => Incomplete(time.GetUtcNow() + window);
 
     /// <summary>The first publish's answer (still pending while its batch is being stored).</summary>
     public bool TryGet(string key, out Task<TopicPosition> position)
     {
         Expire();
-        return _positions.TryGetValue(key, out position!);
+        var found = _positions.TryGetValue(key, out var entry);
+        position = entry.Position;
+        return found;
     }
 
     public void Forget(string key) => _positions.Remove(key);
 
     public void Remember(string key, Task<TopicPosition> position)
     {
-        if (_positions.Count >= MaxKeys && _order.TryDequeue(out var oldest))
+        var expires = time.GetUtcNow() + window;
+        _positions[key] = (position, expires);
+        _order.Enqueue((key, expires));
+        while ((_positions.Count > MaxKeys || _order.Count > 2 * MaxKeys) && _order.TryDequeue(out var oldest))
         {
-            _positions.Remove(oldest.Key);
+            if (Matches(oldest))
+            {
+                _positions.Remove(oldest.Key);
+                Incomplete(oldest.Expires);
+            }
         }
-
-        _positions[key] = position;
-        _order.Enqueue((key, time.GetUtcNow() + window));
     }
 
     private void Expire()
@@ -340,7 +681,21 @@ internal sealed class IdempotencyWindow(TimeSpan window, TimeProvider time)
         while (_order.TryPeek(out var head) && head.Expires <= now)
         {
             _order.Dequeue();
-            _positions.Remove(head.Key);
+            if (Matches(head))
+            {
+                _positions.Remove(head.Key);
+            }
+        }
+    }
+
+    private bool Matches((string Key, DateTimeOffset Expires) entry) =>
+        _positions.TryGetValue(entry.Key, out var current) && current.Expires == entry.Expires;
+
+    private void Incomplete(DateTimeOffset until)
+    {
+        if (until > _incompleteUntil)
+        {
+            _incompleteUntil = until;
         }
     }
 }

@@ -34,11 +34,13 @@ public sealed class UserGrain : Grain, IUserGrain
         return Task.CompletedTask;
     }
 
-    public Task<string[]> AttachAsync(string gatewayId)
+    public async Task<string[]> AttachAsync(string gatewayId) => (await SyncAsync(gatewayId)).Topics;
+
+    public Task<UserSubscriptions> SyncAsync(string gatewayId)
     {
         EnsureValid();
         _routes.Renew(gatewayId);
-        return Task.FromResult(_state.State.Subscriptions.ToArray());
+        return Task.FromResult(new UserSubscriptions([.. _state.State.Subscriptions], _state.State.Version));
     }
 
     public Task DetachAsync(string gatewayId)
@@ -61,29 +63,66 @@ public sealed class UserGrain : Grain, IUserGrain
             throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
-        if (!_state.State.Subscriptions.Add(topic))
+        if (_state.State.Subscriptions.Contains(topic))
         {
             return false;
         }
 
-        await _state.WriteStateAsync();
-
-        await _routes.SendAsync(new UserSubscriptionChanged(_userId, topic, Subscribed: true), _onRouteFailure);
+        await ChangeAsync(topic, subscribed: true);
         return true;
     }
 
     public async Task<bool> UnsubscribeAsync(string topic)
     {
         EnsureValid();
-        if (!_state.State.Subscriptions.Remove(topic))
+        if (!_state.State.Subscriptions.Contains(topic))
         {
             return false;
         }
 
-        await _state.WriteStateAsync();
-
-        await _routes.SendAsync(new UserSubscriptionChanged(_userId, topic, Subscribed: false), _onRouteFailure);
+        await ChangeAsync(topic, subscribed: false);
         return true;
+    }
+
+    /// <summary>Stores the change, then tells the attached gateways. When storing fails the list and its version are
+    /// put back (and read again when storage says it changed since it was read: a write that landed although it
+    /// failed), so memory never runs ahead of storage and a retry really writes and tells.</summary>
+    private async Task ChangeAsync(string topic, bool subscribed)
+    {
+        var state = _state.State;
+        var previousVersion = state.Version;
+        Apply(state, topic, subscribed);
+        state.Version = Math.Max(previousVersion + 1, _time.GetUtcNow().ToUnixTimeMilliseconds());
+        try
+        {
+            await _state.WriteStateAsync();
+        }
+        catch (Exception ex)
+        {
+            Apply(state, topic, !subscribed);
+            state.Version = previousVersion;
+            GrainsLog.UserStateWriteFailed(_logger, _userId, ex);
+            if (ex is Orleans.Storage.InconsistentStateException)
+            {
+                await _state.ReadStateAsync();
+            }
+
+            throw;
+        }
+
+        await _routes.SendAsync(new UserSubscriptionChanged(_userId, topic, subscribed, state.Version), _onRouteFailure);
+    }
+
+    private static void Apply(UserState state, string topic, bool subscribed)
+    {
+        if (subscribed)
+        {
+            state.Subscriptions.Add(topic);
+        }
+        else
+        {
+            state.Subscriptions.Remove(topic);
+        }
     }
 
     public Task<string[]> GetSubscriptionsAsync() => Task.FromResult(_state.State.Subscriptions.ToArray());
@@ -110,4 +149,8 @@ public sealed class UserState
     /// <summary>Topics a backend subscribed the user to.</summary>
     [Id(0)]
     public HashSet<string> Subscriptions { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>The version of <see cref="Subscriptions"/> (see <see cref="UserSubscriptions.Version"/>).</summary>
+    [Id(1)]
+    public long Version { get; set; }
 }

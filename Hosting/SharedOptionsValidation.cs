@@ -102,6 +102,7 @@ public sealed class TopicOptionsValidator : IValidateOptions<TopicOptions>
     {
         Failures.Range(failures, key + ":HistorySize", o.HistorySize, 0, MaxHistorySize);
         Failures.Range(failures, key + ":HistoryTtl", o.HistoryTtl, TimeSpan.FromSeconds(1), TimeSpan.FromDays(365));
+        Failures.Range(failures, key + ":PositionTtl", o.PositionTtl, TimeSpan.FromSeconds(1), TimeSpan.FromDays(365));
     }
 }
 
@@ -141,6 +142,7 @@ public sealed class ClusterSettingsValidator : IValidateOptions<ClusterSettings>
         }
 
         Failures.Range(failures, $"{section}:ResponseTimeout", o.ResponseTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10));
+        Failures.Range(failures, $"{section}:GrainDirectoryLease", o.GrainDirectoryLease, TimeSpan.Zero, TimeSpan.FromMinutes(10));
         if (string.IsNullOrWhiteSpace(o.ClusterId))
         {
             failures.Add($"{section}:ClusterId must not be empty.");

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Hosting;
 
@@ -46,7 +45,7 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
             throw new PushRejectedException("too_large", $"A message is at most {_maxBytes} bytes.");
         }
 
-        if (json.Length == 0 || !IsJson(json.Span))
+        if (!JsonPayload.IsOneValue(json.Span))
         {
             throw new PushRejectedException("bad_request", "The message must be one JSON value.");
         }
@@ -54,25 +53,12 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
         return json.ToArray();
     }
 
-    private static bool IsJson(ReadOnlySpan<byte> json)
-    {
-        try
-        {
-            var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = 64 });
-            reader.Read();
-            reader.Skip();
-            return !reader.Read();
-        }
-        catch (JsonException)
-        {
-            return false;
-        }
-    }
-
     /// <summary>Calls the grain. A call left unanswered for <see cref="GatewayOptions.PublishAttemptTimeout"/> (the
     /// silo it went to died, and Orleans would wait out its whole response timeout) is tried again when it carries an
     /// idempotency key, which makes the retry safe: the grain answers the first attempt's position if that one was
-    /// sequenced. Without a key the publisher hears <c>unavailable</c> then, rather than after the response timeout.</summary>
+    /// sequenced. Without a key the publisher hears <c>unavailable</c> then, rather than after the response timeout.
+    /// An attempt that got no answer may still be sequenced after it was given up, so the last word is then "may have
+    /// been published", keyed or not; "not published" is said only when the grain says so.</summary>
     private async Task<TopicPosition> CallAsync(string topic, string? idempotencyKey, Func<Task<TopicPosition>> call)
     {
         var deadline = DateTime.UtcNow + _publishTimeout;
@@ -92,8 +78,8 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
             {
                 GatewayLog.PublishFailed(logger, topic, ex);
                 throw new PushRejectedException("unavailable", idempotencyKey is null
-                    ? "The message may not have been published; retry it (an Idempotency-Key makes a retry safe)."
-                    : "The message was not published; it is safe to retry with the same Idempotency-Key.");
+                    ? "The message may have been published or not; retry it (an Idempotency-Key makes a retry safe)."
+                    : "The message may have been published; retry with the same Idempotency-Key to publish it at most once.");
             }
             catch (Exception ex)
             {

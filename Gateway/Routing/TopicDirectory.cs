@@ -5,13 +5,14 @@ namespace OrleansPush.Gateway.Routing;
 /// <summary>
 /// The namespace directories this gateway watches, for wildcard subscriptions: a watch is a lease with the
 /// namespace's grain, renewed with the topic leases; new topics arrive on the gateway's stream as
-/// <see cref="TopicAnnounced"/>, and each renewal lists the namespace again, which also catches a lost announcement.
+/// <see cref="TopicAnnounced"/>, and each renewal lists the namespace again with each topic's announced position, which
+/// also catches a lost announcement: such a topic is subscribed from where it would have been, not from now.
 /// </summary>
 public sealed class TopicDirectory(IClusterClient cluster, GatewayIdentity identity, ILogger<TopicDirectory> logger)
 {
     private readonly ConcurrentDictionary<string, bool> _watched = new(StringComparer.Ordinal);
 
-    /// <summary>A topic to consider, with the position to subscribe from when it is new (null: subscribe live).</summary>
+    /// <summary>A topic to consider, with the position to subscribe from when it is new to a subscription.</summary>
     public event Action<string, Since?>? TopicFound;
 
     /// <summary>Starts (or renews) watching <paramref name="ns"/>; returns the topics known now.</summary>
@@ -33,9 +34,9 @@ public sealed class TopicDirectory(IClusterClient cluster, GatewayIdentity ident
             cancellationToken.ThrowIfCancellationRequested();
             try
             {
-                foreach (var topic in await WatchAsync(ns))
+                foreach (var known in await cluster.GetGrain<INamespaceGrain>(ns).WatchPositionsAsync(identity.Id))
                 {
-                    TopicFound?.Invoke(topic, null);
+                    OnAnnounced(known);
                 }
             }
             catch (Exception ex) when (ex is not OperationCanceledException)

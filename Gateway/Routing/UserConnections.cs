@@ -6,29 +6,38 @@ namespace OrleansPush.Gateway.Routing;
 /// The users with a connection on this gateway. A user's connections are each subscribed to the personal channel and
 /// to the topics a backend subscribed the user to; this gateway holds a lease with the user's grain so that changes
 /// to those subscriptions reach it.
+/// <para>A change arrives as a <see cref="UserSubscriptionChanged"/> on the gateway's stream, which can be lost (a
+/// lease the grain forgot when it moved, a stream hop that failed). So the gateway also reconciles: at every attach and
+/// every lease renewal the grain answers with its whole list and its version, and the connections of that user follow
+/// the difference from what this gateway last applied. Versions keep a stale answer (or a late event) from undoing a
+/// newer change: an event or answer older than the version applied is ignored; an answer with version 0 (no stored
+/// list) is authoritative.</para>
 /// </summary>
 public sealed class UserConnections(IClusterClient cluster, GatewayIdentity identity, ILogger<UserConnections> logger)
 {
-    private readonly Dictionary<string, HashSet<PushConnection>> _byUser = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, UserEntry> _byUser = new(StringComparer.Ordinal);
 
-    /// <summary>Raised for each local connection of a user whose server-side subscriptions changed.</summary>
+    /// <summary>Raised for each local connection of a user whose server-side subscriptions changed (from the stream or
+    /// found by reconciliation).</summary>
     public event Action<PushConnection, string, bool>? SubscriptionChanged;
 
-    /// <summary>Adds a user's connection and returns the user's server-side subscriptions.</summary>
+    /// <summary>Adds a user's connection and returns the user's server-side subscriptions (the newest this gateway
+    /// knows); the user's other connections here are reconciled with them.</summary>
     public async Task<string[]> AddAsync(PushConnection connection)
     {
         var userId = connection.UserId ?? throw new ArgumentException("The connection has no user.", nameof(connection));
         lock (_byUser)
         {
-            if (!_byUser.TryGetValue(userId, out var set))
+            if (!_byUser.TryGetValue(userId, out var entry))
             {
-                _byUser[userId] = set = [];
+                _byUser[userId] = entry = new UserEntry();
             }
 
-            set.Add(connection);
+            entry.Connections.Add(connection);
         }
 
-        return await cluster.GetGrain<IUserGrain>(userId).AttachAsync(identity.Id);
+        var answer = await cluster.GetGrain<IUserGrain>(userId).SyncAsync(identity.Id);
+        return Reconcile(userId, answer, except: connection);
     }
 
     public void Remove(PushConnection connection)
@@ -40,7 +49,7 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
 
         lock (_byUser)
         {
-            if (_byUser.TryGetValue(userId, out var set) && set.Remove(connection) && set.Count == 0)
+            if (_byUser.TryGetValue(userId, out var entry) && entry.Connections.Remove(connection) && entry.Connections.Count == 0)
             {
                 // The lease lapses by itself; a user who comes back quickly keeps it.
                 _byUser.Remove(userId);
@@ -52,7 +61,7 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
     {
         lock (_byUser)
         {
-            return _byUser.TryGetValue(userId, out var set) ? [.. set] : [];
+            return _byUser.TryGetValue(userId, out var entry) ? [.. entry.Connections] : [];
         }
     }
 
@@ -69,12 +78,38 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
 
     public void OnSubscriptionChanged(UserSubscriptionChanged change)
     {
-        foreach (var connection in ConnectionsOf(change.UserId))
+        PushConnection[] connections;
+        lock (_byUser)
+        {
+            if (!_byUser.TryGetValue(change.UserId, out var entry) || (change.Version != 0 && change.Version <= entry.Version))
+            {
+                return;
+            }
+
+            if (change.Version != 0)
+            {
+                entry.Version = change.Version;
+            }
+
+            if (change.Subscribed)
+            {
+                entry.Topics.Add(change.Topic);
+            }
+            else
+            {
+                entry.Topics.Remove(change.Topic);
+            }
+
+            connections = [.. entry.Connections];
+        }
+
+        foreach (var connection in connections)
         {
             SubscriptionChanged?.Invoke(connection, change.Topic, change.Subscribed);
         }
     }
 
+    /// <summary>Renews every user's lease and reconciles their connections with each answer.</summary>
     public async Task RenewAsync(CancellationToken cancellationToken)
     {
         string[] users;
@@ -90,12 +125,66 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
             {
                 try
                 {
-                    await cluster.GetGrain<IUserGrain>(user).AttachAsync(identity.Id);
+                    Reconcile(user, await cluster.GetGrain<IUserGrain>(user).SyncAsync(identity.Id), except: null);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
                     GatewayLog.LeaseRenewFailed(logger, TopicName.Personal(user), ex);
                 }
             });
+    }
+
+    /// <summary>Applies the grain's list to the user's connections here (all but <paramref name="except"/>, which takes
+    /// the returned list whole) unless this gateway already applied a newer version. Returns the list as applied.</summary>
+    private string[] Reconcile(string userId, UserSubscriptions answer, PushConnection? except)
+    {
+        List<(string Topic, bool Subscribed)> changes = [];
+        PushConnection[] connections;
+        string[] topics;
+        lock (_byUser)
+        {
+            if (!_byUser.TryGetValue(userId, out var entry))
+            {
+                return answer.Topics;
+            }
+
+            if (answer.Version == 0 || answer.Version >= entry.Version)
+            {
+                var wanted = answer.Topics.ToHashSet(StringComparer.Ordinal);
+                changes.AddRange(entry.Topics.Where(t => !wanted.Contains(t)).Select(t => (t, false)));
+                changes.AddRange(wanted.Where(t => !entry.Topics.Contains(t)).Select(t => (t, true)));
+                entry.Topics.Clear();
+                entry.Topics.UnionWith(wanted);
+                entry.Version = answer.Version;
+            }
+
+            topics = [.. entry.Topics];
+            connections = [.. entry.Connections.Where(c => c != except)];
+        }
+
+        foreach (var (topic, subscribed) in changes)
+        {
+            if (connections.Length > 0)
+            {
+                GatewayLog.UserSubscriptionReconciled(logger, userId, topic, subscribed);
+            }
+
+            foreach (var connection in connections)
+            {
+                SubscriptionChanged?.Invoke(connection, topic, subscribed);
+            }
+        }
+
+        return topics;
+    }
+
+    private sealed class UserEntry
+    {
+        public HashSet<PushConnection> Connections { get; } = [];
+
+        /// <summary>The user's server-side subscriptions as this gateway last applied them.</summary>
+        public HashSet<string> Topics { get; } = new(StringComparer.Ordinal);
+
+        public long Version { get; set; }
     }
 }

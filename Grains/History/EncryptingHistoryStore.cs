@@ -14,9 +14,10 @@ namespace OrleansPush.Grains.History;
 /// <para>Each sealed payload carries the id of the key that sealed it, so keys rotate without rewriting history: new
 /// messages use <see cref="HistoryEncryptionOptions.ActiveKey"/>, older ones open with whichever configured key they
 /// name; drop an old key once the history it sealed has aged out. The topic, epoch and seq are bound in as associated
-/// data, so a ciphertext moved to another position fails to open instead of being delivered there. Payloads stored
-/// before encryption was turned on (which can never start with the format's zero byte, as JSON cannot) are returned as
-/// they are. A payload naming a key that is not configured, or failing its tag, makes the load fail loudly rather than
+/// data (with the payload's format), so a ciphertext moved to another position fails to open instead of being
+/// delivered there. JSON payloads stored before encryption was turned on (which can never start with the format's zero
+/// byte, as JSON cannot) are returned as they are; a binary payload stored in the clear could, so binary history
+/// written before encryption was turned on is not supported. A payload naming a key that is not configured, or failing its tag, makes the load fail loudly rather than
 /// deliver something wrong.</para>
 /// </summary>
 public sealed class EncryptingHistoryStore : IHistoryStore
@@ -57,7 +58,7 @@ public sealed class EncryptingHistoryStore : IHistoryStore
         return stored with { Messages = opened };
     }
 
-    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
         using var aes = new AesGcm(_keys[_activeKey], TagSize);
         var sealedMessages = new TopicMessage[messages.Count];
@@ -67,8 +68,12 @@ public sealed class EncryptingHistoryStore : IHistoryStore
             sealedMessages[i] = m with { Data = Seal(aes, m) };
         }
 
-        return _inner.AppendAsync(topic, epoch, sealedMessages, bounds, cancellationToken);
+        return _inner.AppendAsync(topic, epoch, sealedMessages, keys, bounds, cancellationToken);
     }
+
+    /// <summary>Idempotency keys are identifiers the publisher chose, not payloads: they are stored in the clear.</summary>
+    public Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default) =>
+        _inner.FindKeyAsync(topic, key, cancellationToken);
 
     /// <summary>True when <paramref name="data"/> is in the sealed format (for tests and tools).</summary>
     public static bool IsSealed(ReadOnlySpan<byte> data) => data.StartsWith(Magic);
@@ -120,12 +125,20 @@ public sealed class EncryptingHistoryStore : IHistoryStore
         return plain;
     }
 
+    /// <summary>Topic, epoch and seq; and for a binary payload one byte more, so that flipping a stored message's
+    /// format makes it fail to open (a JSON message's associated data is what it was before formats existed).</summary>
     private static byte[] AssociatedData(TopicMessage m)
     {
         var topic = Encoding.UTF8.GetBytes(m.Topic + "\n" + m.Epoch + "\n");
-        var ad = new byte[topic.Length + 8];
+        var binary = m.Format == PayloadFormat.Binary;
+        var ad = new byte[topic.Length + 8 + (binary ? 1 : 0)];
         topic.CopyTo(ad, 0);
         BinaryPrimitives.WriteInt64BigEndian(ad.AsSpan(topic.Length), m.Seq);
+        if (binary)
+        {
+            ad[^1] = (byte)PayloadFormat.Binary;
+        }
+
         return ad;
     }
 }

@@ -6,16 +6,16 @@ namespace OrleansPush.Grains.History;
 /// <summary>
 /// Grain state in PostgreSQL: one row per grain and state name, written with optimistic concurrency on an ETag (a
 /// write whose ETag is stale fails with <see cref="InconsistentStateException"/>, as Orleans expects). Serialization
-/// is Orleans' configured grain-storage serializer. The table is created on first use.
+/// is Orleans' configured grain-storage serializer. The table is created on first use (tried again at the next use when that failed).
 /// </summary>
 public sealed class PostgresGrainStorage(NpgsqlDataSource dataSource, string prefix, IGrainStorageSerializer serializer) : IGrainStorage
 {
     private readonly string _table = prefix + "_grain_state";
-    private readonly Lazy<Task> _schema = new(() => CreateSchemaAsync(dataSource, prefix + "_grain_state"));
+    private readonly OnceSucceeded _schema = new(() => CreateSchemaAsync(dataSource, prefix + "_grain_state"));
 
     public async Task ReadStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
     {
-        await _schema.Value;
+        await _schema.EnsureAsync();
         await using var command = dataSource.CreateCommand($"SELECT etag, data FROM {_table} WHERE grain_id = $1 AND state_name = $2");
         command.Parameters.Add(new NpgsqlParameter { Value = grainId.ToString() });
         command.Parameters.Add(new NpgsqlParameter { Value = stateName });
@@ -35,7 +35,7 @@ public sealed class PostgresGrainStorage(NpgsqlDataSource dataSource, string pre
 
     public async Task WriteStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
     {
-        await _schema.Value;
+        await _schema.EnsureAsync();
         var etag = Guid.NewGuid().ToString("N");
         var data = serializer.Serialize(grainState.State).ToArray();
         var sql = grainState.ETag is null
@@ -62,7 +62,7 @@ public sealed class PostgresGrainStorage(NpgsqlDataSource dataSource, string pre
 
     public async Task ClearStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
     {
-        await _schema.Value;
+        await _schema.EnsureAsync();
         await using var command = dataSource.CreateCommand($"DELETE FROM {_table} WHERE grain_id = $1 AND state_name = $2");
         command.Parameters.Add(new NpgsqlParameter { Value = grainId.ToString() });
         command.Parameters.Add(new NpgsqlParameter { Value = stateName });

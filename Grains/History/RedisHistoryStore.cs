@@ -1,32 +1,68 @@
 using System.Buffers.Binary;
+using System.Globalization;
 using StackExchange.Redis;
 
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>) and a sorted set of messages scored by seq, both
-/// under one hash tag so a Redis Cluster keeps them on one shard. An append is one Lua script (one round trip,
-/// atomic): it switches epoch when needed, adds the messages, trims to the bound and refreshes the expiry. Durability
-/// is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes to survive a Redis restart.
+/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>), a sorted set of messages scored by seq, and a string
+/// per idempotency key (<c>seq epoch</c>, expiring with the dedupe window), all under one hash tag so a Redis Cluster
+/// keeps them on one shard. An append is one Lua script (one round trip, atomic): it checks the stored epoch and head
+/// (the compare-and-set), starts the epoch when nothing is stored, adds the messages and their keys, trims to the
+/// bound, drops expired messages and refreshes the expiries: the messages live a TTL after the last append, the epoch
+/// and head <see cref="HistoryBounds.PositionLifetime"/> (then the topic starts over in a new epoch). Durability is Redis's: run it with <c>appendonly yes</c> for acknowledged publishes
+/// to survive a Redis restart.
 /// </summary>
 public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefix) : IHistoryStore
 {
-    // KEYS: meta, messages. ARGV: epoch, head, max count, ttl ms, meta ttl ms, then score/member pairs.
+    // KEYS: meta, messages, then one per idempotency key. ARGV: epoch, first seq, head, max count, ttl ms, position
+    // lifetime ms, dedupe window ms, oldest allowed publish time ms, number of messages n, then n score/member pairs,
+    // then the seq of each idempotency key. Returns {1} when applied, {0, stored epoch or '', stored head} when the
+    // stored head is not first seq - 1.
     private const string AppendScript = """
-        if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
+        local stored = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+        if stored[1] then
+          if stored[1] ~= ARGV[1] or tonumber(stored[2]) ~= tonumber(ARGV[2]) - 1 then
+            return { 0, stored[1], stored[2] }
+          end
+        else
+          if tonumber(ARGV[2]) ~= 1 then
+            return { 0, '', '0' }
+          end
           redis.call('DEL', KEYS[2])
         end
-        redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[2])
-        for i = 6, #ARGV, 2 do
+        redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[3])
+        local n = tonumber(ARGV[9])
+        for i = 10, 9 + 2 * n, 2 do
           redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
         end
-        local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+        local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
         if extra > 0 then
           redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
         end
-        redis.call('PEXPIRE', KEYS[2], ARGV[4])
-        redis.call('PEXPIRE', KEYS[1], ARGV[5])
-        return 1
+        -- Expired messages leave from the front (publish times rise with seq): the published-at ms are member bytes
+        -- 10-16, big-endian. At most 1,000 per append.
+        local oldest = tonumber(ARGV[8])
+        for _ = 1, 1000 do
+          local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+          if not first then
+            break
+          end
+          local at = 0
+          for b = 10, 16 do
+            at = at * 256 + string.byte(first, b)
+          end
+          if at >= oldest then
+            break
+          end
+          redis.call('ZREMRANGEBYRANK', KEYS[2], 0, 0)
+        end
+        for k = 3, #KEYS do
+          redis.call('SET', KEYS[k], ARGV[9 + 2 * n + k - 2] .. ' ' .. ARGV[1], 'PX', ARGV[7], 'NX')
+        end
+        redis.call('PEXPIRE', KEYS[2], ARGV[5])
+        redis.call('PEXPIRE', KEYS[1], ARGV[6])
+        return { 1 }
         """;
 
     // KEYS: meta, messages. ARGV: max count. Returns epoch, head, then the newest members oldest first.
@@ -43,8 +79,11 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         return result
         """;
 
-    /// <summary>Epoch and head outlive the messages by this much, so a quiet topic keeps counting where it was.</summary>
-    public static readonly TimeSpan MetaGrace = TimeSpan.FromDays(7);
+    /// <summary>The member header: seq (8 bytes), flags (1 byte; bit 0: binary payload), published-at ms (7 bytes).
+    /// Members written before the flags existed have a zero there (an 8-byte timestamp whose top byte is zero), so they
+    /// read as JSON.</summary>
+    private const int HeaderBytes = 16;
+    private const byte BinaryFlag = 1;
 
     public async Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
@@ -68,10 +107,10 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
             }
         }
 
-        return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : list);
+        return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : HistoryRun.EndingAt(head, list));
     }
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
         if (messages.Count == 0)
         {
@@ -79,36 +118,71 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         }
 
         var (meta, set) = Keys(topic);
-        var args = new RedisValue[5 + (bounds.MaxCount > 0 ? messages.Count * 2 : 0)];
+        var storedKeys = bounds.DedupeWindow > TimeSpan.Zero ? keys : [];
+        var pairs = bounds.MaxCount > 0 ? messages.Count : 0;
+        var redisKeys = new RedisKey[2 + storedKeys.Count];
+        redisKeys[0] = meta;
+        redisKeys[1] = set;
+        var args = new RedisValue[9 + (2 * pairs) + storedKeys.Count];
         args[0] = epoch;
-        args[1] = messages[^1].Seq;
-        args[2] = Math.Max(0, bounds.MaxCount);
-        args[3] = (long)Math.Max(1, bounds.Ttl.TotalMilliseconds);
-        args[4] = (long)(bounds.Ttl + MetaGrace).TotalMilliseconds;
-        if (bounds.MaxCount > 0)
+        args[1] = messages[0].Seq;
+        args[2] = messages[^1].Seq;
+        args[3] = Math.Max(0, bounds.MaxCount);
+        args[4] = (long)Math.Max(1, bounds.Ttl.TotalMilliseconds);
+        args[5] = (long)bounds.PositionLifetime.TotalMilliseconds;
+        args[6] = (long)Math.Max(1, bounds.DedupeWindow.TotalMilliseconds);
+        args[7] = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        args[8] = pairs;
+        for (var i = 0; i < pairs; i++)
         {
-            for (var i = 0; i < messages.Count; i++)
-            {
-                args[5 + (2 * i)] = messages[i].Seq;
-                args[6 + (2 * i)] = Encode(messages[i]);
-            }
+            args[9 + (2 * i)] = messages[i].Seq;
+            args[10 + (2 * i)] = Encode(messages[i]);
         }
 
-        await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, [meta, set], args);
+        for (var k = 0; k < storedKeys.Count; k++)
+        {
+            redisKeys[2 + k] = KeyOf(topic, storedKeys[k].Key);
+            args[9 + (2 * pairs) + k] = storedKeys[k].Seq;
+        }
+
+        var result = (RedisResult[])(await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, redisKeys, args))!;
+        if ((long)result[0] != 1)
+        {
+            var storedEpoch = (string?)result[1];
+            throw new HistoryConflictException(topic, epoch, messages[0].Seq - 1, string.IsNullOrEmpty(storedEpoch) ? null : storedEpoch, (long)result[2]);
+        }
+    }
+
+    public async Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default)
+    {
+        var value = (string?)await redis.GetDatabase().StringGetAsync(KeyOf(topic, key));
+        if (value is null)
+        {
+            return null;
+        }
+
+        var space = value.IndexOf(' ', StringComparison.Ordinal);
+        return new TopicPosition(value[(space + 1)..], long.Parse(value.AsSpan(0, space), CultureInfo.InvariantCulture));
     }
 
     private (RedisKey Meta, RedisKey Messages) Keys(string topic) => ($"{prefix}:{{{topic}}}:meta", $"{prefix}:{{{topic}}}:msgs");
 
-    /// <summary>seq (8 bytes) | published-at ms (8 bytes) | payload. The seq keeps members unique.</summary>
+    private RedisKey KeyOf(string topic, string key) => $"{prefix}:{{{topic}}}:key:{key}";
+
     private static byte[] Encode(TopicMessage m)
     {
-        var bytes = new byte[16 + m.Data.Length];
+        var bytes = new byte[HeaderBytes + m.Data.Length];
         BinaryPrimitives.WriteInt64BigEndian(bytes, m.Seq);
         BinaryPrimitives.WriteInt64BigEndian(bytes.AsSpan(8), m.PublishedAtUnixMs);
-        m.Data.CopyTo(bytes.AsSpan(16));
+        bytes[8] = m.Format == PayloadFormat.Binary ? BinaryFlag : (byte)0;
+        m.Data.CopyTo(bytes.AsSpan(HeaderBytes));
         return bytes;
     }
 
-    private static TopicMessage Decode(string topic, string epoch, byte[] bytes) =>
-        new(topic, epoch, BinaryPrimitives.ReadInt64BigEndian(bytes), bytes[16..], BinaryPrimitives.ReadInt64BigEndian(bytes.AsSpan(8)));
+    private static TopicMessage Decode(string topic, string epoch, byte[] bytes)
+    {
+        var format = (bytes[8] & BinaryFlag) != 0 ? PayloadFormat.Binary : PayloadFormat.Json;
+        var publishedAt = BinaryPrimitives.ReadInt64BigEndian(bytes.AsSpan(8)) & 0x00FF_FFFF_FFFF_FFFF;
+        return new TopicMessage(topic, epoch, BinaryPrimitives.ReadInt64BigEndian(bytes), bytes[HeaderBytes..], publishedAt, format);
+    }
 }

@@ -192,6 +192,9 @@ public sealed class RedisServer : IAsyncDisposable
 
     public string Address => $"127.0.0.1:{Port}";
 
+    /// <summary>The server's process id while it runs (to pause it with SIGSTOP, as a stalled store).</summary>
+    public int Pid => _process?.Pid ?? throw new InvalidOperationException("redis-server is not running");
+
     public async Task StartAsync()
     {
         _process = NodeProcess.Start("redis-server", "redis-server",

@@ -56,6 +56,25 @@ public abstract class HistoryStoreConformanceTests
     }
 
     [Fact]
+    public async Task EachMessagesPayloadFormatIsKept()
+    {
+        var topic = NewTopic();
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        TopicMessage[] messages =
+        [
+            new(topic, "e", 1, [0x00, 0xff, 0x10], now, PayloadFormat.Binary),
+            new(topic, "e", 2, Encoding.UTF8.GetBytes("{\"j\":1}"), now),
+            new(topic, "e", 3, Encoding.UTF8.GetBytes("[1]"), now, PayloadFormat.Binary),
+        ];
+        await Store.AppendAsync(topic, "e", messages, Ten);
+
+        var loaded = (await Store.LoadAsync(topic, Ten))!.Messages;
+        Assert.Equal([PayloadFormat.Binary, PayloadFormat.Json, PayloadFormat.Binary], loaded.Select(m => m.Format));
+        Assert.Equal(messages.Select(m => m.Data), loaded.Select(m => m.Data));
+        Assert.Equal(messages.Select(m => m.PublishedAtUnixMs), loaded.Select(m => m.PublishedAtUnixMs));
+    }
+
+    [Fact]
     public async Task HistoryIsTrimmedToTheBoundButTheHeadKeepsCounting()
     {
         var topic = NewTopic();
@@ -69,17 +88,185 @@ public abstract class HistoryStoreConformanceTests
     }
 
     [Fact]
-    public async Task ANewEpochDropsTheOldEpochsMessages()
+    public async Task AnAppendThatDoesNotContinueTheStoredHeadIsRefusedAndWritesNothing()
     {
         var topic = NewTopic();
-        await Store.AppendAsync(topic, "old", Messages(topic, "old", 1, 5), Ten);
-        await Store.AppendAsync(topic, "new", Messages(topic, "new", 1, 2), Ten);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3), Ten);
+
+        var stale = Messages(topic, "e", 2, 4).Select(m => m with { Data = Encoding.UTF8.GetBytes("\"stale\"") }).ToArray();
+
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "e", stale, Ten));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "e", Messages(topic, "e", 5, 5), Ten));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "other", Messages(topic, "other", 1, 2), Ten));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "other", Messages(topic, "other", 4, 4), Ten));
 
         var loaded = (await Store.LoadAsync(topic, Ten))!;
-        Assert.Equal("new", loaded.Epoch);
-        Assert.Equal(2, loaded.Head);
-        Assert.Equal([1L, 2], loaded.Messages.Select(m => m.Seq));
-        Assert.All(loaded.Messages, m => Assert.Equal("new", m.Epoch));
+        Assert.Equal("e", loaded.Epoch);
+        Assert.Equal(3, loaded.Head);
+        Assert.Equal(["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"], loaded.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+    }
+
+    [Fact]
+    public async Task ATopicsFirstAppendStartsAtSeqOne()
+    {
+        var topic = NewTopic();
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "e", Messages(topic, "e", 3, 4), Ten));
+        Assert.Null(await Store.LoadAsync(topic, Ten));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 1), Ten);
+        Assert.Equal(1, (await Store.LoadAsync(topic, Ten))!.Head);
+    }
+
+    [Fact]
+    public async Task OfTwoWritersRacingForOneHeadExactlyOneWins()
+    {
+        var topic = NewTopic();
+        var bounds = new HistoryBounds(100, TimeSpan.FromHours(1));
+        var winners = new List<string>();
+        for (var seq = 1; seq <= 20; seq++)
+        {
+            var writers = new[] { "a", "b" }.Select(async writer =>
+            {
+                var message = new TopicMessage(topic, "e", seq, Encoding.UTF8.GetBytes($"\"{writer}{seq}\""), DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+                try
+                {
+                    await Store.AppendAsync(topic, "e", [message], bounds);
+                    return writer + seq;
+                }
+                catch (HistoryConflictException)
+                {
+                    return null;
+                }
+            }).ToArray();
+            var won = (await Task.WhenAll(writers)).OfType<string>().ToArray();
+            Assert.Single(won);
+            winners.Add(won[0]);
+        }
+
+        var loaded = (await Store.LoadAsync(topic, bounds))!;
+        Assert.Equal(20, loaded.Head);
+        Assert.Equal(winners.Select(w => $"\"{w}\""), loaded.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+    }
+
+    /// <summary>Defect 3 of issue 10, as a publisher sees it: an append that was written although the grain saw it fail
+    /// must neither leave a second payload at its seq nor reappear after publishers were told it was not published.</summary>
+    [Fact]
+    public async Task AnAmbiguousAppendFailureLeavesNoDuplicateSeqAndNothingToldNotPublishedIsReplayed()
+    {
+        await using var silo = await StoreSilo.StartAsync(Store);
+        var topic = NewTopic();
+        var grain = silo.Grains.GetGrain<ITopicGrain>(topic);
+        var outcomes = new List<(string Payload, TopicPosition? Position, string? Error)>();
+        async Task PublishAsync(int n)
+        {
+            var payload = $"{{\"n\":{n}}}";
+            try
+            {
+                outcomes.Add((payload, await grain.PublishAsync(Encoding.UTF8.GetBytes(payload), null).WaitAsync(TimeSpan.FromSeconds(30)), null));
+            }
+            catch (PushRejectedException rejected)
+            {
+                outcomes.Add((payload, null, rejected.Message));
+            }
+        }
+
+        await PublishAsync(1);
+        silo.Store.ApplyThenThrow();
+        await PublishAsync(2);
+        await PublishAsync(3);
+        await silo.DeactivateAsync(grain);
+        silo.Store.ApplyThenThrow();
+        await PublishAsync(4);
+        await silo.DeactivateAsync(grain);
+        await PublishAsync(5);
+
+        var stored = (await silo.Store.Inner.LoadAsync(topic, Ten))!;
+        var seqs = stored.Messages.Select(m => m.Seq).ToArray();
+        Assert.True(seqs.Distinct().Count() == seqs.Length, $"one seq holds two payloads in the store: {string.Join(",", seqs)}");
+        Assert.Equal(Enumerable.Range((int)(stored.Head - seqs.Length + 1), seqs.Length).Select(i => (long)i), seqs);
+
+        var history = (await grain.ReadAsync(0, 100)).Messages.ToDictionary(m => m.Seq, m => Encoding.UTF8.GetString(m.Data));
+        var log = string.Join("; ", outcomes.Select(o => $"{o.Payload} -> {o.Position?.Seq.ToString() ?? o.Error}"));
+        foreach (var (payload, position, error) in outcomes)
+        {
+            if (position is not null)
+            {
+                Assert.True(history.TryGetValue(position.Seq, out var at) && at == payload, $"{payload} was acknowledged at seq {position.Seq}, which holds {at ?? "nothing"} ({log})");
+            }
+            else if (error!.Contains("not published", StringComparison.Ordinal))
+            {
+                Assert.False(history.ContainsValue(payload), $"{payload} was refused as not published but history replays it ({log})");
+            }
+        }
+    }
+
+    /// <summary>An append that lands after the grain gave up on it: its publisher was told it may have been published,
+    /// and it must neither overwrite nor be overwritten by what the grain publishes next.</summary>
+    [Fact]
+    public async Task AnAppendThatLandsAfterItsPublisherWasAnsweredTakesItsOwnSeq()
+    {
+        await using var silo = await StoreSilo.StartAsync(Store);
+        var topic = NewTopic();
+        var grain = silo.Grains.GetGrain<ITopicGrain>(topic);
+        Task<TopicPosition> Publish(int n) => grain.PublishAsync(Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"), null).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, (await Publish(1)).Seq);
+        var release = new TaskCompletionSource();
+        silo.Store.LandLate(release);
+        silo.Store.ThrowWithoutApplying(TopicGrain.MaxUncertainRetries);
+        var unsure = await Assert.ThrowsAsync<PushRejectedException>(() => Publish(2));
+        Assert.Equal("unavailable", unsure.Code);
+        Assert.Contains("may have been published", unsure.Message, StringComparison.Ordinal);
+
+        release.SetResult();
+        await silo.Store.LateAppend.WaitAsync(TimeSpan.FromSeconds(10));
+        var third = await Publish(3);
+        Assert.Equal(3, third.Seq);
+
+        var history = await grain.ReadAsync(0, 100);
+        Assert.Equal(third, new TopicPosition(history.Epoch, history.Head));
+        Assert.Equal(["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"], history.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+        Assert.Equal([1L, 2, 3], (await silo.Store.Inner.LoadAsync(topic, Ten))!.Messages.Select(m => m.Seq));
+    }
+
+    [Fact]
+    public async Task AnIdempotencyKeyIsFoundForItsWindowAndTheFirstAppendOfItWins()
+    {
+        var topic = NewTopic();
+        var bounds = new HistoryBounds(10, TimeSpan.FromHours(1), TimeSpan.FromSeconds(2));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3), [new IdempotencyKey("k1", 1), new IdempotencyKey("k3", 3)], bounds);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 4, 4), [new IdempotencyKey("k1", 4)], bounds);
+
+        Assert.Equal(new TopicPosition("e", 1), await Store.FindKeyAsync(topic, "k1"));
+        Assert.Equal(new TopicPosition("e", 3), await Store.FindKeyAsync(topic, "k3"));
+        Assert.Null(await Store.FindKeyAsync(topic, "k2"));
+        Assert.Null(await Store.FindKeyAsync(NewTopic(), "k1"));
+
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        Assert.Null(await Store.FindKeyAsync(topic, "k1"));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 5, 5), [new IdempotencyKey("k1", 5)], bounds);
+        Assert.Equal(new TopicPosition("e", 5), await Store.FindKeyAsync(topic, "k1"));
+    }
+
+    /// <summary>Defect 10 of issue 10: a key is kept with its position for the whole window, also once its message has
+    /// been trimmed, so a retry reaching a new activation of the topic's grain publishes nothing.</summary>
+    [Fact]
+    public async Task ARetryAfterTheGrainReactivatedReturnsTheFirstPositionEvenOnceItsMessageWasTrimmed()
+    {
+        await using var silo = await StoreSilo.StartAsync(Store);
+        var topic = "small:" + NewTopic();
+        var grain = silo.Grains.GetGrain<ITopicGrain>(topic);
+        var first = await grain.PublishAsync(Encoding.UTF8.GetBytes("{\"first\":true}"), "order-42");
+        for (var i = 0; i < 8; i++)
+        {
+            await grain.PublishAsync(Encoding.UTF8.GetBytes($"{{\"n\":{i}}}"), null);
+        }
+
+        await silo.DeactivateAsync(grain);
+        var history = await grain.ReadAsync(0, 100);
+        Assert.DoesNotContain(history.Messages, m => m.Seq == first.Seq);
+
+        Assert.Equal(first, await grain.PublishAsync(Encoding.UTF8.GetBytes("{\"first\":true}"), "order-42").WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(new TopicPosition(first.Epoch, 9), await grain.GetPositionAsync());
     }
 
     [Fact]
@@ -94,6 +281,40 @@ public abstract class HistoryStoreConformanceTests
         var loaded = (await Store.LoadAsync(topic, minute))!;
         Assert.Equal(4, loaded.Head);
         Assert.Equal([3L, 4], loaded.Messages.Select(m => m.Seq));
+    }
+
+    /// <summary>Issue 16: expired messages are evicted, not only hidden from a load that asks for the same TTL.</summary>
+    [Fact]
+    public async Task MessagesOlderThanTheTtlAreEvictedByAnAppendNotJustHiddenFromLoads()
+    {
+        var topic = NewTopic();
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var minute = new HistoryBounds(10, TimeSpan.FromMinutes(1));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 2, now - 120_000), minute);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 3, 3, now), minute);
+
+        var loaded = (await Store.LoadAsync(topic, new HistoryBounds(10, TimeSpan.FromDays(1))))!;
+        Assert.Equal(3, loaded.Head);
+        Assert.Equal([3L], loaded.Messages.Select(m => m.Seq));
+    }
+
+    /// <summary>Issue 16: a quiet topic's position is kept its history's TTL plus its own, then forgotten; the topic
+    /// starts over in a new epoch.</summary>
+    [Fact]
+    public async Task ATopicWhosePositionOutlivedItsTtlIsForgottenAndStartsOverInANewEpoch()
+    {
+        var topic = NewTopic();
+        var shortLived = new HistoryBounds(10, TimeSpan.FromSeconds(1), PositionTtl: TimeSpan.FromSeconds(1));
+        await Store.AppendAsync(topic, "old", Messages(topic, "old", 1, 2), shortLived);
+        Assert.Equal(2, (await Store.LoadAsync(topic, shortLived))!.Head);
+
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        Assert.Null(await Store.LoadAsync(topic, shortLived));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.AppendAsync(topic, "old", Messages(topic, "old", 3, 3), shortLived));
+        await Store.AppendAsync(topic, "new", Messages(topic, "new", 1, 1), shortLived);
+        var loaded = (await Store.LoadAsync(topic, shortLived))!;
+        Assert.Equal(("new", 1L), (loaded.Epoch, loaded.Head));
+        Assert.Equal([1L], loaded.Messages.Select(m => m.Seq));
     }
 
     [Fact]

@@ -78,6 +78,30 @@ public sealed class TopicGrainTests(ClusterFixture fixture)
         Assert.Equal(2, (await topic.ReadAsync(0, 10)).Messages.Length);
     }
 
+    /// <summary>Defect 9 of issue 10 (grain part): the in-cluster API refuses what is not one JSON value, so no
+    /// transport ever has to encode it.</summary>
+    [Theory]
+    [InlineData("not json")]
+    [InlineData("{\"a\":1} {\"b\":2}")]
+    [InlineData("{\"a\":")]
+    [InlineData("")]
+    [InlineData("   ")]
+    public async Task APayloadThatIsNotOneJsonValueIsRefusedAsBadRequestByTopicAndUserGrains(string payload)
+    {
+        var topic = Topic("json-" + Guid.NewGuid().ToString("N"));
+        var error = await Assert.ThrowsAsync<PushRejectedException>(() => topic.PublishAsync(Json(payload), null));
+        Assert.Equal("bad_request", error.Code);
+
+        var user = fixture.Grains.GetGrain<IUserGrain>("u" + Guid.NewGuid().ToString("N"));
+        var pushError = await Assert.ThrowsAsync<PushRejectedException>(() => user.PushAsync(Json(payload), null));
+        Assert.Equal("bad_request", pushError.Code);
+
+        Assert.Equal(0, (await topic.GetPositionAsync()).Seq);
+        var accepted = await topic.PublishAsync(Json(" {\"ok\":[1,2]} "), null);
+        Assert.Equal(1, accepted.Seq);
+        Assert.Equal(PayloadFormat.Json, (await topic.ReadAsync(0, 10)).Messages.Single().Format);
+    }
+
     [Fact]
     public async Task GatewayLeaseLapsesWhenNotRenewed()
     {
@@ -115,6 +139,27 @@ public sealed class TopicGrainTests(ClusterFixture fixture)
         var userId = user.GetPrimaryKeyString();
         var history = await fixture.Grains.GetGrain<ITopicGrain>(TopicName.Personal(userId)).ReadAsync(0, 10);
         Assert.Equal("{\"dm\":true}", Encoding.UTF8.GetString(history.Messages.Single().Data));
+    }
+
+    /// <summary>Defect 5 of issue 10 (grain part): the user grain changed its list before storing it, so after a failed
+    /// write a retry answered "no change" and neither stored nor announced it.</summary>
+    [Fact]
+    public async Task ASubscribeWhoseStateWriteFailedIsStoredWhenRetried()
+    {
+        await using var silo = await StoreSilo.StartAsync(new History.MemoryHistoryStore(TimeProvider.System));
+        var user = silo.Grains.GetGrain<IUserGrain>("u" + Guid.NewGuid().ToString("N"));
+        Assert.True(await user.SubscribeAsync("news"));
+
+        silo.StateStorage.FailWrites(1);
+        await Assert.ThrowsAnyAsync<Exception>(() => user.SubscribeAsync("sports"));
+        silo.StateStorage.FailWrites(1);
+        await Assert.ThrowsAnyAsync<Exception>(() => user.UnsubscribeAsync("news"));
+        Assert.Equal(["news"], (await user.GetSubscriptionsAsync()).Order());
+
+        Assert.True(await user.SubscribeAsync("sports"));
+        Assert.True(await user.UnsubscribeAsync("news"));
+        await silo.DeactivateAsync(user);
+        Assert.Equal(["sports"], await user.GetSubscriptionsAsync());
     }
 
     [Fact]
