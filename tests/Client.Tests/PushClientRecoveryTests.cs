@@ -73,6 +73,7 @@ public sealed class PushClientRecoveryTests
             ["OrleansPush:Storage:Redis"] = redis,
             ["OrleansPush:Storage:Prefix"] = prefix,
             ["OrleansPush:Routing:Lease"] = "00:30:00",
+            ["OrleansPush:Silo:IdleGrainTimeout"] = "01:00:00", // at least the lease
         });
         var cluster = gateway.Services.GetRequiredService<IClusterClient>();
         var topic = "epoch-" + Guid.NewGuid().ToString("N");

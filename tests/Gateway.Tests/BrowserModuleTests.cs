@@ -26,6 +26,7 @@ public sealed class BrowserModuleTests
                 ["OrleansPush:Storage:Redis"] = redis,
                 ["OrleansPush:Storage:Prefix"] = prefix,
                 ["OrleansPush:Routing:Lease"] = "00:30:00", // renewed when the script says so
+                ["OrleansPush:Silo:IdleGrainTimeout"] = "01:00:00", // at least the lease
                 ["OrleansPush:Topics:Namespaces:tiny:HistorySize"] = "3",
             },
             builder => StreamFaults.Register(faults)(builder.Services),

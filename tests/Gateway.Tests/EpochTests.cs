@@ -26,6 +26,7 @@ public sealed class EpochFixture : IAsyncLifetime
             ["OrleansPush:Storage:Redis"] = redis,
             ["OrleansPush:Storage:Prefix"] = Prefix,
             ["OrleansPush:Routing:Lease"] = "00:30:00", // renewed by the tests, not by the clock
+            ["OrleansPush:Silo:IdleGrainTimeout"] = "01:00:00", // at least the lease
         });
     }
 

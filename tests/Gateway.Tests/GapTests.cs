@@ -246,7 +246,7 @@ public sealed class GapTests(FaultyGatewayFixture fixture)
     public async Task SseConnectAbandonedDuringASlowAttachLeavesNoSubscriptionLeaseOrPresence()
     {
         var user = "ghost-" + Guid.NewGuid().ToString("N");
-        var attach = fixture.Calls.Hold(nameof(IUserGrain.AttachAsync), user);
+        var attach = fixture.Calls.Hold(nameof(IUserGrain.SyncAsync), user);
         using (var request = new HttpRequestMessage(HttpMethod.Get, "/sse?user=" + user))
         using (var giveUp = new CancellationTokenSource(TimeSpan.FromMilliseconds(700)))
         {
