@@ -12,7 +12,10 @@ namespace OrleansPush.Client;
 /// or below the last seen seq is dropped). After a lost connection the client reconnects with jittered exponential
 /// backoff and resumes every topic from the last position seen (<c>since</c>); every missed message still in the
 /// topic's history is delivered. A gap that cannot be filled is never skipped in silence: it is reported through
-/// <see cref="RecoveryFailed"/>, and delivery goes on from the current position.</para>
+/// <see cref="RecoveryFailed"/>, and delivery goes on from the current position. That covers a resume answered
+/// <c>recovered:false</c>, a topic whose epoch changed (its history was lost; the new epoch is delivered from its seq 1),
+/// and a <c>reset</c> from the gateway (a message it missed cannot be filled), after which the client subscribes again
+/// from its last position by itself.</para>
 /// <para>Handlers run one at a time on the client's receive loop, so a slow handler slows only this client (the
 /// gateway may then close it as slow; it reconnects and resumes).</para>
 /// </summary>
@@ -359,10 +362,13 @@ public sealed class PushClient : IAsyncDisposable
                 w.WriteNumber("seq", seq);
                 w.WriteEndObject();
             }
-        }, "sub", ok => OnSubscribed(s, ok, resumed: epoch is not null), cancellationToken);
+        }, "sub", ok => OnSubscribed(s, ok, resumed: epoch is not null), cancellationToken, s);
     }
 
-    private async Task<JsonElement> RequestAsync(Session session, Action<Utf8JsonWriter> fields, string op, Action<JsonElement>? onOk, CancellationToken cancellationToken)
+    /// <param name="catchingUp">For a <c>sub</c>: its answer comes after the replay, which may take long for a large
+    /// backlog; the wait goes on as long as the replay keeps arriving.</param>
+    private async Task<JsonElement> RequestAsync(Session session, Action<Utf8JsonWriter> fields, string op, Action<JsonElement>? onOk, CancellationToken cancellationToken,
+        Subscription? catchingUp = null)
     {
         var id = Interlocked.Increment(ref _nextId);
         var pending = new Pending(onOk);
@@ -380,7 +386,18 @@ public sealed class PushClient : IAsyncDisposable
         try
         {
             await session.SendAsync(buffer.WrittenMemory, cancellationToken).ConfigureAwait(false);
-            return await pending.Reply.Task.WaitAsync(_options.RequestTimeout, cancellationToken).ConfigureAwait(false);
+            while (true)
+            {
+                try
+                {
+                    return await pending.Reply.Task.WaitAsync(_options.RequestTimeout, cancellationToken).ConfigureAwait(false);
+                }
+                catch (TimeoutException) when (catchingUp is not null
+                    && Environment.TickCount64 - Volatile.Read(ref catchingUp.LastMessageAt) < _options.RequestTimeout.TotalMilliseconds)
+                {
+                    // Still replaying: keep waiting.
+                }
+            }
         }
         catch (TimeoutException ex)
         {
@@ -492,6 +509,43 @@ public sealed class PushClient : IAsyncDisposable
             case "bye":
                 session.SaidBye = true;
                 break;
+            case "reset" when topic is not null:
+                OnReset(session, topic);
+                break;
+        }
+    }
+
+    /// <summary>The gateway ended a subscription because a message it missed cannot be filled: subscribe again from the
+    /// last position seen; the answer (<c>recovered:false</c>) is reported through <see cref="RecoveryFailed"/>.</summary>
+    private void OnReset(Session session, string topic)
+    {
+        Subscription? s;
+        lock (_subscriptions)
+        {
+            _subscriptions.TryGetValue(topic, out s);
+        }
+
+        if (s is null)
+        {
+            return; // not a topic this client follows (an automatic subscription it never asked for)
+        }
+
+        _ = ResubscribeOneAsync();
+
+        async Task ResubscribeOneAsync()
+        {
+            try
+            {
+                await SendSubscribeAsync(session, s, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (PushException ex) when (ex.Code != "unavailable")
+            {
+                Error?.Invoke(new PushException(ex.Code, $"Subscribing to {topic} again after a reset was refused: {ex.Message}", null, ex));
+            }
+            catch (Exception ex) when (ex is PushException or WebSocketException or ObjectDisposedException or OperationCanceledException)
+            {
+                // The connection went away; the next session resubscribes.
+            }
         }
     }
 
@@ -522,6 +576,7 @@ public sealed class PushClient : IAsyncDisposable
 
             s.Epoch = message.Epoch;
             s.Seq = message.Seq;
+            Volatile.Write(ref s.LastMessageAt, Environment.TickCount64);
         }
 
         if (gap is not null)
@@ -589,6 +644,9 @@ public sealed class PushClient : IAsyncDisposable
 
         /// <summary>A gap was reported from the messages of the current resume (so its answer need not report it again).</summary>
         public bool GapReported { get; set; }
+
+        /// <summary>When the last message arrived (<see cref="Environment.TickCount64"/>).</summary>
+        public long LastMessageAt;
     }
 
     private sealed class Pending(Action<JsonElement>? onOk)

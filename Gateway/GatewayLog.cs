@@ -33,14 +33,23 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 2009, Level = LogLevel.Warning, Message = "Topic {Topic} changed epoch from {OldEpoch} to {NewEpoch}: its history was lost")]
     public static partial void EpochChanged(ILogger logger, string topic, string oldEpoch, string newEpoch);
 
-    [LoggerMessage(EventId = 2010, Level = LogLevel.Warning, Message = "Topic {Topic}: seq {From}..{To} are no longer in history and cannot be delivered")]
+    [LoggerMessage(EventId = 2010, Level = LogLevel.Warning, Message = "Topic {Topic}: seq {From}..{To} are no longer in history; the subscribers that missed them are told")]
     public static partial void GapUnfillable(ILogger logger, string topic, long from, long to);
 
-    [LoggerMessage(EventId = 2011, Level = LogLevel.Warning, Message = "Topic {Topic}: reading a gap from history failed")]
-    public static partial void GapFillFailed(ILogger logger, string topic, Exception exception);
+    [LoggerMessage(EventId = 2011, Level = LogLevel.Warning, Message = "Topic {Topic}: reading a gap from history failed (attempt {Attempt}); trying again")]
+    public static partial void GapFillFailed(ILogger logger, string topic, int attempt, Exception? exception);
 
     [LoggerMessage(EventId = 2012, Level = LogLevel.Warning, Message = "Topic {Topic}: reading history for a resume failed")]
     public static partial void ReplayFailed(ILogger logger, string topic, Exception? exception);
+
+    [LoggerMessage(EventId = 2014, Level = LogLevel.Warning, Message = "Topic {Topic}: reading history for a catch-up failed (attempt {Attempt}); trying again")]
+    public static partial void CatchUpReadFailed(ILogger logger, string topic, int attempt, Exception? exception);
+
+    [LoggerMessage(EventId = 2015, Level = LogLevel.Warning, Message = "Topic {Topic}: seq {Seq} could not be encoded for {Transport}; those connections are closed")]
+    public static partial void EncodingFailed(ILogger logger, string topic, long seq, string transport, Exception exception);
+
+    [LoggerMessage(EventId = 2016, Level = LogLevel.Warning, Message = "A fan-out shard's inbox is full: stream events are dropped ({Dropped} so far) and filled from history")]
+    public static partial void ShardInboxFull(ILogger logger, long dropped);
 
     [LoggerMessage(EventId = 2013, Level = LogLevel.Warning, Message = "Topic {Topic}: reporting presence failed")]
     public static partial void PresenceReportFailed(ILogger logger, string topic, Exception exception);

@@ -40,8 +40,10 @@ public sealed class ConnectionCommands
     /// <paramref name="resume"/> (optional, e.g. SSE's <c>Last-Event-ID</c>) names where to resume each of those topics
     /// from. With <paramref name="holdForResume"/> (transports whose client can send <c>sub</c> later) those topics hold live
     /// messages back for a moment, so a client that resumes one of them with <c>since</c> gets every message in order.
-    /// Returns the topics joined with their positions.</summary>
-    public async Task<IReadOnlyList<(string Topic, SubscribeResult Result)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null, bool holdForResume = false)
+    /// Returns once every such subscription is recorded (their catch-ups may still run), with the topics joined.
+    /// <para>A connection that goes away meanwhile (its <see cref="OnDisconnected"/> ran while the user's grain was
+    /// slow to answer) is left with nothing: no subscription, no user lease, no presence.</para></summary>
+    public async Task<IReadOnlyList<(string Topic, Subscribing Subscribing)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null, bool holdForResume = false)
     {
         _drain.Track(connection);
         Observability.GatewayMetrics.ConnectionOpened(connection.Transport);
@@ -52,13 +54,23 @@ public sealed class ConnectionCommands
         }
 
         var serverSide = await _users.AddAsync(connection);
+        if (connection.IsGone)
+        {
+            // Its teardown ran while we waited: undo the add it could not see.
+            _users.Remove(connection);
+            throw new PushRejectedException(WireCodes.Unavailable, "The connection is closing.");
+        }
+
         string[] topics = [TopicName.Personal(userId), .. serverSide];
-        var results = await Task.WhenAll(topics.Select(t => SubscribeAsync(connection, t, resume?.Invoke(t), 0, serverSide: true, hold: holdForResume)));
-        return [.. topics.Zip(results)];
+        var subscribing = topics.Select(t => BeginSubscribe(connection, t, resume?.Invoke(t), 0, serverSide: true, hold: holdForResume)).ToArray();
+        await Task.WhenAll(subscribing.Select(s => s.AdmittedAsync()));
+        return [.. topics.Zip(subscribing)];
     }
 
     public void OnDisconnected(PushConnection connection)
     {
+        // First: nothing may subscribe it from now on (a subscribe in flight is refused by the router).
+        connection.MarkGone();
         _drain.Untrack(connection);
         Observability.GatewayMetrics.ConnectionClosed(connection.Transport);
         _security.OnDisconnected(connection);
@@ -69,11 +81,18 @@ public sealed class ConnectionCommands
         }
     }
 
-    /// <summary>Subscribes. A client's own subscribe needs the right to the topic (<see cref="ConnectionSecurity"/>);
-    /// <paramref name="serverSide"/> ones (the personal channel, a backend's server-side subscriptions) were decided by
-    /// the backend and skip that check.</summary>
+    /// <summary>Subscribes; completes once the connection is live on the topic (after any replay).</summary>
     /// <exception cref="PushRejectedException">bad_topic, forbidden or unavailable.</exception>
-    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string? topic, Since? since, int last, bool presenceEvents = false, bool serverSide = false, bool hold = false)
+    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string? topic, Since? since, int last, bool presenceEvents = false, bool serverSide = false, bool hold = false) =>
+        BeginSubscribe(connection, topic, since, last, presenceEvents, serverSide, hold).Completed;
+
+    /// <summary>Subscribes, and returns as soon as the request is on its way: a transport that must answer before a long
+    /// replay is over (SSE starts its stream, MQTT its SUBACK) awaits <see cref="Subscribing.AdmittedAsync"/>.
+    /// A client's own subscribe needs the right to the topic (<see cref="ConnectionSecurity"/>); <paramref name="serverSide"/>
+    /// ones (the personal channel, a backend's server-side subscriptions) were decided by the backend and skip that
+    /// check, as does the client's own subscribe to such a topic again (after a <c>reset</c>).</summary>
+    /// <exception cref="PushRejectedException">bad_topic, forbidden or unavailable.</exception>
+    public Subscribing BeginSubscribe(PushConnection connection, string? topic, Since? since, int last, bool presenceEvents = false, bool serverSide = false, bool hold = false)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -85,35 +104,40 @@ public sealed class ConnectionCommands
             throw new PushRejectedException("forbidden", "A personal channel is for its user alone.");
         }
 
-        if (!serverSide)
+        if (!serverSide && !connection.IsServerSide(topic!))
         {
             _security.CheckSubscribe(connection, topic!);
         }
 
-        var added = connection.AddTopic(topic!, _options.MaxSubscriptionsPerConnection, out var overLimit);
-        if (serverSide && !overLimit)
+        var added = connection.AddTopic(topic!, _options.MaxSubscriptionsPerConnection);
+        switch (added)
+        {
+            case TopicAdded.Gone:
+                throw new PushRejectedException(WireCodes.Unavailable, "The connection is closing.");
+            case TopicAdded.OverLimit:
+                throw new PushRejectedException("forbidden", $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
+        }
+
+        if (serverSide)
         {
             connection.MarkServerSide(topic!);
         }
 
-        if (overLimit)
-        {
-            throw new PushRejectedException("forbidden", $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
-        }
+        var subscribing = _router.Subscribe(connection, topic!, since, last, presenceEvents, hold);
+        return added == TopicAdded.Added ? new Subscribing(subscribing.Admitted, UndoIfRefusedAsync(subscribing.Completed)) : subscribing;
 
-        return SubscribeCoreAsync(connection, topic!, since, last, presenceEvents, added, hold);
-    }
-
-    private async Task<SubscribeResult> SubscribeCoreAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents, bool added, bool hold)
-    {
-        try
+        // A refused subscribe leaves nothing behind.
+        async Task<SubscribeResult> UndoIfRefusedAsync(Task<SubscribeResult> completed)
         {
-            return await _router.SubscribeAsync(connection, topic, since, last, presenceEvents, hold);
-        }
-        catch (PushRejectedException) when (added && connection.RemoveTopic(topic))
-        {
-            _router.Unsubscribe(connection, topic);
-            throw;
+            try
+            {
+                return await completed;
+            }
+            catch (PushRejectedException) when (connection.RemoveTopic(topic!))
+            {
+                _router.Unsubscribe(connection, topic!);
+                throw;
+            }
         }
     }
 

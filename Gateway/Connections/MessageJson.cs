@@ -3,7 +3,9 @@ using System.Text.Json;
 namespace OrleansPush.Gateway.Connections;
 
 /// <summary>The JSON form of a message that the raw WebSocket, SSE and long-polling transports share:
-/// <c>{"op":"msg","topic":..,"epoch":..,"seq":..,"data":&lt;the publisher's JSON, byte for byte&gt;}</c>.</summary>
+/// <c>{"op":"msg","topic":..,"epoch":..,"seq":..,"data":&lt;the publisher's JSON, byte for byte&gt;}</c>.
+/// <para>The payload is checked to be one JSON value as it is copied (once per message and wire form): a payload that is
+/// not throws rather than produce a frame the client cannot parse, and the fan-out tells those connections.</para></summary>
 public static class MessageJson
 {
     /// <summary>Writes the message object; <paramref name="withOp"/> adds the raw protocol's <c>"op":"msg"</c>.</summary>
@@ -19,7 +21,7 @@ public static class MessageJson
         writer.WriteString("epoch"u8, message.Epoch);
         writer.WriteNumber("seq"u8, message.Seq);
         writer.WritePropertyName("data"u8);
-        writer.WriteRawValue(message.Data, skipInputValidation: true);
+        writer.WriteRawValue(message.Data, skipInputValidation: false);
         writer.WriteEndObject();
     }
 }

@@ -3,6 +3,9 @@ namespace OrleansPush.Gateway.Connections;
 /// <summary>
 /// One message as this gateway sends it. Each wire form is encoded at most once, on first use, and the same
 /// encoded object is written to every connection that speaks that form (SignalR's SerializedHubMessage habit).
+/// <para>A form that cannot encode the message fails once: the failure is kept in the form's slot, and every
+/// connection of that form gets the same <see cref="MessageEncodingException"/> at once instead of encoding again.
+/// The fan-out tells (closes) those connections and goes on with the others.</para>
 /// </summary>
 public sealed class OutboundMessage(TopicMessage message)
 {
@@ -10,9 +13,56 @@ public sealed class OutboundMessage(TopicMessage message)
 
     public TopicMessage Message { get; } = message;
 
+    /// <summary>The size the message counts for in a catch-up's flow control, before a transport encodes it: its data,
+    /// its topic and a frame's overhead.</summary>
+    public int EstimatedBytes => EstimateBytes(Message);
+
     /// <summary>The encoding of this message in <paramref name="form"/>. Called from one fan-out shard at a time;
     /// were two threads to race, both would compute the same bytes and one would be kept.</summary>
-    public T Encoded<T>(WireForm<T> form) where T : class => (T)(_forms[form.Slot] ??= form.Encode(Message));
+    /// <exception cref="MessageEncodingException">The form cannot carry this message.</exception>
+    public T Encoded<T>(WireForm<T> form) where T : class
+    {
+        var slot = _forms[form.Slot];
+        if (slot is null)
+        {
+            try
+            {
+                slot = form.Encode(Message);
+            }
+            catch (Exception ex)
+            {
+                slot = new MessageEncodingException(Message, form.GetType().Name, ex);
+            }
+
+            _forms[form.Slot] = slot;
+        }
+
+        return slot as T ?? throw (MessageEncodingException)slot;
+    }
+
+    public static int EstimateBytes(TopicMessage message) => message.Data.Length + message.Topic.Length + 96;
+}
+
+/// <summary>A wire form could not encode a message (its payload is not what the form can carry). The connections of
+/// that form are told and closed; other forms, and so other connections, are not affected.</summary>
+public sealed class MessageEncodingException : Exception
+{
+    public MessageEncodingException()
+    {
+    }
+
+    public MessageEncodingException(string message) : base(message)
+    {
+    }
+
+    public MessageEncodingException(string message, Exception inner) : base(message, inner)
+    {
+    }
+
+    public MessageEncodingException(TopicMessage message, string form, Exception inner)
+        : base($"Seq {message.Seq} of {message.Topic} cannot be encoded as {form}.", inner)
+    {
+    }
 }
 
 /// <summary>A distinct wire encoding of a message (raw WebSocket JSON, SignalR, SSE, ...).</summary>

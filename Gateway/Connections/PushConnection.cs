@@ -1,16 +1,38 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 
 namespace OrleansPush.Gateway.Connections;
 
+/// <summary>Told once when a connection that had no room for a catch-up has drained (or is closing).</summary>
+public interface IDrainListener
+{
+    /// <summary>Called on the connection's writer (or closing) thread: do no more than post work elsewhere.</summary>
+    void OnDrained();
+}
+
+/// <summary>What <see cref="PushConnection.AddTopic"/> did.</summary>
+internal enum TopicAdded
+{
+    Added,
+    AlreadyThere,
+    OverLimit,
+
+    /// <summary>The connection went away: it can never be subscribed again.</summary>
+    Gone,
+}
+
 /// <summary>
-/// A client connection, whatever its transport. The fan-out knows only this: <see cref="Deliver"/> never blocks and
-/// never throws; a connection that cannot keep up closes itself and the others are not delayed.
+/// A client connection, whatever its transport. The fan-out knows only this: <see cref="Deliver"/> never blocks; a
+/// connection that cannot keep up closes itself and the others are not delayed.
+/// <para>A connection that went away (<see cref="MarkGone"/>) is never subscribed afterwards: <see cref="AddTopic"/>
+/// refuses it, and the router checks <see cref="IsGone"/> where it records a subscription.</para>
 /// </summary>
 public abstract class PushConnection
 {
     private static long _nextId;
     private readonly HashSet<string> _topics = new(StringComparer.Ordinal);
     private readonly HashSet<string> _serverSide = new(StringComparer.Ordinal);
+    private volatile bool _gone;
 
     protected PushConnection(string transport, string? userId, string? remoteAddress)
     {
@@ -32,8 +54,17 @@ public abstract class PushConnection
     /// <summary>What the connection's token grants, and when it expires; replaced whole by a refresh.</summary>
     public Security.ConnectionAccess Access { get; set; } = Security.ConnectionAccess.None;
 
-    /// <summary>Queues a message for writing. False when the connection is closing (it then wants nothing more).</summary>
+    /// <summary>The connection went away (its teardown began). Nothing may subscribe it from then on.</summary>
+    public bool IsGone => _gone;
+
+    /// <summary>Queues a message for writing. False when the connection takes nothing more (it is closing; a long poll
+    /// that is full). Throws <see cref="MessageEncodingException"/> when its transport cannot encode the message.</summary>
     public abstract bool Deliver(OutboundMessage message);
+
+    /// <summary>Flow control for catch-ups (history replayed to this connection): true when the connection can take a
+    /// message of about <paramref name="bytes"/> now. Otherwise false, and <paramref name="listener"/> is told once
+    /// when it has drained enough, or is closing. A connection without an outbound queue always has room.</summary>
+    public virtual bool HasRoomFor(int bytes, IDrainListener listener) => true;
 
     /// <summary>A presence event (a user joined or left a topic this connection follows with presence events on).
     /// Transports without a form for it ignore it.</summary>
@@ -41,29 +72,60 @@ public abstract class PushConnection
     {
     }
 
-    /// <summary>Closes the connection with a reason code (<c>slow</c>, <c>shutdown</c>, ...), telling the client first
-    /// when the transport can.</summary>
+    /// <summary>The router ended this connection's subscription to <paramref name="topic"/> because a message it missed
+    /// cannot be filled (<paramref name="code"/>: <see cref="WireCodes.InsufficientState"/>): the transport tells the
+    /// client in its own way (DESIGN.md "Guarantees"). By default the connection is closed with the code.</summary>
+    public virtual void SubscriptionEnded(string topic, string code) => Close(code);
+
+    /// <summary>Closes the connection with a reason code (<see cref="WireCodes"/>), telling the client first when the
+    /// transport can.</summary>
     public abstract void Close(string reason);
 
-    /// <summary>Records a subscription; false when it is already there.</summary>
-    internal bool AddTopic(string topic, int limit, out bool overLimit)
+    /// <summary>The connection's teardown began: from now on it is never subscribed again.</summary>
+    internal void MarkGone() => _gone = true;
+
+    /// <summary>Records a subscription (under the same lock as <see cref="MarkGone"/>'s effect on
+    /// <see cref="DrainTopics"/>, so a connection that went away cannot gain one).</summary>
+    internal TopicAdded AddTopic(string topic, int limit)
     {
         lock (_topics)
         {
-            overLimit = !_topics.Contains(topic) && _topics.Count >= limit;
-            var added = !overLimit && _topics.Add(topic);
-            Observability.GatewayMetrics.SubscriptionsChanged(added ? 1 : 0);
-            return added;
+            if (_gone)
+            {
+                return TopicAdded.Gone;
+            }
+
+            if (_topics.Contains(topic))
+            {
+                return TopicAdded.AlreadyThere;
+            }
+
+            if (_topics.Count >= limit)
+            {
+                return TopicAdded.OverLimit;
+            }
+
+            _topics.Add(topic);
+            Observability.GatewayMetrics.SubscriptionsChanged(1);
+            return TopicAdded.Added;
         }
     }
 
     /// <summary>Marks a subscription the backend decided (the personal channel, a server-side subscription): a token
-    /// refresh does not take it away.</summary>
+    /// refresh does not take it away, and the client may subscribe to it again after a reset.</summary>
     internal void MarkServerSide(string topic)
     {
         lock (_topics)
         {
             _serverSide.Add(topic);
+        }
+    }
+
+    internal bool IsServerSide(string topic)
+    {
+        lock (_topics)
+        {
+            return _serverSide.Contains(topic);
         }
     }
 
@@ -87,10 +149,24 @@ public abstract class PushConnection
         }
     }
 
+    /// <summary>A subscription the router ended: a client's own is gone (it subscribes again if it wants); one the
+    /// backend decided stays recorded, so the client may take it up again with <c>since</c>.</summary>
+    internal void EndTopic(string topic)
+    {
+        lock (_topics)
+        {
+            if (!_serverSide.Contains(topic) && _topics.Remove(topic))
+            {
+                Observability.GatewayMetrics.SubscriptionsChanged(-1);
+            }
+        }
+    }
+
     internal string[] DrainTopics()
     {
         lock (_topics)
         {
+            _gone = true;
             var all = _topics.ToArray();
             _topics.Clear();
             _serverSide.Clear();
@@ -102,25 +178,48 @@ public abstract class PushConnection
     public override string ToString() => Id;
 }
 
+/// <summary>How much a connection's outbound queue may hold, and how long a closing or stalled one is given.</summary>
+/// <param name="MaxQueuedBytes">Past it the queue is dropped and the connection closed as <c>slow</c>.</param>
+/// <param name="CloseGrace">How long a closing connection gets to take its goodbye before it is aborted.</param>
+/// <param name="WriteStallTimeout">How long a write may wait for the transport while a catch-up waits for room before
+/// the connection is closed as <c>slow</c> (a client that stopped reading); zero turns that off.</param>
+public readonly record struct OutboundLimits(long MaxQueuedBytes, TimeSpan CloseGrace, TimeSpan WriteStallTimeout)
+{
+    /// <summary>A catch-up queues history only while the queue holds less than this...</summary>
+    public long HighWater => MaxQueuedBytes / 2;
+
+    /// <summary>...and, once it had no room, waits until the queue has drained to this.</summary>
+    public long LowWater => MaxQueuedBytes / 4;
+}
+
 /// <summary>
 /// A connection with a bounded outbound queue drained by one writer loop (centrifuge's per-connection write queue).
 /// The bound is in bytes; past it the queue is dropped and the connection closed as <c>slow</c>: the client recovers
 /// what it missed with <c>since</c> when it reconnects.
+/// <para>Catch-ups are flow-controlled against the same queue (<see cref="HasRoomFor"/>): history is queued up to the
+/// high-water mark, and the writer loop, not a timer, tells the waiting catch-ups when the queue has drained to the
+/// low-water mark. Until the writer runs there is no room at all, so nothing is replayed into a stream that has not
+/// started. A write the transport has not taken for <see cref="OutboundLimits.WriteStallTimeout"/> while a catch-up waits
+/// (the client stopped reading) gets the connection closed as <c>slow</c>.</para>
 /// </summary>
 public abstract class QueuedConnection<TFrame> : PushConnection
 {
-    private readonly Channel<(TFrame Frame, int Size)> _queue = Channel.CreateUnbounded<(TFrame, int)>(
+    private readonly Channel<Queued> _queue = Channel.CreateUnbounded<Queued>(
         new UnboundedChannelOptions { SingleReader = true, SingleWriter = false, AllowSynchronousContinuations = false });
-    private readonly long _maxQueuedBytes;
-    private readonly TimeSpan _closeGrace;
+    private readonly OutboundLimits _limits;
+    private readonly Lock _drainLock = new();
+    private List<IDrainListener>? _drainWaiters;
+    private int _drainWaiting;
+    private int _writerStarted;
+    private int _stallWatch;
+    private long _writingSince;
     private long _queuedBytes;
     private string? _closeReason;
 
-    protected QueuedConnection(string transport, string? userId, string? remoteAddress, long maxQueuedBytes, TimeSpan closeGrace)
+    protected QueuedConnection(string transport, string? userId, string? remoteAddress, OutboundLimits limits)
         : base(transport, userId, remoteAddress)
     {
-        _maxQueuedBytes = maxQueuedBytes;
-        _closeGrace = closeGrace;
+        _limits = limits;
     }
 
     /// <summary>Why the server closed the connection, or null.</summary>
@@ -135,23 +234,78 @@ public abstract class QueuedConnection<TFrame> : PushConnection
     }
 
     /// <summary>Queues a transport frame (a reply, an error) behind the messages already queued.</summary>
-    public bool Enqueue(TFrame frame, int size)
+    public bool Enqueue(TFrame frame, int size) => Enqueue(new Queued(frame, size, null));
+
+    /// <summary>Completes once everything queued before this call has been written (or is dropped because the
+    /// connection closed): an answer sent outside the queue then cannot overtake what was queued for it.</summary>
+    public Task WrittenAsync()
+    {
+        var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!Enqueue(new Queued(default!, 0, written)))
+        {
+            written.TrySetResult();
+        }
+
+        return written.Task;
+    }
+
+    public override bool HasRoomFor(int bytes, IDrainListener listener)
+    {
+        if (Volatile.Read(ref _closeReason) is not null || HasRoom(bytes))
+        {
+            return true; // a closing connection refuses the message itself, which ends the catch-up
+        }
+
+        lock (_drainLock)
+        {
+            (_drainWaiters ??= []).Add(listener);
+            Interlocked.Exchange(ref _drainWaiting, 1);
+
+            // The writer may have drained (or started) between the check above and the flag: look again, after it.
+            if (Volatile.Read(ref _closeReason) is not null || (Volatile.Read(ref _writerStarted) == 1 && QueuedBytes <= _limits.LowWater))
+            {
+                _drainWaiters.Remove(listener);
+                if (_drainWaiters.Count == 0)
+                {
+                    Volatile.Write(ref _drainWaiting, 0);
+                }
+
+                return true;
+            }
+        }
+
+        WatchForStall();
+        return false;
+    }
+
+    private bool HasRoom(int bytes)
+    {
+        if (Volatile.Read(ref _writerStarted) == 0)
+        {
+            return false;
+        }
+
+        var queued = QueuedBytes;
+        return queued <= _limits.LowWater || queued + bytes <= _limits.HighWater;
+    }
+
+    private bool Enqueue(Queued item)
     {
         if (Volatile.Read(ref _closeReason) is not null)
         {
             return false;
         }
 
-        if (Interlocked.Add(ref _queuedBytes, size) > _maxQueuedBytes)
+        if (Interlocked.Add(ref _queuedBytes, item.Size) > _limits.MaxQueuedBytes)
         {
-            Interlocked.Add(ref _queuedBytes, -size);
-            Close("slow");
+            Interlocked.Add(ref _queuedBytes, -item.Size);
+            Close(WireCodes.Slow);
             return false;
         }
 
-        if (!_queue.Writer.TryWrite((frame, size)))
+        if (!_queue.Writer.TryWrite(item))
         {
-            Interlocked.Add(ref _queuedBytes, -size);
+            Interlocked.Add(ref _queuedBytes, -item.Size);
             return false;
         }
 
@@ -165,7 +319,7 @@ public abstract class QueuedConnection<TFrame> : PushConnection
             return;
         }
 
-        if (reason == "slow")
+        if (reason == WireCodes.Slow)
         {
             Observability.GatewayMetrics.SlowConsumerClosed(Transport);
         }
@@ -173,24 +327,47 @@ public abstract class QueuedConnection<TFrame> : PushConnection
         // Wake the writer: it drops what is queued, says goodbye and closes. If the transport is stuck (the peer
         // stopped reading), the goodbye cannot get out, so the connection is aborted after a grace period.
         _queue.Writer.TryComplete();
+        ReleaseDrainWaiters();
         _ = AbortAfterGraceAsync();
     }
 
     /// <summary>Ends the writer after what is queued has been written (the peer went away or said goodbye).</summary>
-    public void Complete() => _queue.Writer.TryComplete();
+    public void Complete()
+    {
+        _queue.Writer.TryComplete();
+        ReleaseDrainWaiters();
+    }
 
     /// <summary>Writes queued frames until the queue completes; run once per connection by its transport.</summary>
     public async Task RunWriterAsync(CancellationToken cancellationToken)
     {
         var reader = _queue.Reader;
+        Interlocked.Exchange(ref _writerStarted, 1);
+        if (Volatile.Read(ref _drainWaiting) == 1 && QueuedBytes <= _limits.LowWater)
+        {
+            ReleaseDrainWaiters();
+        }
+
         try
         {
             while (await reader.WaitToReadAsync(cancellationToken))
             {
                 while (Volatile.Read(ref _closeReason) is null && reader.TryRead(out var item))
                 {
+                    if (item.Written is { } written)
+                    {
+                        written.TrySetResult();
+                        continue;
+                    }
+
+                    Volatile.Write(ref _writingSince, Stopwatch.GetTimestamp());
                     await WriteAsync(item.Frame, moreQueued: reader.TryPeek(out _), cancellationToken);
-                    Interlocked.Add(ref _queuedBytes, -item.Size);
+                    Volatile.Write(ref _writingSince, 0);
+                    var left = Interlocked.Add(ref _queuedBytes, -item.Size);
+                    if (Volatile.Read(ref _drainWaiting) == 1 && left <= _limits.LowWater)
+                    {
+                        ReleaseDrainWaiters();
+                    }
                 }
 
                 if (Volatile.Read(ref _closeReason) is not null)
@@ -201,11 +378,7 @@ public abstract class QueuedConnection<TFrame> : PushConnection
 
             if (Volatile.Read(ref _closeReason) is { } reason)
             {
-                while (reader.TryRead(out var dropped))
-                {
-                    Interlocked.Add(ref _queuedBytes, -dropped.Size);
-                }
-
+                DropQueued();
                 await CloseTransportAsync(reason, cancellationToken);
             }
         }
@@ -214,6 +387,11 @@ public abstract class QueuedConnection<TFrame> : PushConnection
         }
         catch (Exception ex) when (IsTransportGone(ex))
         {
+        }
+        finally
+        {
+            DropQueued();
+            ReleaseDrainWaiters();
         }
     }
 
@@ -231,9 +409,78 @@ public abstract class QueuedConnection<TFrame> : PushConnection
 
     protected virtual bool IsTransportGone(Exception ex) => ex is IOException or ObjectDisposedException;
 
+    private void DropQueued()
+    {
+        while (_queue.Reader.TryRead(out var dropped))
+        {
+            Interlocked.Add(ref _queuedBytes, -dropped.Size);
+            dropped.Written?.TrySetResult();
+        }
+    }
+
+    private void ReleaseDrainWaiters()
+    {
+        List<IDrainListener>? waiters;
+        lock (_drainLock)
+        {
+            waiters = _drainWaiters;
+            _drainWaiters = null;
+            Volatile.Write(ref _drainWaiting, 0);
+        }
+
+        if (waiters is not null)
+        {
+            foreach (var listener in waiters)
+            {
+                listener.OnDrained();
+            }
+        }
+    }
+
+    /// <summary>While catch-ups wait for room, a write that the transport has not taken for the stall timeout means a
+    /// client that stopped reading: it is closed as slow (within a quarter of the timeout after that). A client that
+    /// reads, however slowly, completes writes. One watch per connection, and only while someone waits.</summary>
+    private void WatchForStall()
+    {
+        if (_limits.WriteStallTimeout > TimeSpan.Zero && Interlocked.Exchange(ref _stallWatch, 1) == 0)
+        {
+            _ = WatchAsync();
+        }
+
+        async Task WatchAsync()
+        {
+            try
+            {
+                while (Volatile.Read(ref _closeReason) is null && Volatile.Read(ref _drainWaiting) == 1)
+                {
+                    await Task.Delay(_limits.WriteStallTimeout / 4);
+                    var writingSince = Volatile.Read(ref _writingSince);
+                    if (writingSince != 0 && Stopwatch.GetElapsedTime(writingSince) >= _limits.WriteStallTimeout && Volatile.Read(ref _drainWaiting) == 1)
+                    {
+                        Close(WireCodes.Slow);
+                        return;
+                    }
+                }
+            }
+            finally
+            {
+                Volatile.Write(ref _stallWatch, 0);
+            }
+
+            // A catch-up may have started waiting between the loop's last look and the reset just above.
+            if (Volatile.Read(ref _drainWaiting) == 1 && Volatile.Read(ref _closeReason) is null)
+            {
+                WatchForStall();
+            }
+        }
+    }
+
     private async Task AbortAfterGraceAsync()
     {
-        await Task.Delay(_closeGrace);
+        await Task.Delay(_limits.CloseGrace);
         Abort();
     }
+
+    /// <summary>A queued frame, or a marker (<see cref="Written"/>) that completes when the writer reaches it.</summary>
+    private readonly record struct Queued(TFrame Frame, int Size, TaskCompletionSource? Written);
 }

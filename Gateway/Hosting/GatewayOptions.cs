@@ -12,6 +12,7 @@ public sealed class GatewayOptions
     public static readonly TimeSpan DefaultKeepAliveInterval = TimeSpan.FromSeconds(20);
     public static readonly TimeSpan DefaultEmptyTopicLinger = TimeSpan.FromSeconds(10);
     public static readonly TimeSpan DefaultSlowCloseGrace = TimeSpan.FromSeconds(2);
+    public static readonly TimeSpan DefaultWriteStallTimeout = TimeSpan.FromSeconds(10);
     public static readonly TimeSpan DefaultAutoSubscriptionHold = TimeSpan.FromSeconds(1);
     public static readonly TimeSpan DefaultPublishAttemptTimeout = TimeSpan.FromSeconds(3);
     public static readonly TimeSpan DefaultPublishTimeout = TimeSpan.FromSeconds(15);
@@ -31,6 +32,14 @@ public sealed class GatewayOptions
 
     /// <summary>How long a connection closed as slow gets to take its goodbye before it is aborted.</summary>
     public TimeSpan SlowCloseGrace { get; set; } = DefaultSlowCloseGrace;
+
+    /// <summary>How long a write to a connection may wait for the transport while a catch-up (history replayed to it)
+    /// waits for room in its queue, before the connection is closed as <c>slow</c>: a client that stopped reading. A
+    /// client that reads, however slowly, keeps its catch-up going. Zero turns it off.</summary>
+    public TimeSpan WriteStallTimeout { get; set; } = DefaultWriteStallTimeout;
+
+    /// <summary>The outbound queue limits every queued connection gets.</summary>
+    public Connections.OutboundLimits Outbound => new(OutboundQueueBytes, SlowCloseGrace, WriteStallTimeout);
 
     /// <summary>How long the subscriptions a WebSocket or SignalR connection gets when it opens (its personal channel,
     /// its server-side subscriptions) hold live messages back, so that a client which resumes one of them with
@@ -83,6 +92,11 @@ internal sealed class GatewayOptionsValidator : IValidateOptions<GatewayOptions>
         if (o.OutboundQueueBytes < o.MaxMessageBytes)
         {
             failures.Add($"{GatewayOptions.Section}:OutboundQueueBytes must be at least MaxMessageBytes ({o.MaxMessageBytes}).");
+        }
+
+        if (o.WriteStallTimeout < TimeSpan.Zero)
+        {
+            failures.Add($"{GatewayOptions.Section}:WriteStallTimeout must be zero (off) or positive (is {o.WriteStallTimeout}).");
         }
 
         if (o.Shards < 0)

@@ -15,8 +15,10 @@ internal sealed class GatewayStream(
     UserConnections users,
     TopicDirectory directory,
     IOptions<RoutingOptions> routing,
+    IEnumerable<IGatewayEventFilter> filters,
     ILogger<GatewayStream> logger) : BackgroundService, IAsyncObserver<GatewayEvent>
 {
+    private readonly IGatewayEventFilter? _filter = filters.LastOrDefault();
     private IAsyncStream<GatewayEvent>? _stream;
 
     public override async Task StartAsync(CancellationToken cancellationToken)
@@ -53,6 +55,20 @@ internal sealed class GatewayStream(
 
     public Task OnNextAsync(GatewayEvent item, StreamSequenceToken? token = null)
     {
+        if (_filter is { } filter)
+        {
+            filter.OnEvent(item, Handle);
+        }
+        else
+        {
+            Handle(item);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private void Handle(GatewayEvent item)
+    {
         switch (item)
         {
             case TopicMessage message:
@@ -74,8 +90,6 @@ internal sealed class GatewayStream(
                 Array.ForEach(users.ConnectionsOf(disconnect.UserId), c => c.Close(Observability.AdminEndpoints.DisconnectReason));
                 break;
         }
-
-        return Task.CompletedTask;
     }
 
     public Task OnCompletedAsync() => Task.CompletedTask;
@@ -136,4 +150,13 @@ internal sealed class GatewayStream(
             }
         }
     }
+}
+
+/// <summary>A seam on the gateway's stream, where tests inject the faults a stream may have (loss, duplication, delay,
+/// reordering, corruption): it sees every event before the gateway handles it and calls <c>handle</c> for what should be
+/// handled, any number of times, now or later. Without one registered, every event is handled at once, as it comes.
+/// The gateway must keep its guarantees whatever a filter does; it is never registered in production.</summary>
+public interface IGatewayEventFilter
+{
+    void OnEvent(GatewayEvent item, Action<GatewayEvent> handle);
 }

@@ -13,41 +13,32 @@ public sealed record SubscribeResult(string Epoch, long Seq, bool? Recovered);
 
 /// <summary>
 /// This gateway's local view of topics: which local connections follow each topic, and the topic's interest lease
-/// with its grain. Topics are spread over shards; each shard is one loop that alone owns its topics, so subscribe,
-/// unsubscribe, replay and delivery of a topic are serialised without locks.
+/// with its grain. Topics are spread over shards (<see cref="TopicShard"/>); each shard is one loop that alone owns its
+/// topics, so subscribe, unsubscribe, replay and delivery of a topic are serialised without locks. This class only
+/// routes each call to its topic's shard.
 /// <para>Guarantees per topic and connection: messages in seq order, each at most once (duplicates from the stream
-/// are dropped by seq); a gap in seq is filled from the topic's history before later messages are delivered; a
-/// resume replays history first and joins the live flow with no gap or duplicate at the seam.</para>
+/// are dropped by seq); a gap in seq is filled from the topic's history before later messages are delivered, or every
+/// subscriber that misses it is told (its subscription ends with <c>insufficient_state</c>); a resume replays history
+/// at the pace the connection drains, however large, and joins the live flow with no gap or duplicate at the seam; a
+/// new epoch is delivered from its seq 1.</para>
 /// </summary>
-public sealed partial class TopicRouter : IAsyncDisposable
+public sealed class TopicRouter : IAsyncDisposable
 {
-    /// <summary>Most messages one replay or gap fill reads from history.</summary>
-    public const int MaxReplay = 100_000;
-
-    private readonly Shard[] _shards;
-    private readonly IClusterClient _cluster;
-    private readonly GatewayIdentity _identity;
-    private readonly GatewayOptions _options;
+    private readonly TopicShard[] _shards;
+    private readonly TopicGrains _grains;
     private readonly ILogger<TopicRouter> _logger;
-    private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task[] _loops;
-
-    private readonly TopicOptions _topicOptions;
 
     public TopicRouter(IClusterClient cluster, GatewayIdentity identity, IOptions<GatewayOptions> options, IOptions<TopicOptions> topics,
         ILogger<TopicRouter> logger, TimeProvider time)
     {
-        _topicOptions = topics.Value;
-        _cluster = cluster;
-        _identity = identity;
-        _options = options.Value;
+        _grains = new TopicGrains(cluster, identity);
         _logger = logger;
-        _time = time;
-        _shards = new Shard[_options.EffectiveShards];
+        _shards = new TopicShard[options.Value.EffectiveShards];
         for (var i = 0; i < _shards.Length; i++)
         {
-            _shards[i] = new Shard(this);
+            _shards[i] = new TopicShard(_grains, options.Value, topics.Value, time, logger);
         }
 
         _loops = Array.ConvertAll(_shards, s => Task.Run(() => s.RunAsync(_stopping.Token)));
@@ -58,37 +49,40 @@ public sealed partial class TopicRouter : IAsyncDisposable
 
     public int TopicCount => _shards.Sum(s => s.Count);
 
-    /// <summary>Subscribes a connection. Completes once the connection is live on the topic: after the replay, when
-    /// one was asked for, has been queued to it.</summary>
+    /// <summary>Subscribes a connection. The result's <see cref="Subscribing.Completed"/> completes once the connection is
+    /// live on the topic: after the replay, when one was asked for, has been queued to it.</summary>
     /// <param name="presenceEvents">The connection wants join and leave events, where the namespace has presence.</param>
     /// <param name="hold">An automatic subscription made as the connection opens: live messages wait (for
     /// <see cref="GatewayOptions.AutoSubscriptionHold"/>) in case the client resumes the topic with <c>since</c>.</param>
-    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false, bool hold = false)
+    public Subscribing Subscribe(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false, bool hold = false)
     {
-        var request = new SubscribeCommand(connection, topic, since, last, presenceEvents, hold && _options.AutoSubscriptionHold > TimeSpan.Zero);
-        ShardOf(topic).Post(request);
-        return request.Completion.Task;
+        var request = new SubscribeCommand(connection, topic, since, last, presenceEvents, hold);
+        ShardOf(topic).PostBounded(request);
+        return new Subscribing(request.Admitted.Task, request.Completion.Task);
     }
+
+    public Task<SubscribeResult> SubscribeAsync(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false, bool hold = false) =>
+        Subscribe(connection, topic, since, last, presenceEvents, hold).Completed;
 
     public void Unsubscribe(PushConnection connection, string topic) => ShardOf(topic).Post(new UnsubscribeCommand(connection, topic));
 
     /// <summary>A message from this gateway's stream.</summary>
-    public void OnMessage(TopicMessage message) => ShardOf(message.Topic).Post(message);
+    public void OnMessage(TopicMessage message) => ShardOf(message.Topic).PostEvent(message);
 
     /// <summary>A user joined or left a presence-enabled topic somewhere in the cluster.</summary>
-    public void OnPresence(PresenceChanged change) => ShardOf(change.Topic).Post(change);
+    public void OnPresence(PresenceChanged change) => ShardOf(change.Topic).PostEvent(change);
 
     /// <summary>Consecutive messages of one topic from this gateway's stream.</summary>
     public void OnMessages(TopicMessageBatch batch)
     {
         if (batch.Messages.Length > 0)
         {
-            ShardOf(batch.Messages[0].Topic).Post(batch);
+            ShardOf(batch.Messages[0].Topic).PostEvent(batch);
         }
     }
 
     /// <summary>Renews every lease this gateway holds and checks each topic's position against the grain's: a topic
-    /// that moved on without us (a lost stream event, a reactivated grain) is repaired from history.</summary>
+    /// that moved on without us (a lost stream event, a reactivated grain, a new epoch) is repaired from history.</summary>
     public async Task RenewAsync(CancellationToken cancellationToken)
     {
         await Parallel.ForEachAsync(
@@ -98,8 +92,8 @@ public sealed partial class TopicRouter : IAsyncDisposable
             {
                 try
                 {
-                    var position = await Grain(topic).AddInterestAsync(_identity.Id);
-                    ShardOf(topic).Post(new PositionCheck(topic, position));
+                    var position = await _grains.AddInterestAsync(topic);
+                    ShardOf(topic).PostBounded(new PositionCheck(topic, position));
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
@@ -113,7 +107,7 @@ public sealed partial class TopicRouter : IAsyncDisposable
     {
         foreach (var shard in _shards)
         {
-            shard.Post(SweepCommand.Instance);
+            shard.PostBounded(SweepCommand.Instance);
         }
     }
 
@@ -129,94 +123,6 @@ public sealed partial class TopicRouter : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    private Shard ShardOf(string topic) =>
+    private TopicShard ShardOf(string topic) =>
         _shards.Length == 1 ? _shards[0] : _shards[(int)((uint)StringComparer.Ordinal.GetHashCode(topic) % (uint)_shards.Length)];
-
-    private ITopicGrain Grain(string topic) => _cluster.GetGrain<ITopicGrain>(topic);
-
-    private sealed record SubscribeCommand(PushConnection Connection, string Topic, Since? Since, int Last, bool PresenceEvents, bool Hold)
-    {
-        public TaskCompletionSource<SubscribeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    }
-
-    private sealed record UnsubscribeCommand(PushConnection Connection, string Topic);
-
-    private sealed record Registered(LocalTopic Topic, TopicPosition? Position, Exception? Error);
-
-    private sealed record HistoryLoaded(LocalTopic Topic, Subscription Subscription, int Generation, SubscribeCommand Request, HistorySlice? Slice, Exception? Error);
-
-    private sealed record GapLoaded(LocalTopic Topic, HistorySlice? Slice, Exception? Error);
-
-    private sealed record PositionCheck(string Topic, TopicPosition Position);
-
-    /// <summary>An automatic subscription's hold is over: what it held goes out, and it is live.</summary>
-    private sealed record HoldElapsed(LocalTopic Topic, Subscription Subscription);
-
-    private sealed record SweepCommand
-    {
-        public static readonly SweepCommand Instance = new();
-    }
-
-    private sealed class Subscription(PushConnection connection)
-    {
-        public PushConnection Connection { get; } = connection;
-
-        /// <summary>The last seq queued to this connection.</summary>
-        public long LastSeq { get; set; }
-
-        /// <summary>Live messages held back while a replay is read, or while an automatic subscription waits to be
-        /// claimed (<see cref="Claimable"/>); null when live.</summary>
-        public List<OutboundMessage>? Held { get; set; }
-
-        /// <summary>An automatic subscription still holding: a <c>sub</c> from the client takes it over.</summary>
-        public bool Claimable { get; set; }
-
-        /// <summary>The connection has every message after this seq up to <see cref="LastSeq"/> (it joined live here, or
-        /// a replay filled in from here). A resume from earlier cannot be served in order.</summary>
-        public long ContiguousFrom { get; set; }
-
-        public int Generation { get; set; }
-
-        public bool WantsPresence { get; set; }
-
-        /// <summary>Whether any message went to this connection on this topic (then it never goes back below
-        /// <see cref="LastSeq"/>, even when it asks to resume from earlier).</summary>
-        public bool Delivered { get; set; }
-    }
-
-    private sealed class LocalTopic(string name, bool presence)
-    {
-        private Subscription[]? _snapshot;
-
-        /// <summary>Local connections per member (user id, or "" for anonymous) when the namespace has presence.</summary>
-        public Dictionary<string, int>? Members { get; } = presence ? new(StringComparer.Ordinal) : null;
-
-        public string Name { get; } = name;
-
-        /// <summary>False until the grain has answered the first interest registration.</summary>
-        public bool Live { get; set; }
-
-        public string Epoch { get; set; } = string.Empty;
-
-        /// <summary>The last seq delivered to this gateway's subscribers.</summary>
-        public long Seq { get; set; }
-
-        public Dictionary<PushConnection, Subscription> Subscribers { get; } = [];
-
-        public Subscription[] Snapshot => _snapshot ??= [.. Subscribers.Values];
-
-        public List<SubscribeCommand>? Waiting { get; set; }
-
-        /// <summary>Messages that arrived while registering or while a gap is being filled.</summary>
-        public List<TopicMessage>? Held { get; set; }
-
-        public bool FillingGap { get; set; }
-
-        /// <summary>The seq at the previous lease renewal: a topic behind its grain and not moving is stalled.</summary>
-        public long SeqAtLastCheck { get; set; } = -1;
-
-        public long EmptySince { get; set; }
-
-        public void Changed() => _snapshot = null;
-    }
 }

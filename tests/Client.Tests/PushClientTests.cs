@@ -135,6 +135,14 @@ public sealed class PushClientTests
         }
     }
 
+    internal static long LastOf(List<long> list)
+    {
+        lock (list)
+        {
+            return list.Count == 0 ? 0 : list[^1];
+        }
+    }
+
     internal static async Task Until(Func<bool> condition, string what)
     {
         using var cts = new CancellationTokenSource(Wait);

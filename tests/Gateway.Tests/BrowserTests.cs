@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Builder;
 using System.Diagnostics;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -15,27 +16,42 @@ public sealed class BrowserTests
     [Fact]
     public async Task DemoPageShowsPublishedMessagesResumesAfterADisconnectAndSurfacesAGapHistoryCannotFill()
     {
+        var output = await RunScriptAsync("demo-page.js", new Dictionary<string, string?>
+        {
+            ["OrleansPush:Topics:Namespaces:tiny:HistorySize"] = "2",
+        });
+        Assert.Contains("OK browser-", output, StringComparison.Ordinal);
+    }
+
+    /// <summary>Starts an embedded gateway that serves the Gateway project's wwwroot (as <c>dotnet run --project
+    /// Gateway</c> serves it) with <paramref name="settings"/>, runs <c>node <paramref name="script"/> &lt;base url&gt;</c>
+    /// from <c>tests/browser</c> against it, and returns the script's output once it exited 0.</summary>
+    /// <param name="configure">Registers test seams before the gateway's own wiring.</param>
+    /// <param name="map">Maps test-only endpoints the script drives.</param>
+    internal static async Task<string> RunScriptAsync(string script, IDictionary<string, string?> settings,
+        Action<WebApplicationBuilder>? configure = null, Action<WebApplication>? map = null)
+    {
         var root = RepositoryRoot();
         var scripts = Path.Combine(root, "tests", "browser");
         Assert.True(Directory.Exists(Path.Combine(scripts, "node_modules", "playwright-core")),
             $"playwright-core is not installed: run 'npm install' in {scripts} (./test.sh does).");
         Assert.True(File.Exists("/usr/bin/chromium"), "Chromium is not installed: apt-get install chromium (./test.sh does).");
 
-        // The page is served from the Gateway project's wwwroot, as `dotnet run --project Gateway` serves it.
         var siloPort = Ports.Free().ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var settings = TestGateway.Merge(TestSettings.Common(), new Dictionary<string, string?>
+        var all = TestGateway.Merge(TestSettings.Common(), TestGateway.Merge(new Dictionary<string, string?>
         {
             ["OrleansPush:Cluster:Mode"] = "Embedded",
             ["OrleansPush:Cluster:SiloPort"] = siloPort,
             ["OrleansPush:Cluster:PrimarySiloPort"] = siloPort,
             ["OrleansPush:Cluster:GatewayPort"] = Ports.Free().ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["OrleansPush:Topics:Namespaces:tiny:HistorySize"] = "2",
-        });
+        }, settings));
         await using var host = await GatewayHost.CreateAsync(["--webroot=" + Path.Combine(root, "Gateway", "wwwroot")], builder =>
         {
-            builder.Configuration.AddInMemoryCollection(settings);
+            builder.Configuration.AddInMemoryCollection(all);
             builder.WebHost.UseUrls("http://127.0.0.1:0");
+            configure?.Invoke(builder);
         });
+        map?.Invoke(host.App);
         using (var start = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
         {
             await host.App.StartAsync(start.Token);
@@ -44,9 +60,9 @@ public sealed class BrowserTests
         var address = host.App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         try
         {
-            var (exitCode, output) = await ChildProcess.RunAsync("node", ["demo-page.js", address], scripts, TimeSpan.FromSeconds(90));
+            var (exitCode, output) = await ChildProcess.RunAsync("node", [script, address], scripts, TimeSpan.FromSeconds(90));
             Assert.True(exitCode == 0, $"the browser script exited {exitCode}:\n{output}");
-            Assert.Contains("OK browser-", output, StringComparison.Ordinal);
+            return output;
         }
         finally
         {

@@ -224,10 +224,16 @@ internal sealed class MqttTestClient : IAsyncDisposable
 {
     private readonly IMqttClient _client;
     private readonly Channel<(string Topic, string Payload)> _received = Channel.CreateUnbounded<(string, string)>();
+    private readonly TaskCompletionSource<MqttClientDisconnectedEventArgs> _disconnected = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private MqttTestClient(IMqttClient client, bool acknowledge)
     {
         _client = client;
+        client.DisconnectedAsync += e =>
+        {
+            _disconnected.TrySetResult(e);
+            return Task.CompletedTask;
+        };
         client.ApplicationMessageReceivedAsync += e =>
         {
             e.AutoAcknowledge = acknowledge;
@@ -237,6 +243,9 @@ internal sealed class MqttTestClient : IAsyncDisposable
     }
 
     public bool IsConnected => _client.IsConnected;
+
+    /// <summary>Completes when the connection ends, with why (MQTT 5: the server's reason code).</summary>
+    public Task<MqttClientDisconnectedEventArgs> Disconnected => _disconnected.Task;
 
     public static Task<MqttTestClient> ConnectTcpAsync(int port, string? clientId = null, bool cleanSession = true, bool acknowledge = true, string? userName = null) =>
         ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", port), clientId, cleanSession, acknowledge, userName);
@@ -287,6 +296,20 @@ internal sealed class MqttTestClient : IAsyncDisposable
     {
         using var cts = new CancellationTokenSource(WsClient.DefaultWait);
         return await _received.Reader.ReadAsync(cts.Token);
+    }
+
+    /// <summary>The next message, or null when none arrives within <paramref name="wait"/>.</summary>
+    public async Task<(string Topic, string Payload)?> TryNextAsync(TimeSpan wait)
+    {
+        using var cts = new CancellationTokenSource(wait);
+        try
+        {
+            return await _received.Reader.ReadAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
     }
 
     public async Task AssertQuietAsync(TimeSpan wait)

@@ -111,7 +111,7 @@ public sealed class SiloKillTests(ITestOutputHelper output)
     }
 
     /// <summary>The silos need a moment to form a cluster; the gateway's client retries until they answer.</summary>
-    private static async Task<TestGateway> StartGatewayWhenClusterIsUpAsync(Dictionary<string, string?> settings)
+    internal static async Task<TestGateway> StartGatewayWhenClusterIsUpAsync(Dictionary<string, string?> settings)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (true)

@@ -34,6 +34,9 @@ public sealed class SiloProcess : IAsyncDisposable
         return new SiloProcess(NodeProcess.StartBuilt("silo", "Silo", "OrleansPush.Silo.dll", all), siloPort, gatewayPort);
     }
 
+    /// <summary>The last lines the process wrote.</summary>
+    public string Tail() => _process.Tail();
+
     /// <summary>SIGKILL: no goodbye, no graceful shutdown.</summary>
     public void Kill() => _process.KillNow();
 

@@ -32,9 +32,10 @@ public sealed class TestGateway : IAsyncDisposable
         new($"ws://{BaseAddress.Authority}/ws{(query is null ? string.Empty : "?" + query)}");
 
     /// <summary>Starts an embedded gateway (gateway and silo in one process).</summary>
-    public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null)
+    /// <param name="services">Registers test seams (fault filters) before the gateway's own wiring.</param>
+    public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
-        return StartAsync(Merge(EmbeddedSettings(), settings));
+        return StartAsync(Merge(EmbeddedSettings(), settings), services);
     }
 
     /// <summary>An embedded gateway's own silo on free loopback ports (its own silo is the primary by default).</summary>
@@ -54,11 +55,11 @@ public sealed class TestGateway : IAsyncDisposable
         }, settings));
 
     /// <summary>Starts a gateway with exactly these settings (on top of the test defaults).</summary>
-    public static Task<TestGateway> StartCustomAsync(Dictionary<string, string?> settings) => StartAsync(settings);
+    public static Task<TestGateway> StartCustomAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null) => StartAsync(settings, services);
 
-    private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings)
+    private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null)
     {
-        var (host, address) = await StartHostAsync(Merge(TestSettings.Common(), settings));
+        var (host, address) = await StartHostAsync(Merge(TestSettings.Common(), settings), services: services);
         return new TestGateway(host, address);
     }
 
@@ -66,11 +67,12 @@ public sealed class TestGateway : IAsyncDisposable
     /// <paramref name="logs"/>, that provider is added before the gateway's own logging wiring runs. Returns the host
     /// and the address Kestrel bound.</summary>
     internal static async Task<(GatewayHost Host, Uri Address)> StartHostAsync(
-        IDictionary<string, string?> settings, string? url = "http://127.0.0.1:0", ILoggerProvider? logs = null)
+        IDictionary<string, string?> settings, string? url = "http://127.0.0.1:0", ILoggerProvider? logs = null, Action<IServiceCollection>? services = null)
     {
         var host = await GatewayHost.CreateAsync([], builder =>
         {
             builder.Configuration.AddInMemoryCollection(settings);
+            services?.Invoke(builder.Services);
             if (url is not null)
             {
                 builder.WebHost.UseUrls(url);

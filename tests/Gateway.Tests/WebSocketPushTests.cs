@@ -139,10 +139,14 @@ public sealed class WebSocketPushTests(GatewayFixture fixture)
         // What is still in history (seq 4..6) is delivered; the client was told the rest is gone.
         Assert.Equal([4L, 5, 6], (await client.MessagesAsync(3)).Select(m => m.Seq));
 
+        // A since of another epoch: nothing of that epoch can be recovered, and this epoch is delivered from what
+        // history still holds (a new epoch is delivered from its start, to resumes as to live subscribers).
         await using var other = await WsClient.ConnectAsync(Gateway.WebSocketUri());
         var wrongEpoch = await other.SubscribeAsync(topic, since: new { epoch = "not-" + epoch, seq = 5 });
         Assert.False(wrongEpoch.Recovered);
         Assert.Equal(epoch, wrongEpoch.Epoch);
+        Assert.Equal(6, wrongEpoch.Seq);
+        Assert.Equal([4L, 5, 6], (await other.MessagesAsync(3)).Select(m => m.Seq));
         Assert.True(await other.IsQuietAsync(TimeSpan.FromMilliseconds(300)));
     }
 

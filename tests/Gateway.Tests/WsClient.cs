@@ -128,6 +128,30 @@ public sealed class WsClient : IAsyncDisposable
         return messages;
     }
 
+    /// <summary>Up to <paramref name="count"/> <c>msg</c> frames, or what arrived within <paramref name="wait"/>: for an
+    /// assertion that shows what came when something did not.</summary>
+    public async Task<List<Frame>> MessagesWithinAsync(int count, TimeSpan? wait = null)
+    {
+        var messages = new List<Frame>(count);
+        using var cts = new CancellationTokenSource(wait ?? DefaultWait);
+        try
+        {
+            while (messages.Count < count)
+            {
+                var frame = _skipped.Count > 0 ? TakeSkipped() : await _frames.Reader.ReadAsync(cts.Token);
+                if (frame.Op == "msg")
+                {
+                    messages.Add(frame);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ChannelClosedException)
+        {
+        }
+
+        return messages;
+    }
+
     /// <summary>True when no further frame arrives within <paramref name="quiet"/>.</summary>
     public async Task<bool> IsQuietAsync(TimeSpan quiet)
     {
@@ -165,6 +189,22 @@ public sealed class WsClient : IAsyncDisposable
     /// <summary>Starts reading on a client created with <c>read: false</c> and returns everything until the end.</summary>
     public async Task<(List<Frame> Frames, bool Ended)> DrainAsync(TimeSpan wait)
     {
+        var (frames, ended, _) = await ReadDirectlyAsync(_ => false, framesPerPause: 0, TimeSpan.Zero, wait);
+        return (frames, ended);
+    }
+
+    /// <summary>On a client created with <c>read: false</c>: reads slowly but steadily (a pause after every
+    /// <paramref name="framesPerPause"/> frames) until <paramref name="stopWhen"/> holds for a frame (returned with
+    /// <c>Ended</c> false) or the server ends the connection (<c>Ended</c> true).</summary>
+    public async Task<(List<Frame> Frames, bool Ended)> DrainSlowlyAsync(int framesPerPause, TimeSpan pause, Func<Frame, bool> stopWhen, TimeSpan wait)
+    {
+        var (frames, ended, timedOut) = await ReadDirectlyAsync(stopWhen, framesPerPause, pause, wait);
+        Assert.False(timedOut, $"timed out after {frames.Count} frames");
+        return (frames, ended);
+    }
+
+    private async Task<(List<Frame> Frames, bool Ended, bool TimedOut)> ReadDirectlyAsync(Func<Frame, bool> stopWhen, int framesPerPause, TimeSpan pause, TimeSpan wait)
+    {
         var frames = new List<Frame>();
         var buffer = new byte[1 << 20];
         using var cts = new CancellationTokenSource(wait);
@@ -183,19 +223,29 @@ public sealed class WsClient : IAsyncDisposable
 
                 if (result.MessageType == WebSocketMessageType.Close)
                 {
-                    return (frames, true);
+                    return (frames, true, false);
                 }
 
-                frames.Add(Frame.Parse(buffer.AsSpan(0, length).ToArray()));
+                var frame = Frame.Parse(buffer.AsSpan(0, length).ToArray());
+                frames.Add(frame);
+                if (stopWhen(frame))
+                {
+                    return (frames, false, false);
+                }
+
+                if (framesPerPause > 0 && frames.Count % framesPerPause == 0)
+                {
+                    await Task.Delay(pause, cts.Token);
+                }
             }
         }
         catch (WebSocketException)
         {
-            return (frames, true);
+            return (frames, true, false);
         }
         catch (OperationCanceledException)
         {
-            return (frames, false);
+            return (frames, false, true);
         }
     }
 

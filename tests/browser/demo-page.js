@@ -3,38 +3,11 @@
 // HTTP API, and waits for the page to show it. Prints "OK <topic>" and exits 0 on success; prints the reason and exits
 // 1 on failure. Everything is bounded in time.
 'use strict';
-const { chromium } = require('playwright-core');
+const { run, launch, publish: publishTo } = require('./common');
 
-const base = process.argv[2];
-if (!base) {
-  console.error('usage: node demo-page.js <base url>');
-  process.exit(2);
-}
-
-const deadline = setTimeout(() => {
-  console.error('FAIL: timed out');
-  process.exit(1);
-}, 60000);
-
-async function publish(topic, data) {
-  const response = await fetch(new URL('/api/topics/' + topic, base), {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(data),
-    signal: AbortSignal.timeout(15000),
-  });
-  if (!response.ok) {
-    throw new Error('publish to ' + topic + ' answered ' + response.status);
-  }
-}
-
-async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-    timeout: 30000,
-  });
+run('demo-page.js', 60000, async (base) => {
+  const publish = (topic, data) => publishTo(base, topic, data);
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     const errors = [];
@@ -48,15 +21,7 @@ async function main() {
     await page.waitForSelector('#log .ok', { timeout: 20000 });
 
     const text = 'hello from node ' + Date.now();
-    const response = await fetch(new URL('/api/topics/' + topic, base), {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ text }),
-      signal: AbortSignal.timeout(15000),
-    });
-    if (!response.ok) {
-      throw new Error('publish answered ' + response.status);
-    }
+    await publish(topic, { text });
 
     const shown = await page.waitForSelector(`#log .msg >> text=${text}`, { timeout: 20000 });
     const line = await shown.textContent();
@@ -68,15 +33,7 @@ async function main() {
     // published meanwhile still arrives, once.
     await page.evaluate(() => window.orleansPush._socket.close());
     const text2 = 'while away ' + Date.now();
-    const second = await fetch(new URL('/api/topics/' + topic, base), {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ text: text2 }),
-      signal: AbortSignal.timeout(15000),
-    });
-    if (!second.ok) {
-      throw new Error('second publish answered ' + second.status);
-    }
+    await publish(topic, { text: text2 });
     await page.waitForSelector(`#log .msg >> text=${text2}`, { timeout: 20000 });
     await page.waitForSelector('#status.on', { timeout: 20000 });
     const lines = await page.$$eval('#log .msg', (els) => els.map((e) => e.textContent));
@@ -109,12 +66,4 @@ async function main() {
   } finally {
     await browser.close();
   }
-}
-
-main().then(() => {
-  clearTimeout(deadline);
-  process.exit(0);
-}, (e) => {
-  console.error('FAIL: ' + (e && e.stack || e));
-  process.exit(1);
 });

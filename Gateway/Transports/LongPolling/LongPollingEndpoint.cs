@@ -71,7 +71,14 @@ internal sealed class LongPollingEndpoint(
             }
 
             // Stop collecting before answering: what arrives from here on is read again by the next poll's since.
-            await WriteAnswerAsync(context, topics, sinces, results, poll.Seal());
+            var collected = poll.Seal();
+            if (poll.CloseReason is { } reason)
+            {
+                await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, reason, "A message could not be answered on this poll; poll again.");
+                return;
+            }
+
+            await WriteAnswerAsync(context, topics, sinces, results, collected);
         }
         catch (PushRejectedException rejected)
         {

@@ -116,7 +116,7 @@ internal sealed class MqttBridge
     {
         var info = e.SessionItems[InfoKey] as ClientInfo ?? new ClientInfo(null, false, Remote(e.RemoteEndPoint), Security.ConnectionAccess.None);
         var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.Persistent,
-            _gateway.OutboundQueueBytes, _gateway.SlowCloseGrace, DisconnectAsync)
+            _gateway.Outbound, DisconnectAsync)
         {
             Access = info.Access,
         };
@@ -257,13 +257,11 @@ internal sealed class MqttBridge
         connection.Subscribing(filter, qos, since);
         try
         {
-            var result = await _commands.SubscribeAsync(connection, filter, since, 0);
-            connection.Subscribed(filter, result);
-            if (since is not null && result.Recovered == false)
-            {
-                MqttLog.ResumeNotRecovered(_logger, connection.ClientId, filter, since.Seq, result.Epoch, result.Seq);
-            }
-
+            // SUBACK once the subscription is recorded: a persistent session's resume then replays at the pace the
+            // client takes it (flow-controlled by this connection's queue), however long that is.
+            var subscribing = _commands.BeginSubscribe(connection, filter, since, 0);
+            await subscribing.AdmittedAsync();
+            _ = FollowResumeAsync(connection, filter, since, subscribing.Completed);
             e.Response.ReasonCode = granted;
         }
         catch (PushRejectedException rejected)
@@ -282,6 +280,25 @@ internal sealed class MqttBridge
             connection.Unsubscribed(filter);
             GatewayLog.RequestFailed(_logger, connection.Id, ex);
             Refuse(e, MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the subscribe failed; try again.");
+        }
+    }
+
+    /// <summary>When the subscription is live (its replay queued): where the client starts, and a resume that could not be
+    /// complete is logged (MQTT has no word for it).</summary>
+    private async Task FollowResumeAsync(MqttConnection connection, string filter, Since? since, Task<SubscribeResult> completed)
+    {
+        try
+        {
+            var result = await completed;
+            connection.Subscribed(filter, result);
+            if (since is not null && result.Recovered == false)
+            {
+                MqttLog.ResumeNotRecovered(_logger, connection.ClientId, filter, since.Seq, result.Epoch, result.Seq);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or PushRejectedException)
+        {
+            // Unsubscribed or gone meanwhile.
         }
     }
 
@@ -414,7 +431,12 @@ internal sealed class MqttBridge
         {
             await server.DisconnectClientAsync(connection.ClientId, new MqttServerClientDisconnectOptions
             {
-                ReasonCode = reason == "shutdown" ? MqttDisconnectReasonCode.ServerShuttingDown : MqttDisconnectReasonCode.QuotaExceeded,
+                ReasonCode = reason switch
+                {
+                    WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
+                    WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
+                    _ => MqttDisconnectReasonCode.QuotaExceeded,
+                },
                 ReasonString = reason,
             });
         }

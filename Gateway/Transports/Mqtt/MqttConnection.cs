@@ -34,9 +34,9 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     private MqttSessionStatus? _session;
     private int _unawaited;
 
-    public MqttConnection(string clientId, string? endpoint, string? userId, string? remoteAddress, bool persistentSession, long maxQueuedBytes, TimeSpan closeGrace,
+    public MqttConnection(string clientId, string? endpoint, string? userId, string? remoteAddress, bool persistentSession, OutboundLimits limits,
         Func<MqttConnection, string, Task> disconnect)
-        : base("mqtt", userId, remoteAddress, maxQueuedBytes, closeGrace)
+        : base("mqtt", userId, remoteAddress, limits)
     {
         ClientId = clientId;
         Endpoint = endpoint;
@@ -156,7 +156,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
             _unawaited++;
             if (!session.TryEnqueueApplicationMessage(frame.Message, out _))
             {
-                Close("slow");
+                Close(WireCodes.Slow);
             }
 
             return;

@@ -16,6 +16,7 @@ public sealed class PushHub(ConnectionCommands commands, SignalRConnections conn
     public const string Path = "/hubs/push";
     public const string MessageMethod = "msg";
     public const string ByeMethod = "bye";
+    public const string ResetMethod = "reset";
 
     public override async Task OnConnectedAsync()
     {
@@ -38,9 +39,16 @@ public sealed class PushHub(ConnectionCommands commands, SignalRConnections conn
     /// <summary>Takes a fresh token; returns the subscriptions it no longer grants, which are ended.</summary>
     public Task<string[]> Refresh(string token) => Guard(() => commands.RefreshAsync(Connection, token));
 
-    /// <summary>Subscribes; with <paramref name="since"/>, first replays what came after it.</summary>
-    public Task<SubscribeReply> Subscribe(string topic, SinceArg? since) =>
-        Guard(async () => SubscribeReply.From(await commands.SubscribeAsync(Connection, topic, since?.ToSince(), 0)));
+    /// <summary>Subscribes; with <paramref name="since"/>, first replays what came after it. The answer comes after the
+    /// replayed messages, as the raw protocol's <c>ok</c> does: SignalR writes a result outside our queue, so it waits
+    /// until everything queued before it has been written.</summary>
+    public Task<SubscribeReply> Subscribe(string topic, SinceArg? since) => Guard(async () =>
+    {
+        var connection = Connection;
+        var result = await commands.SubscribeAsync(connection, topic, since?.ToSince(), 0);
+        await connection.WrittenAsync();
+        return SubscribeReply.From(result);
+    });
 
     public Task Unsubscribe(string topic) => Guard(() =>
     {

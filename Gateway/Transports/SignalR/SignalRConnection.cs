@@ -9,10 +9,15 @@ namespace OrleansPush.Gateway.Transports.SignalR;
 
 /// <summary>A SignalR connection, on any SignalR transport and hub protocol. The <c>msg</c> invocation is serialised
 /// once per message per hub protocol (<see cref="SerializedHubMessage"/> caches each protocol's bytes).</summary>
-public sealed class SignalRConnection(HubConnectionContext context, string? userId, long maxQueuedBytes, TimeSpan closeGrace)
-    : QueuedConnection<SerializedHubMessage>("signalr", userId, context.GetHttpContext()?.Connection.RemoteIpAddress?.ToString(), maxQueuedBytes, closeGrace)
+public sealed class SignalRConnection(HubConnectionContext context, string? userId, OutboundLimits limits)
+    : QueuedConnection<SerializedHubMessage>("signalr", userId, context.GetHttpContext()?.Connection.RemoteIpAddress?.ToString(), limits)
 {
     public static readonly WireForm<SerializedHubMessage> Message = new MessageForm();
+
+    /// <summary>The client's <c>reset</c> handler gets <c>{topic, code}</c>, behind every message already queued.</summary>
+    public override void SubscriptionEnded(string topic, string code) =>
+        Enqueue(new SerializedHubMessage(new InvocationMessage(PushHub.ResetMethod, [new Dictionary<string, object?> { ["topic"] = topic, ["code"] = code }])),
+            topic.Length + code.Length + 64);
 
     protected override SerializedHubMessage Encode(OutboundMessage message, out int size)
     {
@@ -62,7 +67,7 @@ public sealed class SignalRConnections(Identity identity, IOptions<GatewayOption
             user = named;
         }
 
-        var connection = new SignalRConnection(context, user, options.Value.OutboundQueueBytes, options.Value.SlowCloseGrace);
+        var connection = new SignalRConnection(context, user, options.Value.Outbound);
         if (context.GetHttpContext() is { } request)
         {
             connection.Access = identity.AccessOf(request);

@@ -44,8 +44,8 @@ internal sealed class SseConnection : QueuedConnection<SseFrame>
     private readonly Dictionary<string, Position> _byTopic = new(StringComparer.Ordinal);
     private long _unflushed;
 
-    public SseConnection(HttpContext context, string? userId, long maxQueuedBytes, TimeSpan closeGrace)
-        : base("sse", userId, context.Connection.RemoteIpAddress?.ToString(), maxQueuedBytes, closeGrace)
+    public SseConnection(HttpContext context, string? userId, OutboundLimits limits)
+        : base("sse", userId, context.Connection.RemoteIpAddress?.ToString(), limits)
     {
         _context = context;
         _body = context.Response.BodyWriter;

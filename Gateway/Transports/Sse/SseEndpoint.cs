@@ -13,8 +13,10 @@ namespace OrleansPush.Gateway.Transports.Sse;
 /// reconnect that sends it back as <c>Last-Event-ID</c> (or <c>?lastEventId=</c>, for EventSource polyfills) resumes
 /// every topic with <c>since</c>: each missed message still in history is replayed once, in order, and a topic that
 /// cannot be fully recovered says so with a <c>subscribed</c> event carrying <c>"recovered":false</c>.
-/// <para>Nothing is sent until every subscribe has succeeded, so a refused topic is a plain JSON error
-/// (<c>{"error":code,"message":..}</c>, 400/403/503) rather than a broken stream.</para>
+/// <para>Nothing is sent until every subscribe is admitted, so a refused topic is a plain JSON error
+/// (<c>{"error":code,"message":..}</c>, 400/403/503) rather than a broken stream. Then the stream starts, and each
+/// topic's replay runs at the pace the client reads (nothing is replayed before the stream's writer runs); a topic's
+/// <c>subscribed</c> event follows its replay.</para>
 /// </summary>
 internal sealed class SseEndpoint(
     ConnectionCommands commands,
@@ -61,7 +63,7 @@ internal sealed class SseEndpoint(
             return;
         }
 
-        var connection = new SseConnection(context, userId, _gateway.OutboundQueueBytes, _gateway.SlowCloseGrace);
+        var connection = new SseConnection(context, userId, _gateway.Outbound);
         connection.Access = identity.AccessOf(context);
         var aborted = context.RequestAborted;
         var joined = await SubscribeAllAsync(context, connection, topics, resume);
@@ -86,9 +88,9 @@ internal sealed class SseEndpoint(
             }
         }
 
-        foreach (var (topic, result) in joined)
+        foreach (var (topic, subscribing) in joined)
         {
-            connection.Subscribed(topic, result);
+            _ = AnnounceAsync(connection, topic, subscribing.Completed);
         }
 
         using var heartbeats = CancellationTokenSource.CreateLinkedTokenSource(aborted);
@@ -111,33 +113,28 @@ internal sealed class SseEndpoint(
         }
     }
 
-    /// <summary>Subscribes the stream's topics, each from its resume position when the client sent one. Returns the
-    /// position of every topic joined, or null when the request was answered with an error (or went away).</summary>
-    private async Task<Dictionary<string, SubscribeResult>?> SubscribeAllAsync(
+    /// <summary>Subscribes the stream's topics, each from its resume position when the client sent one. Returns every
+    /// topic joined once all are admitted (their replays may still run), or null when the request was answered with an
+    /// error (or went away: then nothing is left subscribed, however late the user's grain answers).</summary>
+    private async Task<Dictionary<string, Subscribing>?> SubscribeAllAsync(
         HttpContext context, SseConnection connection, List<string> topics, Dictionary<string, Since> resume)
     {
-        var joined = new Dictionary<string, SubscribeResult>(StringComparer.Ordinal);
+        var joined = new Dictionary<string, Subscribing>(StringComparer.Ordinal);
         try
         {
-            var named = new List<Task<SubscribeResult>>(topics.Count);
             foreach (var topic in topics)
             {
-                named.Add(commands.SubscribeAsync(connection, topic, resume.GetValueOrDefault(topic), 0));
+                joined[topic] = commands.BeginSubscribe(connection, topic, resume.GetValueOrDefault(topic), 0);
             }
 
             // The personal channel and server-side subscriptions resume too, unless the query named them (then they
             // are already being resumed above, and a second resume would replay twice).
             var own = await commands.OnConnectedAsync(connection, t => topics.Contains(t, StringComparer.Ordinal) ? null : resume.GetValueOrDefault(t))
                 .WaitAsync(context.RequestAborted);
-            var results = await Task.WhenAll(named).WaitAsync(context.RequestAborted);
-            for (var i = 0; i < topics.Count; i++)
+            await Task.WhenAll(joined.Values.Select(s => s.AdmittedAsync())).WaitAsync(context.RequestAborted);
+            foreach (var (topic, subscribing) in own)
             {
-                joined[topics[i]] = results[i];
-            }
-
-            foreach (var (topic, result) in own)
-            {
-                joined.TryAdd(topic, result);
+                joined.TryAdd(topic, subscribing);
             }
 
             return joined;
@@ -156,6 +153,19 @@ internal sealed class SseEndpoint(
         }
 
         return null;
+    }
+
+    /// <summary>Queues a topic's <c>subscribed</c> event once its replay has been queued.</summary>
+    private static async Task AnnounceAsync(SseConnection connection, string topic, Task<SubscribeResult> completed)
+    {
+        try
+        {
+            connection.Subscribed(topic, await completed);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or PushRejectedException)
+        {
+            // The stream is closing, or the topic was unsubscribed meanwhile: nothing to announce.
+        }
     }
 
     private async Task HeartbeatAsync(SseConnection connection, CancellationToken cancellationToken)

@@ -40,7 +40,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
             SubProtocol = requested.Count > 0 ? WsFrames.SubProtocol : null,
             KeepAliveInterval = _options.KeepAliveInterval,
         });
-        var connection = new WebSocketConnection(socket, userId, context.Connection.RemoteIpAddress?.ToString(), _options.OutboundQueueBytes, _options.SlowCloseGrace);
+        var connection = new WebSocketConnection(socket, userId, context.Connection.RemoteIpAddress?.ToString(), _options.Outbound);
         connection.Access = identity.AccessOf(context);
         var writer = connection.RunWriterAsync(context.RequestAborted);
         try
@@ -174,12 +174,12 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
         }
         catch (OperationCanceledException)
         {
-            connection.Reply(WsFrames.Error(request.Id, "unavailable", "The request was cancelled; try again."));
+            connection.Reply(WsFrames.Error(request.Id, WireCodes.Unavailable, "The request was cancelled; try again."));
         }
         catch (Exception ex)
         {
             GatewayLog.RequestFailed(logger, connection.Id, ex);
-            connection.Reply(WsFrames.Error(request.Id, "unavailable", "The request failed; try again."));
+            connection.Reply(WsFrames.Error(request.Id, WireCodes.Unavailable, "The request failed; try again."));
         }
     }
 }

@@ -61,6 +61,14 @@ internal static class WsFrames
         w.WriteString("user"u8, change.UserId);
     });
 
+    /// <summary><c>{"op":"reset","topic":..,"code":..}</c>: the subscription ended; subscribe again with <c>since</c>.</summary>
+    public static byte[] Reset(string topic, string code) => Write(w =>
+    {
+        w.WriteString("op"u8, "reset"u8);
+        w.WriteString("topic"u8, topic);
+        w.WriteString("code"u8, code);
+    });
+
     public static byte[] Bye(string code, bool reconnect) => Write(w =>
     {
         w.WriteString("op"u8, "bye"u8);

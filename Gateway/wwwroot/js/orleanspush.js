@@ -6,8 +6,10 @@
 //
 // Guarantees: per topic, the handler sees messages in seq order, each once. After a disconnect the client reconnects
 // with jittered exponential backoff and resubscribes every topic with `since` = the last position it saw, so nothing
-// still in history is missed; when history cannot fill the gap (the server answers recovered:false), onRecoveryFailed
-// is called with the topic and both positions: never a silent gap.
+// still in history is missed. Never a silent gap: onRecoveryFailed is called with the topic and both positions when
+// history cannot fill a gap (the server answers recovered:false), when a topic's epoch changes (its history was lost;
+// the new epoch arrives from its seq 1), and when the server ends a subscription with `reset` (a message it missed
+// cannot be filled), after which the client subscribes again with `since` by itself.
 
 const SUBPROTOCOL = 'orleanspush.v1.json';
 
@@ -51,7 +53,7 @@ export class PushClient {
     if (entry) {
       entry.handler = handler;
     } else {
-      entry = { handler, position: null, waiters: [] };
+      entry = { handler, position: null, waiters: [], gapReported: false };
       this._topics.set(topic, entry);
     }
     if (!this._isOpen()) {
@@ -95,9 +97,15 @@ export class PushClient {
     return this._request(frame, topic).then((ok) => {
       const current = this._topics.get(topic);
       if (current) {
+        const reported = current.gapReported;
+        current.gapReported = false;
         if (ok.recovered === false) {
-          this._notify('onRecoveryFailed', { topic, lastSeen: since, now: { epoch: ok.epoch, seq: ok.seq } });
-          current.position = { epoch: ok.epoch, seq: ok.seq };
+          if (!reported) {
+            this._notify('onRecoveryFailed', { topic, lastSeen: since, now: { epoch: ok.epoch, seq: ok.seq } });
+          }
+          if (!current.position || current.position.epoch !== ok.epoch || current.position.seq < ok.seq) {
+            current.position = { epoch: ok.epoch, seq: ok.seq };
+          }
         } else if (!current.position || current.position.epoch !== ok.epoch || current.position.seq < ok.seq) {
           current.position = { epoch: ok.epoch, seq: ok.seq };
         }
@@ -191,6 +199,11 @@ export class PushClient {
         if (p && p.epoch === frame.epoch && frame.seq <= p.seq) {
           return; // seen already (a replay overlapping the live flow)
         }
+        if (p && p.epoch !== frame.epoch) {
+          // The topic's history was lost and a new epoch began: what came after lastSeen may be gone.
+          entry.gapReported = true;
+          this._notify('onRecoveryFailed', { topic: frame.topic, lastSeen: p, now: { epoch: frame.epoch, seq: frame.seq - 1 } });
+        }
         entry.position = { epoch: frame.epoch, seq: frame.seq };
         try {
           entry.handler({ topic: frame.topic, epoch: frame.epoch, seq: frame.seq, data: frame.data });
@@ -210,6 +223,14 @@ export class PushClient {
           pending.resolve(frame);
         } else {
           pending.reject(new PushError(frame.code, frame.message));
+        }
+        return;
+      }
+      case 'reset': {
+        // The server ended the subscription: a message it missed cannot be filled. Subscribe again from the last
+        // position seen; the answer says recovered:false, which onRecoveryFailed reports.
+        if (this._topics.has(frame.topic)) {
+          this._subscribe(frame.topic).catch((e) => this._notify('onStatus', 'open', e));
         }
         return;
       }

@@ -1,0 +1,21 @@
+namespace OrleansPush.Gateway.Connections;
+
+/// <summary>The protocol words a gateway says to clients about their connections and subscriptions (DESIGN.md), named
+/// once: close reasons (<c>bye</c>, or an error before closing), and why a subscription ended (<c>reset</c>).</summary>
+public static class WireCodes
+{
+    /// <summary>The client did not read fast enough: its outbound queue reached the bound, or its writer made no
+    /// progress while a catch-up waited for it. Reconnect and resume.</summary>
+    public const string Slow = "slow";
+
+    /// <summary>The gateway is draining. Reconnect elsewhere and resume.</summary>
+    public const string Shutdown = "shutdown";
+
+    /// <summary>The gateway could not serve the connection (a message it could not encode for this transport, a
+    /// request that failed). Try again.</summary>
+    public const string Unavailable = "unavailable";
+
+    /// <summary>A message this subscription missed cannot be filled from history: the subscription has ended;
+    /// subscribe again with <c>since</c>, whose answer says what could be recovered.</summary>
+    public const string InsufficientState = "insufficient_state";
+}
