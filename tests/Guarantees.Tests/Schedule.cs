@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace OrleansPush.Guarantees.Tests;
+
+/// <summary>What one schedule came to.</summary>
+public sealed record ScheduleResult(int Seed, string Summary, IReadOnlyList<string> Violations, IReadOnlyList<string> Log)
+{
+    public string Report()
+    {
+        var text = new StringBuilder();
+        text.AppendLine($"seed {Seed}: {Violations.Count} violation(s). Replay with ORLEANSPUSH_CHECKER_SEED={Seed}.");
+        text.AppendLine(Summary);
+        foreach (var v in Violations.Take(20))
+        {
+            text.AppendLine("  " + v);
+        }
+
+        text.AppendLine("last events:");
+        foreach (var e in Log)
+        {
+            text.AppendLine("  " + e);
+        }
+
+        return text.ToString();
+    }
+}
+
+/// <summary>
+/// One seeded schedule: a fresh cluster, faults drawn from the seed, publishers and misbehaving subscribers for a
+/// bounded active phase, disruptions (silo kill and restart, gateway loss) at moments drawn from the seed; then the
+/// faults stop, everyone settles (bounded), and the <see cref="Checker"/> judges what was seen.
+/// </summary>
+public static class Schedule
+{
+    /// <summary>How long publishers publish and faults fire.</summary>
+    public static readonly TimeSpan ActivePhase = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long the settled schedule may take to deliver what it owes (lease renewals repair lost tails).</summary>
+    public static readonly TimeSpan SettleLimit = TimeSpan.FromSeconds(30);
+
+    public static async Task<ScheduleResult> RunAsync(int seed)
+    {
+        var random = new Random(seed);
+        var journal = new Journal();
+        var rates = DrawRates(random);
+        var plan = new FaultPlan(seed, rates, journal);
+        const int silos = 2;
+        const int gateways = 2;
+        var topics = new[] { $"ckl:a{seed}", $"ckl:b{seed}", $"cks:c{seed}" };
+        journal.Add($"schedule {seed}: faults {rates}");
+        var clock = Stopwatch.StartNew();
+
+        await using var cluster = await CheckerCluster.StartAsync(plan, silos, gateways);
+        (string, Gateway.Tests.TestGateway)? Pick(Random r)
+        {
+            var live = Enumerable.Range(0, cluster.GatewayCount).Where(i => cluster.Gateway(i) is not null).ToList();
+            if (live.Count == 0)
+            {
+                return null;
+            }
+
+            var i = live[r.Next(live.Count)];
+            return ("gw" + i, cluster.Gateway(i)!);
+        }
+
+        var clients = Enumerable.Range(0, 4).Select(i =>
+        {
+            var own = new Random(random.Next());
+            var mine = topics.Where(_ => own.NextDouble() < 0.6).ToList();
+            if (mine.Count == 0)
+            {
+                mine.Add(topics[own.Next(topics.Length)]);
+            }
+
+            return new CheckerClient($"c{i}", mine, own, Pick, journal, disconnects: own.NextDouble() < 0.8, slowReader: own.NextDouble() < 0.3);
+        }).ToList();
+        var publishers = Enumerable.Range(0, 2).Select(i => new CheckerPublisher($"s{seed}p{i}", topics, new Random(random.Next()), Pick, journal)).ToList();
+
+        using var stopClients = new CancellationTokenSource();
+        using var stopPublishing = new CancellationTokenSource();
+        var clientTasks = clients.Select(c => Task.Run(() => c.RunAsync(stopClients.Token))).ToList();
+
+        // Subscribers first, so that they are subscribed across the publishes.
+        await WaitAsync(() => clients.All(c => c.Subscribed), TimeSpan.FromSeconds(10));
+        var publisherTasks = publishers.Select(p => Task.Run(() => p.RunAsync(stopPublishing.Token))).ToList();
+        await Task.Delay(ActivePhase);
+        await stopPublishing.CancelAsync();
+        await Task.WhenAll(publisherTasks);
+
+        journal.Add("faults stop; settling");
+        plan.Stop();
+        await cluster.Store.LateAppendsAsync();
+        foreach (var client in clients)
+        {
+            client.Settle();
+        }
+
+        var records = publishers.SelectMany(p => p.Records).ToList();
+        var checker = new Checker(records, clients);
+        var settled = await WaitAsync(checker.Settled, SettleLimit);
+        journal.Add(settled ? "settled" : "did not settle");
+        await stopClients.CancelAsync();
+        await Task.WhenAll(clientTasks);
+
+        var histories = new List<FinalHistory>();
+        foreach (var topic in topics)
+        {
+            var stored = await cluster.Store.Inner.LoadAsync(topic, CheckerCluster.Bounds(topic));
+            var size = CheckerCluster.Bounds(topic).MaxCount;
+            var read = stored is null ? null : await cluster.Client.GetGrain<ITopicGrain>(topic).ReadAsync(Math.Max(0, stored.Head - size), size);
+            histories.Add(new FinalHistory(topic, stored, read));
+        }
+
+        var violations = new Checker(records, clients).Check(histories);
+        var summary = $"{records.Count} publishes ({records.Count(r => r.Acknowledged.Any())} acknowledged, "
+            + $"{records.Count(r => r.FinallyNotPublished)} not published), {clients.Sum(c => c.Segments.Count)} subscriptions, "
+            + $"{clients.Sum(c => c.Segments.Sum(s => s.Deliveries.Count))} deliveries, {clock.Elapsed.TotalSeconds:0.0} s; faults {rates}";
+        var about = violations.Count > 0 ? violations[0].Split(' ').FirstOrDefault(w => topics.Contains(w)) : null;
+        var log = about is null ? journal.Tail(50) : journal.Tail(50, about);
+        return new ScheduleResult(seed, summary, violations, log);
+    }
+
+    /// <summary>Which fault kinds this schedule uses, and how often: each kind is on in most schedules, at a rate of
+    /// its own.</summary>
+    private static FaultRates DrawRates(Random random)
+    {
+        double Rate(double max) => random.NextDouble() < 0.7 ? random.NextDouble() * max : 0;
+        return new FaultRates
+        {
+            StoreFail = Rate(0.15),
+            StoreAmbiguous = Rate(0.1),
+            StreamDrop = Rate(0.2),
+        };
+    }
+
+    private static async Task<bool> WaitAsync(Func<bool> condition, TimeSpan limit)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (deadline.Elapsed > limit)
+            {
+                return false;
+            }
+
+            await Task.Delay(200);
+        }
+
+        return true;
+    }
+}
