@@ -130,7 +130,12 @@ public static class Schedule
         {
             StoreFail = Rate(0.15),
             StoreAmbiguous = Rate(0.1),
+            StoreLandLate = Rate(0.05),
+            StoreSlow = Rate(0.2),
             StreamDrop = Rate(0.2),
+            StreamDuplicate = Rate(0.1),
+            StreamDelay = Rate(0.1),
+            StreamReorder = Rate(0.1),
         };
     }
 
