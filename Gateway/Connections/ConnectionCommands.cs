@@ -36,20 +36,37 @@ public sealed class ConnectionCommands
         _users.SubscriptionChanged += OnServerSubscriptionChanged;
     }
 
-    /// <summary>A connection opened: a user's connection follows its personal channel and its server-side subscriptions.
+    /// <summary>Registration, the same for every transport once the <see cref="ConnectionDoor"/> let the connection in:
+    /// it is counted (gauge, drain, token expiry) and, for a user, attached as <paramref name="registration"/> says. A
+    /// <see cref="Registration.Full"/> connection follows its personal channel and its server-side subscriptions.
     /// <paramref name="resume"/> (optional, e.g. SSE's <c>Last-Event-ID</c>) names where to resume each of those topics
     /// from. With <paramref name="holdForResume"/> (transports whose client can send <c>sub</c> later) those topics hold live
     /// messages back for a moment, so a client that resumes one of them with <c>since</c> gets every message in order.
     /// Returns once every such subscription is recorded (their catch-ups may still run), with the topics joined.
-    /// <para>A connection that goes away meanwhile (its <see cref="OnDisconnected"/> ran while the user's grain was
-    /// slow to answer) is left with nothing: no subscription, no user lease, no presence.</para></summary>
-    public async Task<IReadOnlyList<(string Topic, Subscribing Subscribing)>> OnConnectedAsync(PushConnection connection, Func<string, Since?>? resume = null, bool holdForResume = false)
+    /// <para>Every connection registered here is torn down by <see cref="OnDisconnected"/>, which undoes exactly what
+    /// this did (a connection torn down before it was registered is only unsubscribed). A connection that goes away
+    /// meanwhile (while the user's grain was slow to answer) is left with nothing: no subscription, no user lease, no
+    /// presence.</para></summary>
+    /// <exception cref="PushRejectedException"><c>unavailable</c>: the connection went away first.</exception>
+    public async Task<IReadOnlyList<(string Topic, Subscribing Subscribing)>> OnConnectedAsync(PushConnection connection, Registration registration = Registration.Full,
+        Func<string, Since?>? resume = null, bool holdForResume = false)
     {
+        if (!connection.BeginRegistration(registration))
+        {
+            throw new PushRejectedException(WireCodes.Unavailable, "The connection is closing.");
+        }
+
         _drain.Track(connection);
         Observability.GatewayMetrics.ConnectionOpened(connection.Transport);
         _security.OnConnected(connection);
         if (connection.UserId is not { } userId)
         {
+            return [];
+        }
+
+        if (registration == Registration.Local)
+        {
+            _users.AddLocal(connection);
             return [];
         }
 
@@ -61,20 +78,31 @@ public sealed class ConnectionCommands
             throw new PushRejectedException(WireCodes.Unavailable, "The connection is closing.");
         }
 
+        if (registration == Registration.Attached)
+        {
+            return [];
+        }
+
         string[] topics = [TopicName.Personal(userId), .. serverSide];
         var subscribing = topics.Select(t => BeginSubscribe(connection, t, resume?.Invoke(t), 0, serverSide: true, hold: holdForResume)).ToArray();
         await Task.WhenAll(subscribing.Select(s => s.AdmittedAsync()));
         return [.. topics.Zip(subscribing)];
     }
 
+    /// <summary>Teardown, the same for every transport; safe to call more than once and for a connection that was never
+    /// registered.</summary>
     public void OnDisconnected(PushConnection connection)
     {
         // First: nothing may subscribe it from now on (a subscribe in flight is refused by the router).
         connection.MarkGone();
-        _drain.Untrack(connection);
-        Observability.GatewayMetrics.ConnectionClosed(connection.Transport);
-        _security.OnDisconnected(connection);
-        _users.Remove(connection);
+        if (connection.EndRegistration())
+        {
+            _drain.Untrack(connection);
+            Observability.GatewayMetrics.ConnectionClosed(connection.Transport);
+            _security.OnDisconnected(connection);
+            _users.Remove(connection);
+        }
+
         foreach (var topic in connection.DrainTopics())
         {
             _router.Unsubscribe(connection, topic);
@@ -182,6 +210,11 @@ public sealed class ConnectionCommands
 
     private void OnServerSubscriptionChanged(PushConnection connection, string topic, bool subscribed)
     {
+        if (connection.Registration != Registration.Full)
+        {
+            return;
+        }
+
         if (!subscribed)
         {
             Unsubscribe(connection, topic);

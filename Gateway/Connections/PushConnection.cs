@@ -21,6 +21,22 @@ internal enum TopicAdded
     Gone,
 }
 
+/// <summary>What a registered connection follows of its user (<see cref="ConnectionCommands.OnConnectedAsync"/>).</summary>
+public enum Registration
+{
+    /// <summary>Attached to the user's grain, and subscribed to the personal channel and the user's server-side
+    /// subscriptions (raw WebSocket, SignalR, SSE).</summary>
+    Full,
+
+    /// <summary>Attached to the user's grain (so that admin actions and revocations anywhere reach it) but subscribed
+    /// only to what the client asks for (MQTT).</summary>
+    Attached,
+
+    /// <summary>Known on this gateway only (counted, drained, closable by the user's admin actions here), without a
+    /// grain call: one long poll request, which lives seconds and is admitted again on the next poll.</summary>
+    Local,
+}
+
 /// <summary>
 /// A client connection, whatever its transport. The fan-out knows only this: <see cref="Deliver"/> never blocks; a
 /// connection that cannot keep up closes itself and the others are not delayed.
@@ -33,6 +49,8 @@ public abstract class PushConnection
     private readonly HashSet<string> _topics = new(StringComparer.Ordinal);
     private readonly HashSet<string> _serverSide = new(StringComparer.Ordinal);
     private volatile bool _gone;
+    private int _lifecycle; // 0: opened, 1: registered, 2: torn down
+    private IDisposable? _slots;
 
     protected PushConnection(string transport, string? userId, string? remoteAddress)
     {
@@ -81,8 +99,36 @@ public abstract class PushConnection
     /// transport can.</summary>
     public abstract void Close(string reason);
 
+    /// <summary>How the connection was registered (meaningful once it was).</summary>
+    public Registration Registration { get; private set; }
+
     /// <summary>The connection's teardown began: from now on it is never subscribed again.</summary>
     internal void MarkGone() => _gone = true;
+
+    /// <summary>Holds the limit slots the door gave this connection until its teardown (transports whose connection
+    /// outlives the request that admitted it: MQTT).</summary>
+    internal void HoldSlots(IDisposable slots)
+    {
+        if (Interlocked.CompareExchange(ref _slots, slots, null) is not null || Volatile.Read(ref _lifecycle) == 2)
+        {
+            slots.Dispose();
+        }
+    }
+
+    /// <summary>Registration begins; false when the connection was already registered or torn down.</summary>
+    internal bool BeginRegistration(Registration registration)
+    {
+        Registration = registration;
+        return Interlocked.CompareExchange(ref _lifecycle, 1, 0) == 0;
+    }
+
+    /// <summary>Teardown: true when the connection had been registered (then what registration did is undone, once).</summary>
+    internal bool EndRegistration()
+    {
+        var was = Interlocked.Exchange(ref _lifecycle, 2);
+        Interlocked.Exchange(ref _slots, null)?.Dispose();
+        return was == 1;
+    }
 
     /// <summary>Records a subscription (under the same lock as <see cref="MarkGone"/>'s effect on
     /// <see cref="DrainTopics"/>, so a connection that went away cannot gain one).</summary>

@@ -61,7 +61,7 @@ internal sealed class DrainOptionsValidator : IValidateOptions<DrainOptions>
 /// <summary>
 /// The connections open on this gateway, and the graceful drain when it stops.
 /// <para>Guarantees: once <see cref="IsDraining"/> is true it stays true; every connection open then, or opened
-/// after (a handshake already past the door), is closed with reason <c>shutdown</c>, which each transport turns
+/// after (a handshake already past the <see cref="ConnectionDoor"/>, which refuses new ones while draining), is closed with reason <c>shutdown</c>, which each transport turns
 /// into its <c>bye</c> (<c>{"op":"bye","code":"shutdown","reconnect":true}</c> on the raw protocol, a <c>bye</c>
 /// invocation on SignalR, <c>event: bye</c> on SSE), in jittered batches, all within
 /// <see cref="DrainOptions.DrainTimeout"/>. What is still open at the deadline is left to Kestrel, which aborts it
@@ -86,7 +86,7 @@ public sealed class ConnectionDrain(IOptions<DrainOptions> options, ILogger<Conn
         _open.TryAdd(connection, 0);
         if (IsDraining)
         {
-            connection.Close("shutdown");
+            connection.Close(WireCodes.Shutdown);
         }
     }
 
@@ -118,7 +118,7 @@ public sealed class ConnectionDrain(IOptions<DrainOptions> options, ILogger<Conn
         {
             foreach (var connection in batches[i])
             {
-                connection.Close("shutdown");
+                connection.Close(WireCodes.Shutdown);
             }
 
             if (i < batches.Length - 1 && gap > TimeSpan.Zero)
@@ -133,7 +133,7 @@ public sealed class ConnectionDrain(IOptions<DrainOptions> options, ILogger<Conn
         {
             foreach (var late in _open.Keys)
             {
-                late.Close("shutdown");
+                late.Close(WireCodes.Shutdown);
             }
 
             await Task.Delay(TimeSpan.FromMilliseconds(50));
@@ -221,28 +221,6 @@ internal sealed class Readiness(IClusterClient cluster, ConnectionDrain drain, I
         {
             _gate.Release();
         }
-    }
-}
-
-/// <summary>Refuses new client connections (raw WebSocket, SignalR, SSE, long polling, MQTT over WebSocket) with
-/// 503 <c>unavailable</c> while the gateway drains; the publish API keeps working until Kestrel stops.</summary>
-internal static class DrainGate
-{
-    private static readonly string[] ConnectionPaths = ["/ws", "/hubs", "/sse", "/poll", "/mqtt"];
-
-    public static IApplicationBuilder UseDrainGate(this IApplicationBuilder app)
-    {
-        var drain = app.ApplicationServices.GetRequiredService<ConnectionDrain>();
-        return app.Use((context, next) =>
-        {
-            if (drain.IsDraining && ConnectionPaths.Any(p => context.Request.Path.StartsWithSegments(p, StringComparison.OrdinalIgnoreCase)))
-            {
-                context.Response.Headers.RetryAfter = "1";
-                return Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "unavailable", "This gateway is shutting down; connect to another.");
-            }
-
-            return next(context);
-        });
     }
 }
 

@@ -53,6 +53,8 @@ public static class GatewayHosting
         services.AddSingleton<TopicDirectory>();
         services.AddSingleton<Publisher>();
         services.AddSingleton<ConnectionCommands>();
+        services.AddSingleton<PushEndpoints>();
+        services.AddSingleton<ConnectionDoor>();
         services.AddSingleton<WebSocketEndpoint>();
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();
@@ -70,13 +72,14 @@ public static class GatewayHosting
     public static WebApplication MapOrleansPush(this WebApplication app)
     {
         app.Logger.LogDebug("Mapping OrleansPush endpoints");
-        app.UseDrainGate();
         app.UseDefaultFiles();
         app.UseStaticFiles();
         app.UseOrleansPushSecurity();
         app.UseWebSockets();
-        app.Map("/ws", (HttpContext context, WebSocketEndpoint endpoint) => endpoint.HandleAsync(context));
+        app.Map(WebSocketEndpoint.Path, (HttpContext context, WebSocketEndpoint endpoint) => endpoint.HandleAsync(context));
+        app.MapsPush(new PushEndpoint(WebSocketEndpoint.Path, "ws"));
         app.MapHub<PushHub>(PushHub.Path);
+        app.MapsPush(new PushEndpoint(PushHub.Path, "signalr", FollowUpRequests: true));
         app.MapSseAndLongPolling();
         app.MapMqttTransport();
         app.MapPublishApi();

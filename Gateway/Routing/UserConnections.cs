@@ -40,6 +40,22 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
         return Reconcile(userId, answer, except: connection);
     }
 
+    /// <summary>Adds a user's connection on this gateway only (no grain call): it is found by
+    /// <see cref="ConnectionsOf"/> but follows nothing of the user.</summary>
+    public void AddLocal(PushConnection connection)
+    {
+        var userId = connection.UserId ?? throw new ArgumentException("The connection has no user.", nameof(connection));
+        lock (_byUser)
+        {
+            if (!_byUser.TryGetValue(userId, out var entry))
+            {
+                _byUser[userId] = entry = new UserEntry();
+            }
+
+            entry.Connections.Add(connection);
+        }
+    }
+
     public void Remove(PushConnection connection)
     {
         if (connection.UserId is not { } userId)

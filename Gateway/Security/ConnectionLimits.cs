@@ -83,7 +83,7 @@ public sealed class ConnectionLimits : IDisposable
             if (!user.IsAcquired)
             {
                 user.Dispose();
-                refusedBy = "connections_per_user";
+                refusedBy = Connections.ConnectionDoor.Limits.ConnectionsPerUser;
                 return null;
             }
         }
@@ -96,7 +96,7 @@ public sealed class ConnectionLimits : IDisposable
             {
                 address.Dispose();
                 user?.Dispose();
-                refusedBy = "connections_per_ip";
+                refusedBy = Connections.ConnectionDoor.Limits.ConnectionsPerIp;
                 return null;
             }
         }

@@ -72,28 +72,6 @@ public sealed class ConnectionSecurity(
         return false;
     }
 
-    /// <summary>For transports that authenticate inside their own protocol (MQTT: the CONNECT password is the token):
-    /// the token's rights, or null with a reason (audited). In open mode: <see cref="ConnectionAccess.None"/>, and the
-    /// transport names the user as it does today. Set the result as the connection's <see cref="PushConnection.Access"/>
-    /// (and take the user id from its <see cref="ConnectionAccess.UserId"/>) before calling
-    /// <see cref="ConnectionCommands.OnConnectedAsync"/>.</summary>
-    public async Task<(ConnectionAccess? Access, string? Reason)> AuthenticateAsync(string? token, string where, string? remote)
-    {
-        if (!Secured)
-        {
-            return (ConnectionAccess.None, null);
-        }
-
-        var (access, reason) = await validator.ValidateAsync(token);
-        if (access is null)
-        {
-            audit.TokenRefused(reason, where, remote);
-            return (null, reason);
-        }
-
-        return (access, null);
-    }
-
     /// <summary>Starts watching the connection's token expiry (no-op without one).</summary>
     public void OnConnected(PushConnection connection) => expiry.Track(connection);
 

@@ -12,10 +12,6 @@ namespace OrleansPush.Gateway.Security;
 /// parameters, so a token good for one is good for the other.</summary>
 internal static class TokenKeys
 {
-    /// <summary>The paths whose clients cannot set headers (browsers' WebSocket and EventSource): there the token may
-    /// come as <c>?access_token=</c>. The publish API takes the header only.</summary>
-    public static readonly string[] QueryTokenPaths = ["/ws", "/sse", "/poll", "/hubs/", "/mqtt"];
-
     public const string FailureItem = "OrleansPush.TokenFailure";
 
     public static AsymmetricAlgorithm LoadPublicKey(string file)
@@ -85,7 +81,7 @@ internal static class TokenKeys
             {
                 var request = context.Request;
                 if (string.IsNullOrEmpty(context.Token) && !request.Headers.ContainsKey("Authorization")
-                    && IsQueryTokenPath(request.Path) && request.Query.TryGetValue("access_token", out var token))
+                    && IsQueryTokenPath(context.HttpContext) && request.Query.TryGetValue("access_token", out var token))
                 {
                     context.Token = token.ToString();
                 }
@@ -101,18 +97,10 @@ internal static class TokenKeys
         };
     }
 
-    public static bool IsQueryTokenPath(PathString path)
-    {
-        foreach (var prefix in QueryTokenPaths)
-        {
-            if (path.StartsWithSegments(prefix.TrimEnd('/'), StringComparison.OrdinalIgnoreCase))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
+    /// <summary>The push paths, whose clients cannot always set headers (browsers' WebSocket and EventSource): there
+    /// the token may come as <c>?access_token=</c>. The publish API takes the header only.</summary>
+    public static bool IsQueryTokenPath(HttpContext context) =>
+        context.RequestServices.GetRequiredService<Connections.PushEndpoints>().Find(context.Request.Path) is not null;
 
     /// <summary>A short, token-free reason for a refused token.</summary>
     public static string Reason(Exception? exception) => exception switch
@@ -129,6 +117,17 @@ internal static class TokenKeys
     };
 }
 
+/// <summary>Why a token was refused, as the audit trail and the client's message give it (besides
+/// <see cref="TokenKeys.Reason"/>'s validation failures).</summary>
+public static class TokenReasons
+{
+    /// <summary>No token was sent.</summary>
+    public const string Missing = "missing";
+
+    /// <summary>The token was issued (<c>iat</c>) before its user's tokens were revoked.</summary>
+    public const string Revoked = "revoked";
+}
+
 /// <summary>Validates a token outside a request (the raw protocol's <c>refresh</c>), with exactly the parameters the
 /// bearer handler uses.</summary>
 public sealed class TokenValidator(IOptionsMonitor<JwtBearerOptions> jwt)
@@ -138,7 +137,7 @@ public sealed class TokenValidator(IOptionsMonitor<JwtBearerOptions> jwt)
     {
         if (string.IsNullOrWhiteSpace(token) || token.Length > 16 * 1024)
         {
-            return (null, "missing");
+            return (null, TokenReasons.Missing);
         }
 
         var options = jwt.Get(JwtBearerDefaults.AuthenticationScheme);

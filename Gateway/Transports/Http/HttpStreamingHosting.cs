@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Transports.LongPolling;
 using OrleansPush.Gateway.Transports.Sse;
 
@@ -21,7 +22,9 @@ public static class HttpStreamingHosting
     public static IEndpointRouteBuilder MapSseAndLongPolling(this IEndpointRouteBuilder app)
     {
         app.MapGet(SseEndpoint.Path, (HttpContext context, SseEndpoint endpoint) => endpoint.HandleAsync(context));
+        app.MapsPush(new PushEndpoint(SseEndpoint.Path, "sse"));
         app.MapGet(LongPollingEndpoint.Path, (HttpContext context, LongPollingEndpoint endpoint) => endpoint.HandleAsync(context));
+        app.MapsPush(new PushEndpoint(LongPollingEndpoint.Path, "poll"));
         return app;
     }
 }

@@ -48,6 +48,7 @@ internal sealed class LongPollingEndpoint(
         using var waiting = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
         try
         {
+            await commands.OnConnectedAsync(poll, Registration.Local);
             var subscribes = new Task<SubscribeResult>[topics.Length];
             for (var i = 0; i < topics.Length; i++)
             {

@@ -22,8 +22,8 @@ namespace OrleansPush.Gateway.Transports.Mqtt;
 /// included, exactly once. Deliveries are handed to sessions directly and never pass through here, so nothing loops.
 /// A QoS 1 PUBLISH is acknowledged after the message is durably sequenced; a refused one gets a PUBACK reason code
 /// (MQTT 5) and is not published.</item>
-/// <item>The user name is the user id in open mode (as <c>?user=</c>); see <see cref="AuthenticateAsync"/> for the
-/// token hook.</item>
+/// <item>CONNECT passes the same <see cref="ConnectionDoor"/> as every transport (see <see cref="AuthenticateAsync"/>);
+/// the connection is registered and torn down by <see cref="ConnectionCommands"/> like any other.</item>
 /// </list>
 /// An MQTT client gets only what it subscribes to: its personal channel is <c>user:{id}</c>, subscribed explicitly.
 /// </summary>
@@ -32,7 +32,9 @@ internal sealed class MqttBridge
     private const string InfoKey = "orleanspush.mqtt";
     private readonly ConnectionCommands _commands;
     private readonly MqttWildcards _wildcards;
-    private readonly ConnectionDrain _drain;
+    private const string Transport = MqttConnection.TransportName;
+    private readonly ConnectionDoor _door;
+    private readonly Security.TokenValidator _validator;
     private readonly Security.ConnectionSecurity _security;
     private readonly GatewayOptions _gateway;
     private readonly MqttOptions _options;
@@ -43,12 +45,13 @@ internal sealed class MqttBridge
     private readonly Lock _lifecycle = new();
     private MqttServer? _server;
 
-    public MqttBridge(ConnectionCommands commands, MqttWildcards wildcards, ConnectionDrain drain, Security.ConnectionSecurity security, IOptions<GatewayOptions> gateway,
-        IOptions<MqttOptions> options, TimeProvider time, ILogger<MqttBridge> logger)
+    public MqttBridge(ConnectionCommands commands, MqttWildcards wildcards, ConnectionDoor door, Security.TokenValidator validator,
+        Security.ConnectionSecurity security, IOptions<GatewayOptions> gateway, IOptions<MqttOptions> options, TimeProvider time, ILogger<MqttBridge> logger)
     {
         _commands = commands;
         _wildcards = wildcards;
-        _drain = drain;
+        _door = door;
+        _validator = validator;
         _security = security;
         _gateway = gateway.Value;
         _options = options.Value;
@@ -70,27 +73,17 @@ internal sealed class MqttBridge
         server.ClientAcknowledgedPublishPacketAsync += OnAcknowledgedAsync;
     }
 
-    /// <summary>CONNECT. With a signing key configured, the password is the JWT: it is validated like any other
-    /// transport's token (a refusal is audited and answered <see cref="MqttConnectReasonCode.BadUserNameOrPassword"/>),
-    /// the user id is its <c>sub</c> and its claims govern every subscribe and publish; to refresh, reconnect with a new
-    /// token. In open mode the user name, when given, is the user id (like <c>?user=</c>). The password is never logged.</summary>
+    /// <summary>CONNECT passes the <see cref="ConnectionDoor"/> like every other transport's connection: drain, handshake
+    /// rate, token, connections per user and per IP (the origin of MQTT over WebSocket was checked on its HTTP request).
+    /// With a signing key configured, the password is the JWT: the user id is its <c>sub</c> and its claims govern every
+    /// subscribe and publish; to refresh, reconnect with a new token. In open mode the user name, when given, is the user
+    /// id (like <c>?user=</c>). A refusal is audited by the door and answered with the CONNACK reason of its code. The
+    /// password is never logged.</summary>
     private async Task AuthenticateAsync(ValidatingConnectionEventArgs e)
     {
         var remote = Remote(e.RemoteEndPoint);
-        var (access, reason) = await _security.AuthenticateAsync(e.Password, "mqtt", remote);
-        if (access is null)
-        {
-            e.ReasonCode = MqttConnectReasonCode.BadUserNameOrPassword;
-            e.ReasonString = "unauthorized: " + reason;
-            return;
-        }
-
-        string? userId = null;
-        if (!ReferenceEquals(access, Security.ConnectionAccess.None))
-        {
-            userId = access.UserId;
-        }
-        else if (_gateway.AllowUserQueryParameter && !string.IsNullOrEmpty(e.UserName))
+        string? openUser = null;
+        if (!_door.Secured && _gateway.AllowUserQueryParameter && !string.IsNullOrEmpty(e.UserName))
         {
             if (!TopicName.IsValidUserId(e.UserName))
             {
@@ -99,7 +92,23 @@ internal sealed class MqttBridge
                 return;
             }
 
-            userId = e.UserName;
+            openUser = e.UserName;
+        }
+
+        var (admitted, refusal) = await _door.AdmitAsync(new AdmissionRequest(
+            Transport, remote, Origin: null, Handshake: true, () => _validator.ValidateAsync(e.Password), openUser));
+        if (admitted is null)
+        {
+            e.ReasonCode = refusal!.Code switch
+            {
+                WireCodes.Unauthorized => MqttConnectReasonCode.BadUserNameOrPassword,
+                WireCodes.Forbidden => MqttConnectReasonCode.NotAuthorized,
+                WireCodes.RateLimited => MqttConnectReasonCode.QuotaExceeded,
+                WireCodes.Unavailable => MqttConnectReasonCode.ServerUnavailable,
+                _ => MqttConnectReasonCode.UnspecifiedError,
+            };
+            e.ReasonString = $"{refusal.Code}: {refusal.Message}";
+            return;
         }
 
         if (string.IsNullOrEmpty(e.ClientId))
@@ -109,18 +118,25 @@ internal sealed class MqttBridge
             e.AssignedClientIdentifier = "orleanspush-" + Guid.NewGuid().ToString("N");
         }
 
-        e.SessionItems[InfoKey] = new ClientInfo(userId, e.CleanSession == false, remote, access);
+        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots);
     }
 
-    private Task OnConnectedAsync(ClientConnectedEventArgs e)
+    private async Task OnConnectedAsync(ClientConnectedEventArgs e)
     {
-        var info = e.SessionItems[InfoKey] as ClientInfo ?? new ClientInfo(null, false, Remote(e.RemoteEndPoint), Security.ConnectionAccess.None);
+        if (e.SessionItems[InfoKey] is not ClientInfo info)
+        {
+            // Never admitted (cannot happen: CONNECT is validated first); do not serve it.
+            await DisconnectClientAsync(e.ClientId, WireCodes.Unavailable);
+            return;
+        }
+
+        e.SessionItems.Remove(InfoKey);
         var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.Persistent,
             _gateway.Outbound, DisconnectAsync)
         {
             Access = info.Access,
         };
-        _security.OnConnected(connection);
+        connection.HoldSlots(info.Slots);
         MqttConnection? previous;
         lock (_lifecycle)
         {
@@ -139,11 +155,20 @@ internal sealed class MqttBridge
             Forget(previous);
         }
 
-        // What ConnectionCommands.OnConnectedAsync does for the other transports, less the automatic subscriptions:
-        // an MQTT client receives only what it subscribed to. ConnectionCommands.OnDisconnected undoes both.
-        Observability.GatewayMetrics.ConnectionOpened(connection.Transport);
-        _drain.Track(connection);
-        return Task.CompletedTask;
+        // An MQTT client receives only what it subscribed to: attached to its user, without automatic subscriptions.
+        try
+        {
+            await _commands.OnConnectedAsync(connection, Registration.Attached);
+        }
+        catch (Exception ex)
+        {
+            if (ex is not PushRejectedException)
+            {
+                GatewayLog.RequestFailed(_logger, connection.Id, ex);
+            }
+
+            connection.Close(WireCodes.Unavailable);
+        }
     }
 
     private Task OnDisconnectedAsync(ClientDisconnectedEventArgs e)
@@ -199,7 +224,6 @@ internal sealed class MqttBridge
 
     private void Forget(MqttConnection connection)
     {
-        _security.OnDisconnected(connection);
         _wildcards.Remove(connection);
         _commands.OnDisconnected(connection);
         connection.Disconnected();
@@ -422,19 +446,31 @@ internal sealed class MqttBridge
 
     private async Task DisconnectAsync(MqttConnection connection, string reason)
     {
-        if (_server is not { } server || !_connections.TryGetValue(connection.ClientId, out var current) || current != connection)
+        if (!_connections.TryGetValue(connection.ClientId, out var current) || current != connection)
+        {
+            return;
+        }
+
+        await DisconnectClientAsync(connection.ClientId, reason);
+    }
+
+    private async Task DisconnectClientAsync(string clientId, string reason)
+    {
+        if (_server is not { } server)
         {
             return;
         }
 
         try
         {
-            await server.DisconnectClientAsync(connection.ClientId, new MqttServerClientDisconnectOptions
+            await server.DisconnectClientAsync(clientId, new MqttServerClientDisconnectOptions
             {
                 ReasonCode = reason switch
                 {
                     WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
                     WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
+                    WireCodes.Unauthorized => MqttDisconnectReasonCode.NotAuthorized,
+                    WireCodes.Disconnected => MqttDisconnectReasonCode.AdministrativeAction,
                     _ => MqttDisconnectReasonCode.QuotaExceeded,
                 },
                 ReasonString = reason,
@@ -454,7 +490,7 @@ internal sealed class MqttBridge
     };
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
-    private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access);
+    private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots);
 
     private sealed record GoneSession(string? UserId, DateTimeOffset Until, Dictionary<string, Since> Topics);
 }

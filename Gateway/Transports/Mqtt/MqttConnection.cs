@@ -26,6 +26,9 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     /// the broker to send, so the bound that counts is this connection's own (in bytes).</summary>
     private const int AwaitEvery = 64;
 
+    /// <summary>The transport's name (gauges, audit, logs).</summary>
+    public const string TransportName = "mqtt";
+
     public static readonly WireForm<MqttForms> Message = new MessageForm();
 
     private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
@@ -36,7 +39,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 
     public MqttConnection(string clientId, string? endpoint, string? userId, string? remoteAddress, bool persistentSession, OutboundLimits limits,
         Func<MqttConnection, string, Task> disconnect)
-        : base("mqtt", userId, remoteAddress, limits)
+        : base(TransportName, userId, remoteAddress, limits)
     {
         ClientId = clientId;
         Endpoint = endpoint;

@@ -4,11 +4,12 @@ using MQTTnet.Diagnostics.Logger;
 using MQTTnet.Server;
 using MQTTnet.Server.Internal.Adapter;
 using MQTTnet.Adapter;
+using OrleansPush.Gateway.Connections;
 
 namespace OrleansPush.Gateway.Transports.Mqtt;
 
 /// <summary>Wiring of MQTT: the MQTTnet broker (TCP listener of its own, WebSocket through ASP.NET Core at
-/// <c>/mqtt</c>) with <see cref="MqttBridge"/> deciding everything.</summary>
+/// <see cref="MqttOptions.WebSocketPath"/>) with <see cref="MqttBridge"/> deciding everything.</summary>
 public static class MqttHosting
 {
     public static IServiceCollection AddMqttTransport(this IServiceCollection services, IConfiguration configuration)
@@ -32,6 +33,7 @@ public static class MqttHosting
             {
                 o.WebSockets.SubProtocolSelector = MqttSubProtocolSelector.SelectSubProtocol;
             });
+            app.MapsPush(new PushEndpoint(options.WebSocketPath, MqttConnection.TransportName, AuthenticatesInProtocol: true));
         }
 
         return app;

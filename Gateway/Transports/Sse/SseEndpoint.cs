@@ -129,7 +129,7 @@ internal sealed class SseEndpoint(
 
             // The personal channel and server-side subscriptions resume too, unless the query named them (then they
             // are already being resumed above, and a second resume would replay twice).
-            var own = await commands.OnConnectedAsync(connection, t => topics.Contains(t, StringComparer.Ordinal) ? null : resume.GetValueOrDefault(t))
+            var own = await commands.OnConnectedAsync(connection, resume: t => topics.Contains(t, StringComparer.Ordinal) ? null : resume.GetValueOrDefault(t))
                 .WaitAsync(context.RequestAborted);
             await Task.WhenAll(joined.Values.Select(s => s.AdmittedAsync())).WaitAsync(context.RequestAborted);
             foreach (var (topic, subscribing) in own)

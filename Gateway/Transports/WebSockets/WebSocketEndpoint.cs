@@ -12,6 +12,7 @@ namespace OrleansPush.Gateway.Transports.WebSockets;
 internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity identity, IOptions<GatewayOptions> options, ILogger<WebSocketEndpoint> logger,
     ConnectionSecurity security)
 {
+    public const string Path = "/ws";
     private readonly GatewayOptions _options = options.Value;
 
     public async Task HandleAsync(HttpContext context)

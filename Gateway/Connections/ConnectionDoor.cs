@@ -1,0 +1,124 @@
+using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Security;
+
+namespace OrleansPush.Gateway.Connections;
+
+/// <summary>Why the door refused a connection: the protocol's code, a message for the client, the HTTP status an HTTP
+/// transport answers with, and whether the client should wait a second before it tries again.</summary>
+public sealed record DoorRefusal(string Code, string Message, int Status, bool RetrySoon = false);
+
+/// <summary>What the door let in: the token's rights (<see cref="ConnectionAccess.None"/> in open mode), the user (the
+/// token's <c>sub</c>, or the name an open-mode client gave), and the limit slots held for the connection, which its
+/// teardown releases (an HTTP transport's request holds them while it lasts; MQTT hands them to its connection).</summary>
+public sealed record Admitted(ConnectionAccess Access, string? UserId, IDisposable Slots);
+
+/// <summary>One request to enter.</summary>
+/// <param name="Where">The path or transport, for the audit trail.</param>
+/// <param name="Remote">The client's address (per-IP limit, audit).</param>
+/// <param name="Origin">The browser's <c>Origin</c> header, when the transport can carry one.</param>
+/// <param name="Handshake">Counts against the gateway's handshake rate.</param>
+/// <param name="Authenticate">The token's rights, or null with a token-free reason (called only when tokens are
+/// required).</param>
+/// <param name="OpenModeUser">The user an open-mode client named (<c>?user=</c>, MQTT's user name), already checked.</param>
+public sealed record AdmissionRequest(
+    string Where,
+    string? Remote,
+    string? Origin,
+    bool Handshake,
+    Func<Task<(ConnectionAccess? Access, string Reason)>> Authenticate,
+    string? OpenModeUser);
+
+/// <summary>
+/// The door every client connection passes, whatever its transport (raw WebSocket, SignalR on every transport, SSE,
+/// long polling, MQTT over TCP and over WebSocket). In order: the browser origin when the list is set (403
+/// <c>forbidden</c>), refusal while the gateway drains (503 <c>unavailable</c>), the handshake rate (429
+/// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>), and the connections per user and
+/// per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
+/// is audited. HTTP transports come through <see cref="ConnectionGate"/>; MQTT through its CONNECT.
+/// <para>What happens after the door is <see cref="ConnectionCommands.OnConnectedAsync"/> (registration) and
+/// <see cref="ConnectionCommands.OnDisconnected"/> (teardown), the same for every transport.</para>
+/// </summary>
+public sealed class ConnectionDoor(
+    IOptions<OriginOptions> origins,
+    ConnectionLimits limits,
+    ConnectionSecurity security,
+    ConnectionDrain drain)
+{
+    private readonly HashSet<string> _allowedOrigins = new(origins.Value.AllowedOrigins, StringComparer.OrdinalIgnoreCase);
+
+    public bool Secured => security.Secured;
+
+    /// <summary>What can be decided before a protocol's own handshake: the origin and the drain.</summary>
+    public DoorRefusal? CheckDoorstep(string? origin, string where, string? remote)
+    {
+        if (_allowedOrigins.Count > 0 && !string.IsNullOrEmpty(origin) && !_allowedOrigins.Contains(origin))
+        {
+            security.Audit.OriginRefused(Printable(origin), where, remote);
+            return new DoorRefusal(WireCodes.Forbidden, "This origin may not open push connections.", StatusCodes.Status403Forbidden);
+        }
+
+        if (drain.IsDraining)
+        {
+            return new DoorRefusal(WireCodes.Unavailable, "This gateway is shutting down; connect to another.", StatusCodes.Status503ServiceUnavailable, RetrySoon: true);
+        }
+
+        return null;
+    }
+
+    /// <summary>Runs the whole door. On success the caller owns <see cref="Admitted.Slots"/> and hands them to the
+    /// connection it opens (or disposes them when it opens none).</summary>
+    public async Task<(Admitted? Admitted, DoorRefusal? Refusal)> AdmitAsync(AdmissionRequest request)
+    {
+        if (CheckDoorstep(request.Origin, request.Where, request.Remote) is { } early)
+        {
+            return (null, early);
+        }
+
+        if (request.Handshake && !limits.TryHandshake())
+        {
+            security.Audit.LimitExceeded(Limits.HandshakesPerSecond, null, request.Where, request.Remote);
+            return (null, new DoorRefusal(WireCodes.RateLimited, "Too many new connections; retry shortly.", StatusCodes.Status429TooManyRequests, RetrySoon: true));
+        }
+
+        var access = ConnectionAccess.None;
+        var userId = request.OpenModeUser;
+        if (security.Secured)
+        {
+            var (granted, reason) = await request.Authenticate();
+            if (granted is null)
+            {
+                security.Audit.TokenRefused(reason, request.Where, request.Remote);
+                return (null, new DoorRefusal(WireCodes.Unauthorized,
+                    reason == TokenReasons.Missing ? "A token is required (Authorization: Bearer, or ?access_token=)." : $"The token was refused ({reason}).",
+                    StatusCodes.Status401Unauthorized));
+            }
+
+            access = granted;
+            userId = TopicName.IsValidUserId(granted.UserId) ? granted.UserId : null;
+        }
+
+        var slots = limits.TryConnect(userId, request.Remote, out var refusedBy);
+        if (slots is null)
+        {
+            security.Audit.LimitExceeded(refusedBy!, userId, request.Where, request.Remote);
+            return (null, new DoorRefusal(WireCodes.RateLimited,
+                refusedBy == Limits.ConnectionsPerUser ? "Too many connections for this user." : "Too many connections from this address.",
+                StatusCodes.Status429TooManyRequests));
+        }
+
+        return (new Admitted(access, userId, slots), null);
+    }
+
+    /// <summary>An origin as given, cut short and stripped of control characters, for the log.</summary>
+    private static string Printable(string origin) =>
+        new([.. origin.Take(200).Select(c => char.IsControl(c) ? '?' : c)]);
+
+    /// <summary>The names of the limits, as the audit trail gives them.</summary>
+    public static class Limits
+    {
+        public const string HandshakesPerSecond = "handshakes_per_second";
+        public const string ConnectionsPerUser = "connections_per_user";
+        public const string ConnectionsPerIp = "connections_per_ip";
+    }
+}
