@@ -1,9 +1,9 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
-using Orleans.Providers;
 using Orleans.Storage;
 using OrleansPush.Grains.History;
+using OrleansPush.Grains.Streams;
 using OrleansPush.Hosting;
 using StackExchange.Redis;
 
@@ -41,15 +41,7 @@ public static class PushSilo
     {
         var streams = SharedOptions.ReadStreams(configuration);
         silo.AddMemoryGrainStorage(PushNames.PubSubStore);
-        silo.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b =>
-        {
-            b.ConfigurePartitioning(streams.QueueCount);
-            b.ConfigurePullingAgent(o => o.Configure(x =>
-            {
-                x.GetQueueMsgsTimerPeriod = streams.PollPeriod;
-                x.BatchContainerBatchSize = streams.DeliveryBatchSize;
-            }));
-        });
+        silo.AddPushStreams(streams, SharedOptions.ReadCluster(configuration).ResponseTimeout);
 
         silo.AddHistoryAndState(configuration);
         silo.Services.AddHistoryEncryption(configuration);

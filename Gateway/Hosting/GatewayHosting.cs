@@ -1,6 +1,5 @@
 using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Options;
-using Orleans.Providers;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Observability;
 using OrleansPush.Gateway.Publishing;
@@ -10,6 +9,7 @@ using OrleansPush.Gateway.Transports.Http;
 using OrleansPush.Gateway.Transports.Mqtt;
 using OrleansPush.Gateway.Transports.SignalR;
 using OrleansPush.Gateway.Transports.WebSockets;
+using OrleansPush.Grains.Streams;
 using OrleansPush.Hosting;
 
 namespace OrleansPush.Gateway.Hosting;
@@ -28,7 +28,7 @@ public static class GatewayHosting
         {
             client.UsePushClustering(cluster, builder.Configuration);
             client.Configure<Orleans.Configuration.ClientMessagingOptions>(o => o.ResponseTimeout = cluster.ResponseTimeout);
-            client.AddMemoryStreams<DefaultMemoryMessageBodySerializer>(PushNames.StreamProvider, b => b.ConfigurePartitioning(streams.QueueCount));
+            client.AddPushStreams(streams, cluster.ResponseTimeout);
         });
         return builder;
     }
