@@ -146,13 +146,13 @@ public sealed class CatchUpTests(CatchUpFixture fixture)
         await using var stream = await SseClient.ConnectAsync(Gateway.Http, "/sse?topic=" + backlog.Topic, $"{backlog.Topic}={backlog.Epoch}:0");
         var live = Task.Run(() => Backlog.PublishAsync(Gateway, backlog.Topic, 300, 200, from: Messages + 1));
         var (sawLast, sawSubscribed) = (false, false);
-        var events = await ReadSseUntilAsync(stream, e => (sawLast |= e.Event == "msg" && e.Seq >= Messages + 300) & (sawSubscribed |= e.Event == "subscribed"),
+        var events = await ReadSseUntilAsync(stream, e => (sawLast |= e.Event == "message" && e.Seq >= Messages + 300) & (sawSubscribed |= e.Event == "subscribed"),
             TimeSpan.FromSeconds(90), pauseEvery: 0);
         var tail = await live;
 
-        var seqs = events.Where(e => e.Event == "msg").Select(e => e.Seq).ToList();
+        var seqs = events.Where(e => e.Event == "message").Select(e => e.Seq).ToList();
         Assert.Equal(Enumerable.Range(1, Messages + 300).Select(i => (long)i), seqs);
-        Assert.All(events.Where(e => e.Event == "msg"), e => Assert.Equal(e.Seq <= Messages ? backlog.Payloads[e.Seq] : tail.Payloads[e.Seq], e.RawData));
+        Assert.All(events.Where(e => e.Event == "message"), e => Assert.Equal(e.Seq <= Messages ? backlog.Payloads[e.Seq] : tail.Payloads[e.Seq], e.RawData));
         var subscribed = events.Single(e => e.Event == "subscribed");
         Assert.True(subscribed.Json.GetProperty("recovered").GetBoolean(), subscribed.Data);
         Assert.DoesNotContain(events, e => e.Event == "bye");
@@ -166,7 +166,7 @@ public sealed class CatchUpTests(CatchUpFixture fixture)
         var events = await ReadSseUntilAsync(stream, e => e.Event == "subscribed", TimeSpan.FromSeconds(120), pauseEvery: 5);
 
         Assert.DoesNotContain(events, e => e.Event == "bye");
-        var seqs = events.Where(e => e.Event == "msg").Select(e => e.Seq).ToList();
+        var seqs = events.Where(e => e.Event == "message").Select(e => e.Seq).ToList();
         Assert.Equal(Enumerable.Range(1, Messages).Select(i => (long)i), seqs);
         Assert.True(events[^1].Json.GetProperty("recovered").GetBoolean(), events[^1].Data);
     }
@@ -309,8 +309,8 @@ public sealed class CatchUpTests(CatchUpFixture fixture)
             }
             catch (Exception ex) when (ex is OperationCanceledException or EndOfStreamException or IOException or HttpRequestException)
             {
-                Assert.Fail($"after {events.Count(x => x.Event == "msg")} messages: {ex.GetType().Name}; other events: "
-                    + string.Join(" | ", events.Where(x => x.Event != "msg").Select(x => x.Event + " " + x.Data)));
+                Assert.Fail($"after {events.Count(x => x.Event == "message")} messages: {ex.GetType().Name}; other events: "
+                    + string.Join(" | ", events.Where(x => x.Event != "message").Select(x => x.Event + " " + x.Data)));
                 throw;
             }
 

@@ -151,7 +151,7 @@ public sealed class GapTests(FaultyGatewayFixture fixture)
         {
             await stream.EventsAsync("subscribed", 1);
             await Gateway.PublishAsync(topic, "1");
-            lastId = (await stream.EventsAsync("msg", 1))[0].Id!;
+            lastId = (await stream.EventsAsync("message", 1))[0].Id!;
             await LoseTwoToFiveAndPublishTwoToEightAsync(topic);
 
             var next = await NextEventAsync(stream);
@@ -161,7 +161,7 @@ public sealed class GapTests(FaultyGatewayFixture fixture)
         }
 
         await using var resumed = await SseClient.ConnectAsync(Gateway.Http, "/sse?topic=" + topic, lastId);
-        var replayed = await resumed.EventsAsync("msg", 3);
+        var replayed = await resumed.EventsAsync("message", 3);
         Assert.Equal([6L, 7L, 8L], replayed.Select(m => m.Seq));
         var subscribed = (await resumed.EventsAsync("subscribed", 1))[0];
         Assert.False(subscribed.Json.GetProperty("recovered").GetBoolean(), subscribed.Data);

@@ -30,12 +30,13 @@ public sealed class HttpStreamingCollection : ICollectionFixture<HttpStreamingFi
     public const string Name = "http streaming gateway";
 }
 
-/// <summary>One Server-Sent Events event as a client sees it (comments are events with <see cref="Comment"/> set).</summary>
+/// <summary>One Server-Sent Events event as a client sees it (comments are events with <see cref="Comment"/> set). As in a
+/// browser's EventSource, an event without an <c>event:</c> line is named <c>message</c>: that is a pushed message.</summary>
 public sealed record SseEvent(string? Event, string Data, string? Id, string? Comment)
 {
     public JsonElement Json => JsonDocument.Parse(Data).RootElement.Clone();
 
-    /// <summary>The raw text of <c>data</c> inside a <c>msg</c> event.</summary>
+    /// <summary>The raw text of <c>data</c> inside a pushed message (a <c>message</c> event).</summary>
     public string RawData
     {
         get
@@ -98,7 +99,7 @@ public sealed class SseClient : IAsyncDisposable
             {
                 if (data.Count > 0 || name is not null)
                 {
-                    return new SseEvent(name, string.Join('\n', data), id, null);
+                    return new SseEvent(name ?? "message", string.Join('\n', data), id, null);
                 }
 
                 continue;

@@ -354,7 +354,7 @@ public sealed class SecurityTests(SecurityFixture fixture)
         await using (var sse = await SseClient.ConnectAsync(Gateway.Http, $"/sse?topic={topic}&access_token={token}"))
         {
             await Api(HttpMethod.Post, "/api/topics/" + topic, fixture.Backend(), "{\"s\":1}");
-            Assert.Equal("{\"s\":1}", (await sse.EventsAsync("msg", 1))[0].RawData);
+            Assert.Equal("{\"s\":1}", (await sse.EventsAsync("message", 1))[0].RawData);
         }
 
         using (var refused = await Gateway.Http.GetAsync($"/sse?topic=other:x&access_token={token}", HttpCompletionOption.ResponseHeadersRead))

@@ -26,7 +26,7 @@ public sealed class SseTests(HttpStreamingFixture fixture)
             await Gateway.PublishAsync(topic, body);
         }
 
-        var messages = await stream.EventsAsync("msg", 10);
+        var messages = await stream.EventsAsync("message", 10);
         Assert.Equal(Enumerable.Range(1, 10).Select(i => (long)i), messages.Select(m => m.Seq));
         Assert.Equal(bodies, messages.Select(m => m.RawData));
         Assert.All(messages, m => Assert.Equal("msg", m.Json.GetProperty("op").GetString()));
@@ -47,7 +47,7 @@ public sealed class SseTests(HttpStreamingFixture fixture)
             await Gateway.PublishAsync(a, "\"a1\"");
             await Gateway.PublishAsync(b, "\"b1\"");
             await Gateway.PublishAsync(a, "\"a2\"");
-            var seen = await stream.EventsAsync("msg", 3);
+            var seen = await stream.EventsAsync("message", 3);
             Assert.Equal(["\"a1\"", "\"a2\"", "\"b1\""], seen.Select(m => m.RawData).Order(StringComparer.Ordinal));
             lastId = seen[^1].Id!;
         }
@@ -61,7 +61,7 @@ public sealed class SseTests(HttpStreamingFixture fixture)
         var events = new List<SseEvent>();
         using (var deadline = new CancellationTokenSource(WsClient.DefaultWait))
         {
-            while (events.Count(e => e.Event == "msg") < 3 || events.Count(e => e.Event == "subscribed") < 2)
+            while (events.Count(e => e.Event == "message") < 3 || events.Count(e => e.Event == "subscribed") < 2)
             {
                 Assert.False(deadline.IsCancellationRequested, "events so far: " + string.Join(" | ", events.Select(e => e.Event + " " + e.Data)));
                 var e = await resumed.NextAsync();
@@ -73,12 +73,12 @@ public sealed class SseTests(HttpStreamingFixture fixture)
         }
 
         Assert.All(events.Where(e => e.Event == "subscribed"), e => Assert.True(e.Json.GetProperty("recovered").GetBoolean()));
-        var missed = events.Where(e => e.Event == "msg").ToList();
+        var missed = events.Where(e => e.Event == "message").ToList();
         Assert.Equal(["\"a3\""], missed.Where(m => m.Topic == a).Select(m => m.RawData));
         Assert.Equal(["\"b2\"", "\"b3\""], missed.Where(m => m.Topic == b).Select(m => m.RawData));
 
         await Gateway.PublishAsync(a, "\"a4\"");
-        var live = (await resumed.EventsAsync("msg", 1))[0];
+        var live = (await resumed.EventsAsync("message", 1))[0];
         Assert.Equal("\"a4\"", live.RawData);
         Assert.Equal(4, live.Seq);
         Assert.Contains($"{b}=", live.Id!, StringComparison.Ordinal);
@@ -95,7 +95,7 @@ public sealed class SseTests(HttpStreamingFixture fixture)
         {
             await stream.EventsAsync("subscribed", 1);
             await Gateway.PublishAsync(topic, "1");
-            lastId = (await stream.EventsAsync("msg", 1))[0].Id!;
+            lastId = (await stream.EventsAsync("message", 1))[0].Id!;
         }
 
         for (var i = 2; i <= 10; i++)
@@ -104,7 +104,7 @@ public sealed class SseTests(HttpStreamingFixture fixture)
         }
 
         await using var resumed = await SseClient.ConnectAsync(Gateway.Http, "/sse?topic=" + topic, lastId);
-        var replayed = await resumed.EventsAsync("msg", 3);
+        var replayed = await resumed.EventsAsync("message", 3);
         Assert.Equal([8L, 9L, 10L], replayed.Select(m => m.Seq));
         var subscribed = (await resumed.EventsAsync("subscribed", 1))[0];
         Assert.False(subscribed.Json.GetProperty("recovered").GetBoolean());
@@ -131,7 +131,7 @@ public sealed class SseTests(HttpStreamingFixture fixture)
             Assert.Equal("user:" + user, subscribed.Json.GetProperty("topic").GetString());
             using var first = await Gateway.Http.PostAsync("/api/users/" + user, new StringContent("{\"dm\":1}"));
             first.EnsureSuccessStatusCode();
-            lastId = (await stream.EventsAsync("msg", 1))[0].Id!;
+            lastId = (await stream.EventsAsync("message", 1))[0].Id!;
         }
 
         using (var second = await Gateway.Http.PostAsync("/api/users/" + user, new StringContent("{\"dm\":2}")))
@@ -140,7 +140,7 @@ public sealed class SseTests(HttpStreamingFixture fixture)
         }
 
         await using var resumed = await SseClient.ConnectAsync(Gateway.Http, "/sse?user=" + user, lastId);
-        var missed = await resumed.EventsAsync("msg", 1);
+        var missed = await resumed.EventsAsync("message", 1);
         Assert.Equal("{\"dm\":2}", missed[0].RawData);
         var rejoined = (await resumed.EventsAsync("subscribed", 1))[0];
         Assert.True(rejoined.Json.GetProperty("recovered").GetBoolean());

@@ -31,6 +31,15 @@ function launch() {
   });
 }
 
+/** A new page of the gateway's demo page (with the browser module at /js/orleanspush.js); errors collects page errors. */
+async function openPage(browser, base) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(new URL('/', base).toString(), { timeout: 20000 });
+  return { page, errors };
+}
+
 /** POSTs JSON (or nothing) to the gateway; throws unless it answers 2xx; returns the JSON answer, if any. */
 async function post(base, path, body) {
   const response = await fetch(new URL(path, base), {
@@ -48,4 +57,4 @@ async function post(base, path, body) {
 
 const publish = (base, topic, data) => post(base, '/api/topics/' + encodeURIComponent(topic), data);
 
-module.exports = { run, launch, post, publish };
+module.exports = { run, launch, openPage, post, publish };

@@ -3,16 +3,13 @@
 // HTTP API, and waits for the page to show it. Prints "OK <topic>" and exits 0 on success; prints the reason and exits
 // 1 on failure. Everything is bounded in time.
 'use strict';
-const { run, launch, publish: publishTo } = require('./common');
+const { run, launch, openPage, publish: publishTo } = require('./common');
 
 run('demo-page.js', 60000, async (base) => {
   const publish = (topic, data) => publishTo(base, topic, data);
   const browser = await launch();
   try {
-    const page = await browser.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(new URL('/', base).toString(), { timeout: 20000 });
+    const { page, errors } = await openPage(browser, base);
     await page.waitForSelector('#status.on', { timeout: 20000 });
 
     const topic = 'browser-' + Math.random().toString(36).slice(2);

@@ -6,17 +6,14 @@
 //     the module subscribes again with since by itself, onRecoveryFailed reports it, and later messages arrive.
 // Prints "OK module" and exits 0 on success; prints the reason and exits 1 on failure. Everything is bounded in time.
 'use strict';
-const { run, launch, post: postTo, publish: publishTo } = require('./common');
+const { run, launch, openPage, post: postTo, publish: publishTo } = require('./common');
 
 run('module-guarantees.js', 80000, async (base) => {
   const post = (path, body) => postTo(base, path, body);
   const publish = (topic, data) => publishTo(base, topic, data);
   const browser = await launch();
   try {
-    const page = await browser.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(new URL('/', base).toString(), { timeout: 20000 });
+    const { page, errors } = await openPage(browser, base);
     await page.evaluate(async () => {
       const { PushClient } = await import('/js/orleanspush.js');
       window.seen = {};

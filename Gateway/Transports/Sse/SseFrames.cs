@@ -11,8 +11,8 @@ namespace OrleansPush.Gateway.Transports.Sse;
 /// </summary>
 internal static class SseFrames
 {
-    /// <summary><c>event: msg</c> with the raw protocol's <c>msg</c> object as data: built once per message and shared
-    /// by every SSE subscriber.</summary>
+    /// <summary>A default event (no <c>event:</c> line, so a browser's <c>EventSource.onmessage</c> receives it) with the
+    /// raw protocol's <c>msg</c> object as data: built once per message and shared by every SSE subscriber.</summary>
     public static readonly WireForm<byte[]> Message = new MessageForm();
 
     /// <summary>A comment line that keeps proxies from closing an idle stream.</summary>
@@ -58,13 +58,19 @@ internal static class SseFrames
         return output.WrittenSpan.ToArray();
     }
 
-    /// <summary>Writes <c>event: name</c> and the data lines. JSON holds line breaks only in whitespace (a string
+    /// <summary>Writes <c>event: name</c> (none for a default event, when <paramref name="name"/> is empty) and the data
+    /// lines. JSON holds line breaks only in whitespace (a string
     /// cannot), so a break becomes a new <c>data:</c> line, which the client's EventSource joins back with LF.</summary>
     private static void WriteEvent(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> json)
     {
-        output.Write("event: "u8);
-        output.Write(name);
-        output.Write("\ndata: "u8);
+        if (!name.IsEmpty)
+        {
+            output.Write("event: "u8);
+            output.Write(name);
+            output.Write("\n"u8);
+        }
+
+        output.Write("data: "u8);
         while (json.IndexOfAny((byte)'\r', (byte)'\n') is var i and >= 0)
         {
             output.Write(json[..i]);
@@ -95,7 +101,7 @@ internal static class SseFrames
 
             var output = _event ??= new ArrayBufferWriter<byte>(1024);
             output.ResetWrittenCount();
-            WriteEvent(output, "msg"u8, json.WrittenSpan);
+            WriteEvent(output, [], json.WrittenSpan);
             return output.WrittenSpan.ToArray();
         }
     }

@@ -1,6 +1,6 @@
 // The demo page: subscribes through the reusable client module (/js/orleanspush.js); publishes go through the
 // backend HTTP API, as a backend would publish.
-import { PushClient } from './orleanspush.js';
+import { PushClient, PushEventStream } from './orleanspush.js';
 
 const log = document.getElementById('log');
 const status = document.getElementById('status');
@@ -65,5 +65,28 @@ $('pubBtn').onclick = async () => {
     }
   } catch (e) {
     line('publish failed: ' + e, 'err');
+  }
+};
+
+// The same topics over Server-Sent Events: messages arrive at EventSource.onmessage (inside PushEventStream).
+let stream = null;
+$('sseBtn').onclick = () => {
+  if (stream) {
+    stream.close();
+  }
+  const topic = $('sseTopic').value.trim();
+  line('opening an SSE stream of ' + topic, 'sys');
+  stream = new PushEventStream([topic], (m) => line('[sse] ' + m.topic + ' #' + m.seq + '  ' + JSON.stringify(m.data), 'msg sse'), {
+    user,
+    onSubscribed: (s) => line('[sse] subscribed to ' + s.topic + ' at ' + s.epoch + '/' + s.seq, 'sys'),
+    onRecoveryFailed: (gap) => line('[sse] ' + gap.topic + ': missed messages could not be recovered; now at '
+      + gap.now.epoch + '/' + gap.now.seq, 'err'),
+  });
+};
+$('sseCloseBtn').onclick = () => {
+  if (stream) {
+    stream.close();
+    stream = null;
+    line('SSE stream closed', 'sys');
   }
 };

@@ -4,6 +4,11 @@
 //   const client = new PushClient({ onRecoveryFailed: (gap) => reload(gap.topic) });
 //   await client.subscribe('news', (m) => console.log(m.topic, m.seq, m.data));
 //
+// Where a WebSocket is not wanted (receive only), PushEventStream follows topics over Server-Sent Events (GET /sse)
+// with the browser's own EventSource, which reconnects and resumes by itself (Last-Event-ID):
+//
+//   const stream = new PushEventStream(['news'], (m) => console.log(m.topic, m.seq, m.data));
+//
 // Guarantees: per topic, the handler sees messages in seq order, each once. After a disconnect the client reconnects
 // with jittered exponential backoff and resubscribes every topic with `since` = the last position it saw, so nothing
 // still in history is missed. Never a silent gap: onRecoveryFailed is called with the topic and both positions when
@@ -12,6 +17,18 @@
 // cannot be filled), after which the client subscribes again with `since` by itself.
 
 const SUBPROTOCOL = 'orleanspush.v1.json';
+
+/** Calls options[name](...args) when set; an exception it throws is rethrown outside, so it cannot break the client. */
+function notify(options, name, args) {
+  const callback = options[name];
+  if (typeof callback === 'function') {
+    try {
+      callback(...args);
+    } catch (e) {
+      setTimeout(() => { throw e; });
+    }
+  }
+}
 
 /** An error answer of the server: `code` is one of bad_request, bad_topic, forbidden, unavailable, ... */
 export class PushError extends Error {
@@ -278,13 +295,62 @@ export class PushClient {
   }
 
   _notify(name, ...args) {
-    const callback = this.options[name];
-    if (typeof callback === 'function') {
-      try {
-        callback(...args);
-      } catch (e) {
-        setTimeout(() => { throw e; });
-      }
+    notify(this.options, name, args);
+  }
+}
+
+/**
+ * Topics followed over Server-Sent Events (GET /sse) with the browser's EventSource. Pushed messages are the stream's
+ * default events (EventSource.onmessage); `subscribed` and `bye` are named events. After a drop the EventSource
+ * reconnects by itself and sends the last event id, whose positions make the gateway replay what was missed, once and
+ * in order; a topic history cannot fill is reported to onRecoveryFailed (its `subscribed` event says recovered:false).
+ */
+export class PushEventStream {
+  /**
+   * @param {string[]} topics
+   * @param {(m: {topic: string, epoch: string, seq: number, data: any}) => void} handler
+   * @param {object} [options]
+   * @param {string} [options.url] stream URL; default: /sse on this page's host.
+   * @param {string} [options.user] development identity (?user=), for gateways running open.
+   * @param {string} [options.accessToken] sent as access_token (EventSource cannot send an Authorization header).
+   * @param {(state: 'connecting'|'open'|'closed', detail?: any) => void} [options.onStatus]
+   * @param {(s: {topic: string, epoch: string, seq: number, recovered?: boolean}) => void} [options.onSubscribed]
+   * @param {(gap: {topic: string, now: {epoch: string, seq: number}}) => void} [options.onRecoveryFailed]
+   */
+  constructor(topics, handler, options = {}) {
+    this.options = options;
+    const url = new URL(options.url || '/sse', location.href);
+    topics.forEach((t) => url.searchParams.append('topic', t));
+    if (options.user) {
+      url.searchParams.set('user', options.user);
     }
+    if (options.accessToken) {
+      url.searchParams.set('access_token', options.accessToken);
+    }
+    this._source = new EventSource(url.toString());
+    this._source.onopen = () => this._notify('onStatus', 'open');
+    this._source.onerror = () =>
+      this._notify('onStatus', this._source.readyState === EventSource.CLOSED ? 'closed' : 'connecting');
+    this._source.onmessage = (event) => {
+      const m = JSON.parse(event.data);
+      notify({ handler }, 'handler', [{ topic: m.topic, epoch: m.epoch, seq: m.seq, data: m.data }]);
+    };
+    this._source.addEventListener('subscribed', (event) => {
+      const s = JSON.parse(event.data);
+      this._notify('onSubscribed', s);
+      if (s.recovered === false) {
+        this._notify('onRecoveryFailed', { topic: s.topic, now: { epoch: s.epoch, seq: s.seq } });
+      }
+    });
+    // The gateway ends the stream (draining, or this reader fell behind); the EventSource comes back and resumes.
+    this._source.addEventListener('bye', (event) => this._notify('onStatus', 'closed', JSON.parse(event.data)));
+  }
+
+  close() {
+    this._source.close();
+  }
+
+  _notify(name, ...args) {
+    notify(this.options, name, args);
   }
 }
