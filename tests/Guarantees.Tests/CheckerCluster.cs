@@ -73,6 +73,7 @@ public sealed class CheckerCluster : IAsyncDisposable
             ["OrleansPush:Gateway:PublishTimeout"] = "00:00:05",
             ["OrleansPush:Gateway:MaxMessageBytes"] = "4096",
             ["OrleansPush:Gateway:OutboundQueueBytes"] = "16384",
+            ["OrleansPush:Gateway:DrainTimeout"] = "00:00:02",
             ["OrleansPush:Mqtt:Port"] = "0",
         };
 

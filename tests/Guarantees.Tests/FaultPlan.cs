@@ -126,6 +126,13 @@ public sealed class Journal
         _entries.Enqueue($"{_clock.ElapsedMilliseconds,6} {text}");
     }
 
+    /// <summary>How many entries begin with each of <paramref name="prefixes"/> ("stream drop 12, silo1 killed 1").</summary>
+    public string Counts(params string[] prefixes)
+    {
+        var cut = _entries.Select(e => e[7..]).ToList();
+        return string.Join(", ", prefixes.Select(p => (p, n: cut.Count(e => e.StartsWith(p, StringComparison.Ordinal)))).Where(c => c.n > 0).Select(c => $"{c.p} {c.n}"));
+    }
+
     /// <summary>The last <paramref name="count"/> entries (that mention <paramref name="about"/>, when given).</summary>
     public IReadOnlyList<string> Tail(int count, string? about = null) =>
         _entries.Where(e => about is null || e.Contains(about, StringComparison.Ordinal)).TakeLast(count).ToList();

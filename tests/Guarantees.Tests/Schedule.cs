@@ -48,7 +48,8 @@ public static class Schedule
         const int silos = 2;
         const int gateways = 2;
         var topics = new[] { $"ckl:a{seed}", $"ckl:b{seed}", $"cks:c{seed}" };
-        journal.Add($"schedule {seed}: faults {rates}");
+        var disruptions = DrawDisruptions(random);
+        journal.Add($"schedule {seed}: faults {rates}; {disruptions}");
         var clock = Stopwatch.StartNew();
 
         await using var cluster = await CheckerCluster.StartAsync(plan, silos, gateways);
@@ -84,9 +85,11 @@ public static class Schedule
         // Subscribers first, so that they are subscribed across the publishes.
         await WaitAsync(() => clients.All(c => c.Subscribed), TimeSpan.FromSeconds(10));
         var publisherTasks = publishers.Select(p => Task.Run(() => p.RunAsync(stopPublishing.Token))).ToList();
+        var disrupting = DisruptAsync(cluster, disruptions, journal);
         await Task.Delay(ActivePhase);
         await stopPublishing.CancelAsync();
         await Task.WhenAll(publisherTasks);
+        await disrupting;
 
         journal.Add("faults stop; settling");
         plan.Stop();
@@ -114,8 +117,15 @@ public static class Schedule
 
         var violations = new Checker(records, clients).Check(histories);
         var summary = $"{records.Count} publishes ({records.Count(r => r.Acknowledged.Any())} acknowledged, "
-            + $"{records.Count(r => r.FinallyNotPublished)} not published), {clients.Sum(c => c.Segments.Count)} subscriptions, "
-            + $"{clients.Sum(c => c.Segments.Sum(s => s.Deliveries.Count))} deliveries, {clock.Elapsed.TotalSeconds:0.0} s; faults {rates}";
+            + $"{records.Count(r => r.FinallyNotPublished)} not published, "
+            + $"{records.Count(r => r.Answers.Any(a => a.Outcome is PublishOutcome.MayHaveBeenPublished or PublishOutcome.NoAnswer))} once without a sure answer), "
+            + $"{clients.Sum(c => c.Segments.Count)} subscriptions, {clients.Sum(c => c.Segments.Sum(s => s.Deliveries.Count))} deliveries, "
+            + $"{clock.Elapsed.TotalSeconds:0.0} s; faults {rates}; {disruptions}; injected: "
+            + journal.Counts("store append fails", "store append applied", "store late append landed", "store load fails", "store findkey fails",
+                "stream drop", "stream duplicate", "stream delay", "stream hold back", "call PublishAsync", "call AddInterestAsync", "call ReadAsync",
+                "silo1 killed", "silo1 started", "gw1 lost") + $"; told: {clients.Sum(c => c.Segments.Count(s => s.Recovered == false))} recovered:false, "
+            + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("reset", StringComparison.Ordinal) == true))} reset, "
+            + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("bye", StringComparison.Ordinal) == true))} bye";
         var about = violations.Count > 0 ? violations[0].Split(' ').FirstOrDefault(w => topics.Contains(w)) : null;
         var log = about is null ? journal.Tail(50) : journal.Tail(50, about);
         return new ScheduleResult(seed, summary, violations, log);
@@ -136,7 +146,64 @@ public static class Schedule
             StreamDuplicate = Rate(0.1),
             StreamDelay = Rate(0.1),
             StreamReorder = Rate(0.1),
+            CallFail = Rate(0.1),
+            CallAmbiguous = Rate(0.05),
+            CallSlow = Rate(0.1),
         };
+    }
+
+    /// <summary>When (milliseconds into the active phase) silo 1 is killed and restarted, and gateway 1 lost; -1: not
+    /// in this schedule.</summary>
+    private sealed record Disruptions(int KillSiloAt, int RestartSiloAfter, int LoseGatewayAt)
+    {
+        public override string ToString() =>
+            $"silo1 kill {(KillSiloAt < 0 ? "-" : KillSiloAt + " ms")} restart {(KillSiloAt < 0 || RestartSiloAfter < 0 ? "-" : "+" + RestartSiloAfter + " ms")}, gw1 loss {(LoseGatewayAt < 0 ? "-" : LoseGatewayAt + " ms")}";
+    }
+
+    private static Disruptions DrawDisruptions(Random random)
+    {
+        var kill = random.NextDouble() < 0.5 ? random.Next(500, 3000) : -1;
+        var restart = random.NextDouble() < 0.7 ? random.Next(500, 2500) : -1;
+        var lose = random.NextDouble() < 0.3 ? random.Next(500, 4000) : -1;
+        return new Disruptions(kill, restart, lose);
+    }
+
+    private static async Task DisruptAsync(CheckerCluster cluster, Disruptions disruptions, Journal journal)
+    {
+        async Task SiloAsync()
+        {
+            if (disruptions.KillSiloAt < 0)
+            {
+                return;
+            }
+
+            await Task.Delay(disruptions.KillSiloAt);
+            await cluster.KillSiloAsync(1);
+            if (disruptions.RestartSiloAfter >= 0)
+            {
+                await Task.Delay(disruptions.RestartSiloAfter);
+                await cluster.StartSiloAsync(1);
+            }
+        }
+
+        async Task GatewayAsync()
+        {
+            if (disruptions.LoseGatewayAt >= 0)
+            {
+                await Task.Delay(disruptions.LoseGatewayAt);
+                await cluster.LoseGatewayAsync(1);
+            }
+        }
+
+        try
+        {
+            await Task.WhenAll(SiloAsync(), GatewayAsync());
+        }
+        catch (Exception ex)
+        {
+            journal.Add($"disruption failed: {ex.GetType().Name}: {ex.Message}");
+            throw;
+        }
     }
 
     private static async Task<bool> WaitAsync(Func<bool> condition, TimeSpan limit)
