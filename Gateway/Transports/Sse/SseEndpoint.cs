@@ -65,11 +65,24 @@ internal sealed class SseEndpoint(
 
         var connection = new SseConnection(context, userId, _gateway.Outbound);
         connection.Access = identity.AccessOf(context);
+        try
+        {
+            await StreamAsync(context, connection, topics, resume);
+        }
+        finally
+        {
+            connection.RequestEnded();
+        }
+    }
+
+    private async Task StreamAsync(HttpContext context, SseConnection connection, List<string> topics, Dictionary<string, Since> resume)
+    {
         var aborted = context.RequestAborted;
         var joined = await SubscribeAllAsync(context, connection, topics, resume);
         if (joined is null)
         {
             commands.OnDisconnected(connection);
+            connection.Complete();
             return;
         }
 
