@@ -108,17 +108,17 @@ public sealed class PushRejectedException : Exception
 {
     public PushRejectedException()
     {
-        Code = "bad_request";
+        Code = WireCodes.BadRequest;
     }
 
     public PushRejectedException(string message) : base(message)
     {
-        Code = "bad_request";
+        Code = WireCodes.BadRequest;
     }
 
     public PushRejectedException(string message, Exception inner) : base(message, inner)
     {
-        Code = "bad_request";
+        Code = WireCodes.BadRequest;
     }
 
     public PushRejectedException(string code, string message) : base(message)

@@ -142,7 +142,7 @@ public sealed class ClusterSettings
     public int? PrimarySiloPort { get; set; }
 
     /// <summary>How long a grain call may take before it fails (Orleans' default is 30 s; a publisher would rather
-    /// hear "unavailable" sooner and retry).</summary>
+    /// hear WireCodes.Unavailable sooner and retry).</summary>
     public TimeSpan ResponseTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Whether silos find grains through Orleans' strongly consistent distributed grain directory (the

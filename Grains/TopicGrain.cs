@@ -125,7 +125,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         EnsureValid();
         if (data is null || !JsonPayload.IsOneValue(data))
         {
-            throw new PushRejectedException("bad_request", "The message must be one JSON value.");
+            throw new PushRejectedException(WireCodes.BadRequest, "The message must be one JSON value.");
         }
 
         var pending = new Pending(data, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
@@ -137,7 +137,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
         if (idempotencyKey.Length is 0 or > MaxIdempotencyKeyLength)
         {
-            throw new PushRejectedException("bad_request", $"An idempotency key is 1-{MaxIdempotencyKeyLength} characters.");
+            throw new PushRejectedException(WireCodes.BadRequest, $"An idempotency key is 1-{MaxIdempotencyKeyLength} characters.");
         }
 
         if (_dedupe.TryGet(idempotencyKey, out var first))
@@ -173,7 +173,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         {
             GrainsLog.KeyLookupFailed(_logger, _topic, ex);
             _dedupe.Forget(pending.Key!);
-            pending.Completion.TrySetException(new PushRejectedException("unavailable", NotPublished));
+            pending.Completion.TrySetException(new PushRejectedException(WireCodes.Unavailable, NotPublished));
             return;
         }
 
@@ -569,7 +569,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     /// landed.</summary>
     private void Fail(List<Pending> batch, string message)
     {
-        var error = new PushRejectedException("unavailable", message);
+        var error = new PushRejectedException(WireCodes.Unavailable, message);
 
         foreach (var p in batch)
         {
@@ -589,7 +589,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     {
         if (!_valid)
         {
-            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+            throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
     }
 

@@ -60,7 +60,7 @@ public sealed class UserGrain : Grain, IUserGrain
         EnsureValid();
         if (!TopicName.IsValid(topic))
         {
-            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+            throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
         if (_state.State.Subscriptions.Contains(topic))
@@ -137,7 +137,7 @@ public sealed class UserGrain : Grain, IUserGrain
     {
         if (!TopicName.IsValidUserId(_userId))
         {
-            throw new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @.");
+            throw new PushRejectedException(WireCodes.BadRequest, "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @.");
         }
     }
 }

@@ -124,12 +124,12 @@ public sealed class ConnectionCommands
     {
         if (!TopicName.IsValid(topic))
         {
-            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+            throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
         if (TopicName.PersonalOwner(topic!) is { } owner && owner != connection.UserId)
         {
-            throw new PushRejectedException("forbidden", "A personal channel is for its user alone.");
+            throw new PushRejectedException(WireCodes.Forbidden, "A personal channel is for its user alone.");
         }
 
         if (!serverSide && !connection.IsServerSide(topic!))
@@ -143,7 +143,7 @@ public sealed class ConnectionCommands
             case TopicAdded.Gone:
                 throw new PushRejectedException(WireCodes.Unavailable, "The connection is closing.");
             case TopicAdded.OverLimit:
-                throw new PushRejectedException("forbidden", $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
+                throw new PushRejectedException(WireCodes.Forbidden, $"A connection may hold at most {_options.MaxSubscriptionsPerConnection} subscriptions.");
         }
 
         if (serverSide)
@@ -186,7 +186,7 @@ public sealed class ConnectionCommands
     {
         if (!TopicName.IsValid(topic))
         {
-            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+            throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
         if (connection.RemoveTopic(topic!))
@@ -200,7 +200,7 @@ public sealed class ConnectionCommands
     {
         if (!TopicName.IsValid(topic))
         {
-            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+            throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
         _security.CheckClientPublish(connection, topic!);

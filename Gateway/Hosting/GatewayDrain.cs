@@ -62,7 +62,7 @@ internal sealed class DrainOptionsValidator : IValidateOptions<DrainOptions>
 /// The connections open on this gateway, and the graceful drain when it stops.
 /// <para>Guarantees: once <see cref="IsDraining"/> is true it stays true; every connection open then, or opened
 /// after (a handshake already past the <see cref="ConnectionDoor"/>, which refuses new ones while draining), is closed with reason <c>shutdown</c>, which each transport turns
-/// into its <c>bye</c> (<c>{"op":"bye","code":"shutdown","reconnect":true}</c> on the raw protocol, a <c>bye</c>
+/// into its <c>bye</c> (<c>{"op":"bye","code":WireCodes.Shutdown,"reconnect":true}</c> on the raw protocol, a <c>bye</c>
 /// invocation on SignalR, <c>event: bye</c> on SSE), in jittered batches, all within
 /// <see cref="DrainOptions.DrainTimeout"/>. What is still open at the deadline is left to Kestrel, which aborts it
 /// when it stops.</para>
@@ -189,7 +189,7 @@ internal sealed class Readiness(IClusterClient cluster, ConnectionDrain drain, I
 
         return await ClusterReachableAsync(cancellationToken)
             ? Results.Ok(new { status = "ready" })
-            : Results.Json(new { status = "unavailable" }, statusCode: StatusCodes.Status503ServiceUnavailable);
+            : Results.Json(new { status = WireCodes.Unavailable }, statusCode: StatusCodes.Status503ServiceUnavailable);
     }
 
     /// <summary>Asks the cluster for its active silos, at most once a second however often the probe comes.</summary>

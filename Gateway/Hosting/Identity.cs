@@ -61,11 +61,11 @@ public static class Problems
 
     public static int StatusOf(string code) => code switch
     {
-        "too_large" => StatusCodes.Status413PayloadTooLarge,
-        "unauthorized" => StatusCodes.Status401Unauthorized,
-        "forbidden" => StatusCodes.Status403Forbidden,
-        "rate_limited" => StatusCodes.Status429TooManyRequests,
-        "unavailable" => StatusCodes.Status503ServiceUnavailable,
+        WireCodes.TooLarge => StatusCodes.Status413PayloadTooLarge,
+        WireCodes.Unauthorized => StatusCodes.Status401Unauthorized,
+        WireCodes.Forbidden => StatusCodes.Status403Forbidden,
+        WireCodes.RateLimited => StatusCodes.Status429TooManyRequests,
+        WireCodes.Unavailable => StatusCodes.Status503ServiceUnavailable,
         _ => StatusCodes.Status400BadRequest,
     };
 

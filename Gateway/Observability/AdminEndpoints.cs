@@ -11,9 +11,6 @@ namespace OrleansPush.Gateway.Observability;
 /// </summary>
 public static class AdminEndpoints
 {
-    /// <summary>The close reason a user's connections get from <c>POST /api/admin/users/{userId}/disconnect</c>.</summary>
-    public const string DisconnectReason = "disconnected";
-
     public static WebApplication MapAdminApi(this WebApplication app)
     {
         var admin = app.MapGroup("/api/admin").AddEndpointFilter<AdminAccess>();
@@ -35,7 +32,7 @@ public static class AdminEndpoints
         {
             if (!TopicName.IsValid(topic))
             {
-                return Problems.Result(new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @."));
+                return Problems.Result(new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @."));
             }
 
             var grain = cluster.GetGrain<ITopicGrain>(topic);
@@ -50,13 +47,13 @@ public static class AdminEndpoints
         {
             if (!TopicName.IsValidUserId(userId))
             {
-                return Problems.Result(new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':')."));
+                return Problems.Result(new PushRejectedException(WireCodes.BadRequest, "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':')."));
             }
 
             var local = users.ConnectionsOf(userId);
             foreach (var connection in local)
             {
-                connection.Close(DisconnectReason);
+                connection.Close(WireCodes.Disconnected);
             }
 
             await cluster.GetGrain<IUserGrain>(userId).DisconnectAsync();
@@ -92,7 +89,7 @@ public sealed class AdminAccess(ConnectionSecurity security) : IEndpointFilter
             {
                 var reason = http.Items.TryGetValue(TokenKeys.FailureItem, out var failure) ? (string)failure! : "missing";
                 security.Audit.TokenRefused(reason, "admin", remote);
-                return Results.Json(new Problems.ErrorBody("unauthorized", "A token with the admin claim is required (Authorization: Bearer)."),
+                return Results.Json(new Problems.ErrorBody(WireCodes.Unauthorized, "A token with the admin claim is required (Authorization: Bearer)."),
                     statusCode: StatusCodes.Status401Unauthorized);
             }
 
@@ -101,7 +98,7 @@ public sealed class AdminAccess(ConnectionSecurity security) : IEndpointFilter
             if (!access.Admin)
             {
                 security.Audit.AdminForbidden(user, action, target, remote);
-                return Results.Json(new Problems.ErrorBody("forbidden", "The admin API needs the admin claim."), statusCode: StatusCodes.Status403Forbidden);
+                return Results.Json(new Problems.ErrorBody(WireCodes.Forbidden, "The admin API needs the admin claim."), statusCode: StatusCodes.Status403Forbidden);
             }
         }
 

@@ -106,7 +106,7 @@ internal static class PublishEndpoints
 
         if (!TopicName.IsValid(topic))
         {
-            return Problems.Result(new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @."));
+            return Problems.Result(new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @."));
         }
 
         try
@@ -118,7 +118,7 @@ internal static class PublishEndpoints
         }
         catch (Exception ex) when (ex is not PushRejectedException)
         {
-            return Problems.Result(new PushRejectedException("unavailable", "The topic could not be reached; try again."));
+            return Problems.Result(new PushRejectedException(WireCodes.Unavailable, "The topic could not be reached; try again."));
         }
     }
 
@@ -126,7 +126,7 @@ internal static class PublishEndpoints
     {
         if (!topics.For(topic).Presence)
         {
-            return Results.Json(new Problems.ErrorBody("bad_request", "Presence is not enabled for this topic's namespace."), statusCode: StatusCodes.Status404NotFound);
+            return Results.Json(new Problems.ErrorBody(WireCodes.BadRequest, "Presence is not enabled for this topic's namespace."), statusCode: StatusCodes.Status404NotFound);
         }
 
         try
@@ -141,7 +141,7 @@ internal static class PublishEndpoints
         }
         catch (Exception ex) when (ex is not PushRejectedException)
         {
-            return Problems.Result(new PushRejectedException("unavailable", "The topic could not be reached; try again."));
+            return Problems.Result(new PushRejectedException(WireCodes.Unavailable, "The topic could not be reached; try again."));
         }
     }
 
@@ -149,12 +149,12 @@ internal static class PublishEndpoints
     {
         if (!TopicName.IsValidUserId(userId))
         {
-            return Problems.Result(new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':')."));
+            return Problems.Result(new PushRejectedException(WireCodes.BadRequest, "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':')."));
         }
 
         if (!TopicName.IsValid(topic))
         {
-            return Problems.Result(new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @."));
+            return Problems.Result(new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @."));
         }
 
         try
@@ -169,7 +169,7 @@ internal static class PublishEndpoints
         }
         catch (Exception)
         {
-            return Problems.Result(new PushRejectedException("unavailable", "The change was not made; it is safe to retry."));
+            return Problems.Result(new PushRejectedException(WireCodes.Unavailable, "The change was not made; it is safe to retry."));
         }
     }
 
@@ -177,7 +177,7 @@ internal static class PublishEndpoints
     {
         if (!TopicName.IsValidUserId(userId))
         {
-            return Problems.Result(new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':')."));
+            return Problems.Result(new PushRejectedException(WireCodes.BadRequest, "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':')."));
         }
 
         try
@@ -186,7 +186,7 @@ internal static class PublishEndpoints
         }
         catch (Exception)
         {
-            return Problems.Result(new PushRejectedException("unavailable", "The user could not be reached; try again."));
+            return Problems.Result(new PushRejectedException(WireCodes.Unavailable, "The user could not be reached; try again."));
         }
     }
 
@@ -198,7 +198,7 @@ internal static class PublishEndpoints
     {
         if (request.ContentLength > max)
         {
-            throw new PushRejectedException("too_large", $"A message is at most {max} bytes.");
+            throw new PushRejectedException(WireCodes.TooLarge, $"A message is at most {max} bytes.");
         }
 
         var reader = request.BodyReader;
@@ -211,13 +211,13 @@ internal static class PublishEndpoints
             }
             catch (Exception ex) when (ex is IOException or OperationCanceledException or BadHttpRequestException)
             {
-                throw new PushRejectedException("bad_request", "The request body could not be read.");
+                throw new PushRejectedException(WireCodes.BadRequest, "The request body could not be read.");
             }
 
             if (read.Buffer.Length > max)
             {
                 reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-                throw new PushRejectedException("too_large", $"A message is at most {max} bytes.");
+                throw new PushRejectedException(WireCodes.TooLarge, $"A message is at most {max} bytes.");
             }
 
             if (read.IsCompleted)
@@ -238,12 +238,12 @@ internal static class PublishEndpoints
             using var doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = 64 });
             if (doc.RootElement.ValueKind != JsonValueKind.Array)
             {
-                throw new PushRejectedException("bad_request", "A batch is a JSON array of {\"topic\":..,\"data\":..}.");
+                throw new PushRejectedException(WireCodes.BadRequest, "A batch is a JSON array of {\"topic\":..,\"data\":..}.");
             }
 
             if (doc.RootElement.GetArrayLength() > maxItems)
             {
-                throw new PushRejectedException("too_large", $"A batch holds at most {maxItems} items.");
+                throw new PushRejectedException(WireCodes.TooLarge, $"A batch holds at most {maxItems} items.");
             }
 
             var items = new List<BatchItem>();
@@ -253,7 +253,7 @@ internal static class PublishEndpoints
                     || !e.TryGetProperty("topic", out var topic) || topic.ValueKind != JsonValueKind.String
                     || !e.TryGetProperty("data", out var data))
                 {
-                    throw new PushRejectedException("bad_request", "Each batch item needs a string \"topic\" and a \"data\" value.");
+                    throw new PushRejectedException(WireCodes.BadRequest, "Each batch item needs a string \"topic\" and a \"data\" value.");
                 }
 
                 string? key = e.TryGetProperty("key", out var k) && k.ValueKind == JsonValueKind.String ? k.GetString() : null;
@@ -264,7 +264,7 @@ internal static class PublishEndpoints
         }
         catch (JsonException)
         {
-            throw new PushRejectedException("bad_request", "The batch is not valid JSON.");
+            throw new PushRejectedException(WireCodes.BadRequest, "The batch is not valid JSON.");
         }
     }
 

@@ -19,7 +19,7 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     {
         if (!TopicName.IsValid(topic))
         {
-            throw new PushRejectedException("bad_topic", "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+            throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
         var data = Validate(json);
@@ -31,7 +31,7 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     {
         if (!TopicName.IsValidUserId(userId))
         {
-            throw new PushRejectedException("bad_request", "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':').");
+            throw new PushRejectedException(WireCodes.BadRequest, "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':').");
         }
 
         var data = Validate(json);
@@ -42,12 +42,12 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     {
         if (json.Length > _maxBytes)
         {
-            throw new PushRejectedException("too_large", $"A message is at most {_maxBytes} bytes.");
+            throw new PushRejectedException(WireCodes.TooLarge, $"A message is at most {_maxBytes} bytes.");
         }
 
         if (!JsonPayload.IsOneValue(json.Span))
         {
-            throw new PushRejectedException("bad_request", "The message must be one JSON value.");
+            throw new PushRejectedException(WireCodes.BadRequest, "The message must be one JSON value.");
         }
 
         return json.ToArray();
@@ -70,14 +70,14 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
                 Observability.GatewayMetrics.MessagePublished();
                 return position;
             }
-            catch (PushRejectedException rejected) when (rejected.Code != "unavailable" || idempotencyKey is null || DateTime.UtcNow >= deadline)
+            catch (PushRejectedException rejected) when (rejected.Code != WireCodes.Unavailable || idempotencyKey is null || DateTime.UtcNow >= deadline)
             {
                 throw;
             }
             catch (Exception ex) when (ex is not PushRejectedException && (idempotencyKey is null || DateTime.UtcNow + _attemptTimeout > deadline))
             {
                 GatewayLog.PublishFailed(logger, topic, ex);
-                throw new PushRejectedException("unavailable", idempotencyKey is null
+                throw new PushRejectedException(WireCodes.Unavailable, idempotencyKey is null
                     ? "The message may have been published or not; retry it (an Idempotency-Key makes a retry safe)."
                     : "The message may have been published; retry with the same Idempotency-Key to publish it at most once.");
             }

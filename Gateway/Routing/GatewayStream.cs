@@ -87,7 +87,7 @@ internal sealed class GatewayStream(
                 users.OnSubscriptionChanged(change);
                 break;
             case UserDisconnectRequested disconnect:
-                Array.ForEach(users.ConnectionsOf(disconnect.UserId), c => c.Close(Observability.AdminEndpoints.DisconnectReason));
+                Array.ForEach(users.ConnectionsOf(disconnect.UserId), c => c.Close(WireCodes.Disconnected));
                 break;
         }
     }

@@ -24,7 +24,7 @@ public sealed class ApiAccess(ConnectionSecurity security) : IEndpointFilter
             {
                 var reason = http.Items.TryGetValue(TokenKeys.FailureItem, out var failure) ? (string)failure! : "missing";
                 audit.TokenRefused(reason, "api", remote);
-                return Results.Json(new Problems.ErrorBody("unauthorized",
+                return Results.Json(new Problems.ErrorBody(WireCodes.Unauthorized,
                     reason == "missing" ? "A token is required (Authorization: Bearer)." : $"The token was refused ({reason})."), statusCode: StatusCodes.Status401Unauthorized);
             }
 
@@ -130,5 +130,5 @@ public sealed class ApiAccess(ConnectionSecurity security) : IEndpointFilter
     }
 
     private static IResult Forbidden(string message) =>
-        Results.Json(new Problems.ErrorBody("forbidden", message), statusCode: StatusCodes.Status403Forbidden);
+        Results.Json(new Problems.ErrorBody(WireCodes.Forbidden, message), statusCode: StatusCodes.Status403Forbidden);
 }

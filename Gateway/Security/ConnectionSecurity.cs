@@ -34,7 +34,7 @@ public sealed class ConnectionSecurity(
         }
 
         audit.SubscribeForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
-        throw new PushRejectedException("forbidden", "The token does not grant subscribing to this topic.");
+        throw new PushRejectedException(WireCodes.Forbidden, "The token does not grant subscribing to this topic.");
     }
 
     private bool MaySubscribe(PushConnection connection, string topic) =>
@@ -49,13 +49,13 @@ public sealed class ConnectionSecurity(
         if (TopicName.PersonalOwner(topic) is not null || !topics.Value.For(topic).ClientPublish)
         {
             audit.PublishForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
-            throw new PushRejectedException("forbidden", "Clients may not publish to this topic's namespace.");
+            throw new PushRejectedException(WireCodes.Forbidden, "Clients may not publish to this topic's namespace.");
         }
 
         if (Secured && !connection.Access.MayPublish(topic))
         {
             audit.PublishForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
-            throw new PushRejectedException("forbidden", "The token does not grant publishing to this topic.");
+            throw new PushRejectedException(WireCodes.Forbidden, "The token does not grant publishing to this topic.");
         }
     }
 
@@ -93,13 +93,13 @@ public sealed class ConnectionSecurity(
         if (access is null)
         {
             audit.TokenRefused(reason, connection.Transport + " refresh", connection.RemoteAddress);
-            throw new PushRejectedException("unauthorized", $"The token was refused ({reason}).");
+            throw new PushRejectedException(WireCodes.Unauthorized, $"The token was refused ({reason}).");
         }
 
         if (access.UserId != connection.UserId)
         {
             audit.TokenRefused("other_user", connection.Transport + " refresh", connection.RemoteAddress);
-            throw new PushRejectedException("forbidden", "A refresh must carry a token for the same user (sub).");
+            throw new PushRejectedException(WireCodes.Forbidden, "A refresh must carry a token for the same user (sub).");
         }
 
         connection.Access = access;
@@ -171,7 +171,7 @@ public sealed class TokenExpiry(IOptions<AuthOptions> auth, TimeProvider time, S
                 }
 
                 audit.TokenExpired(connection.UserId, connection.Id, connection.RemoteAddress);
-                connection.Close("unauthorized");
+                connection.Close(WireCodes.Unauthorized);
             }
         }
     }

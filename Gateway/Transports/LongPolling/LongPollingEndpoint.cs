@@ -33,13 +33,13 @@ internal sealed class LongPollingEndpoint(
     {
         if (!identity.TryGetUser(context, out var userId, out var problem))
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", problem);
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, problem);
             return;
         }
 
         if (!TryReadRequest(context.Request.Query, out var topics, out var sinces, out problem))
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", problem);
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, problem);
             return;
         }
 
@@ -89,13 +89,13 @@ internal sealed class LongPollingEndpoint(
         {
             if (!context.RequestAborted.IsCancellationRequested && !context.Response.HasStarted)
             {
-                await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "unavailable", "The gateway is stopping; poll again.");
+                await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, WireCodes.Unavailable, "The gateway is stopping; poll again.");
             }
         }
         catch (Exception ex) when (!context.Response.HasStarted)
         {
             GatewayLog.PollFailed(logger, poll.Id, ex);
-            await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "unavailable", "The poll failed; try again.");
+            await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, WireCodes.Unavailable, "The poll failed; try again.");
         }
         finally
         {

@@ -293,9 +293,9 @@ internal sealed class MqttBridge
             connection.Unsubscribed(filter);
             Refuse(e, rejected.Code switch
             {
-                "bad_topic" => MqttSubscribeReasonCode.TopicFilterInvalid,
-                "forbidden" or "unauthorized" => MqttSubscribeReasonCode.NotAuthorized,
-                "rate_limited" => MqttSubscribeReasonCode.QuotaExceeded,
+                WireCodes.BadTopic => MqttSubscribeReasonCode.TopicFilterInvalid,
+                WireCodes.Forbidden or WireCodes.Unauthorized => MqttSubscribeReasonCode.NotAuthorized,
+                WireCodes.RateLimited => MqttSubscribeReasonCode.QuotaExceeded,
                 _ => MqttSubscribeReasonCode.UnspecifiedError,
             }, $"{rejected.Code}: {rejected.Message}");
         }
@@ -400,12 +400,12 @@ internal sealed class MqttBridge
             var message = e.ApplicationMessage;
             if (!_security.TryAcceptMessage(connection))
             {
-                throw new PushRejectedException("rate_limited", "Too many messages; slow down.");
+                throw new PushRejectedException(WireCodes.RateLimited, "Too many messages; slow down.");
             }
 
             if (message.Retain)
             {
-                throw new PushRejectedException("bad_request", "Retained messages are not supported; subscribers resume from history instead.");
+                throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are not supported; subscribers resume from history instead.");
             }
 
             var payload = message.Payload;
@@ -418,10 +418,10 @@ internal sealed class MqttBridge
             MqttLog.PublishRefused(_logger, connection.Id, e.ApplicationMessage.Topic, rejected.Code);
             e.Response.ReasonCode = rejected.Code switch
             {
-                "bad_topic" => MqttPubAckReasonCode.TopicNameInvalid,
-                "forbidden" or "unauthorized" => MqttPubAckReasonCode.NotAuthorized,
-                "too_large" or "bad_request" => MqttPubAckReasonCode.PayloadFormatInvalid,
-                "rate_limited" => MqttPubAckReasonCode.QuotaExceeded,
+                WireCodes.BadTopic => MqttPubAckReasonCode.TopicNameInvalid,
+                WireCodes.Forbidden or WireCodes.Unauthorized => MqttPubAckReasonCode.NotAuthorized,
+                WireCodes.TooLarge or WireCodes.BadRequest => MqttPubAckReasonCode.PayloadFormatInvalid,
+                WireCodes.RateLimited => MqttPubAckReasonCode.QuotaExceeded,
                 _ => MqttPubAckReasonCode.UnspecifiedError,
             };
             e.Response.ReasonString = $"{rejected.Code}: {rejected.Message}";

@@ -85,7 +85,7 @@ internal sealed class MqttBroker(MqttBridge bridge, MqttConnectionHandler webSoc
                 DefaultClientDisconnectOptions = new MqttServerClientDisconnectOptions
                 {
                     ReasonCode = MQTTnet.Protocol.MqttDisconnectReasonCode.ServerShuttingDown,
-                    ReasonString = "shutdown",
+                    ReasonString = WireCodes.Shutdown,
                 },
             });
         }

@@ -38,6 +38,8 @@ internal sealed class SseConnection : QueuedConnection<SseFrame>
     private const int FlushThreshold = 32 * 1024;
     private readonly HttpContext _context;
     private readonly PipeWriter _body;
+    private readonly Lock _requestLock = new();
+    private bool _requestEnded;
 
     // Touched only by the writer loop (and by Seed before it starts).
     private readonly List<Position> _positions = [];
@@ -109,7 +111,27 @@ internal sealed class SseConnection : QueuedConnection<SseFrame>
         await _body.FlushAsync(cancellationToken);
     }
 
-    protected override void Abort() => _context.Abort();
+    /// <summary>The request is over (the endpoint is returning): from now on the context may already serve the
+    /// connection's next request (Kestrel reuses it), so a close's delayed abort must not touch it.</summary>
+    public void RequestEnded()
+    {
+        lock (_requestLock)
+        {
+            _requestEnded = true;
+        }
+    }
+
+    protected override void Abort()
+    {
+        // Under the lock: the endpoint cannot return (and hand the context on) between the check and the abort.
+        lock (_requestLock)
+        {
+            if (!_requestEnded)
+            {
+                _context.Abort();
+            }
+        }
+    }
 
     private void Set(string topic, string epoch, long seq, bool fromMessage)
     {

@@ -34,20 +34,20 @@ internal sealed class SseEndpoint(
     {
         if (!identity.TryGetUser(context, out var userId, out var problem))
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", problem);
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, problem);
             return;
         }
 
         var topics = context.Request.Query["topic"].Where(t => t is not null).Select(t => t!).Distinct(StringComparer.Ordinal).ToList();
         if (topics.Count > _options.MaxTopics)
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", $"A stream may name at most {_options.MaxTopics} topics.");
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, $"A stream may name at most {_options.MaxTopics} topics.");
             return;
         }
 
         if (topics.Count == 0 && userId is null)
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", "Name at least one topic: /sse?topic=news.");
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, "Name at least one topic: /sse?topic=news.");
             return;
         }
 
@@ -59,17 +59,30 @@ internal sealed class SseEndpoint(
 
         if (!StreamPositions.TryParseList(lastEventId, _options.MaxTopics + 1, out var resume, out problem))
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", problem);
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, problem);
             return;
         }
 
         var connection = new SseConnection(context, userId, _gateway.Outbound);
         connection.Access = identity.AccessOf(context);
+        try
+        {
+            await StreamAsync(context, connection, topics, resume);
+        }
+        finally
+        {
+            connection.RequestEnded();
+        }
+    }
+
+    private async Task StreamAsync(HttpContext context, SseConnection connection, List<string> topics, Dictionary<string, Since> resume)
+    {
         var aborted = context.RequestAborted;
         var joined = await SubscribeAllAsync(context, connection, topics, resume);
         if (joined is null)
         {
             commands.OnDisconnected(connection);
+            connection.Complete();
             return;
         }
 
@@ -149,7 +162,7 @@ internal sealed class SseEndpoint(
         catch (Exception ex)
         {
             GatewayLog.SseSubscribeFailed(logger, connection.Id, ex);
-            await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "unavailable", "The stream could not be opened; try again.");
+            await Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, WireCodes.Unavailable, "The stream could not be opened; try again.");
         }
 
         return null;

@@ -38,15 +38,15 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
             ? WsFrames.Bye(reason, reconnect: true)
             : WsFrames.Error(null, reason, reason switch
             {
-                "too_large" => "The frame was over the size limit.",
-                "unauthorized" => "The token expired; reconnect with a fresh one.",
+                WireCodes.TooLarge => "The frame was over the size limit.",
+                WireCodes.Unauthorized => "The token expired; reconnect with a fresh one.",
                 WireCodes.Unavailable => "A message could not be sent on this connection; reconnect and resume.",
                 _ => "The connection was closed.",
             });
         await socket.SendAsync(last, WebSocketMessageType.Text, WebSocketMessageFlags.EndOfMessage, cancellationToken);
         var status = reason switch
         {
-            "too_large" => WebSocketCloseStatus.MessageTooBig,
+            WireCodes.TooLarge => WebSocketCloseStatus.MessageTooBig,
             WireCodes.Shutdown => WebSocketCloseStatus.EndpointUnavailable,
             WireCodes.Unavailable => WebSocketCloseStatus.InternalServerError,
             _ => WebSocketCloseStatus.PolicyViolation,

@@ -19,20 +19,20 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
     {
         if (!context.WebSockets.IsWebSocketRequest)
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", "This endpoint speaks WebSocket only.");
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, "This endpoint speaks WebSocket only.");
             return;
         }
 
         var requested = context.WebSockets.WebSocketRequestedProtocols;
         if (requested.Count > 0 && !requested.Contains(WsFrames.SubProtocol))
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", $"The only subprotocol is {WsFrames.SubProtocol}.");
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, $"The only subprotocol is {WsFrames.SubProtocol}.");
             return;
         }
 
         if (!identity.TryGetUser(context, out var userId, out var problem))
         {
-            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, "bad_request", problem);
+            await Problems.WriteAsync(context, StatusCodes.Status400BadRequest, WireCodes.BadRequest, problem);
             return;
         }
 
@@ -100,7 +100,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
 
                 if (length > max)
                 {
-                    connection.Close("too_large");
+                    connection.Close(WireCodes.TooLarge);
                     return;
                 }
 
@@ -108,13 +108,13 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
                 if (!security.TryAcceptMessage(connection))
                 {
                     var limitedId = WsRequestParser.TryParse(buffer.AsMemory(0, length), out var limited, out var partialId, out _) ? limited.Id : partialId;
-                    connection.Reply(WsFrames.Error(limitedId, "rate_limited", "Too many frames per second; slow down and retry."));
+                    connection.Reply(WsFrames.Error(limitedId, WireCodes.RateLimited, "Too many frames per second; slow down and retry."));
                     continue;
                 }
 
                 if (result.MessageType == WebSocketMessageType.Binary)
                 {
-                    connection.Reply(WsFrames.Error(null, "bad_request", "Frames are JSON text."));
+                    connection.Reply(WsFrames.Error(null, WireCodes.BadRequest, "Frames are JSON text."));
                     continue;
                 }
 
@@ -131,7 +131,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
     {
         if (!WsRequestParser.TryParse(frame, out var request, out var id, out var error))
         {
-            connection.Reply(WsFrames.Error(id, "bad_request", error));
+            connection.Reply(WsFrames.Error(id, WireCodes.BadRequest, error));
             return;
         }
 
@@ -150,7 +150,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
                 case "pub":
                     if (request.Data.IsEmpty)
                     {
-                        connection.Reply(WsFrames.Error(request.Id, "bad_request", "\"data\" is missing."));
+                        connection.Reply(WsFrames.Error(request.Id, WireCodes.BadRequest, "\"data\" is missing."));
                         break;
                     }
 
@@ -165,7 +165,7 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
                     connection.Reply(WsFrames.Ok(request.Id));
                     break;
                 default:
-                    connection.Reply(WsFrames.Error(request.Id, "bad_request", "Unknown \"op\"; expected sub, unsub, pub, refresh or ping."));
+                    connection.Reply(WsFrames.Error(request.Id, WireCodes.BadRequest, "Unknown \"op\"; expected sub, unsub, pub, refresh or ping."));
                     break;
             }
         }

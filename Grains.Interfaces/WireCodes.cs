@@ -1,4 +1,4 @@
-namespace OrleansPush.Gateway.Connections;
+namespace OrleansPush;
 
 /// <summary>The protocol words a gateway says to clients about their connections and subscriptions (DESIGN.md), named
 /// once: close reasons (<c>bye</c>, or an error before closing), and why a subscription ended (<c>reset</c>).</summary>
