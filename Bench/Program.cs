@@ -12,7 +12,7 @@ internal static class Program
 
     /// <summary>Run only when named with --systems (the durable-store comparison of the guarantees work).</summary>
     private static readonly string[] _optionalSystems = ["orleanspush-redis"];
-    private static readonly string[] _idleSystems = ["limit", "signalr", "orleanspush"];
+    private static readonly string[] _idleSystems = ["limit", "signalr", "orleanspush", "orleanspush-cluster"];
 
     public static async Task<int> Main(string[] args)
     {
@@ -59,6 +59,9 @@ internal static class Program
         var measure = TimeSpan.FromSeconds(double.Parse(options.GetValueOrDefault("measure") ?? "10"));
         var idle = int.Parse(options.GetValueOrDefault("idle") ?? "19000");
         var storm = int.Parse(options.GetValueOrDefault("storm") ?? "5000");
+        // The fan-out rows again with a publisher that keeps only this many messages in flight (a light, steady load
+        // rather than a saturating one).
+        var lowInFlight = int.Parse(options.GetValueOrDefault("low-inflight") ?? "8");
         var systems = options.GetValueOrDefault("systems")?.Split(',') ?? [.. _loadSystems, .. _idleSystems.Except(_loadSystems)];
         var only = options.GetValueOrDefault("scenarios")?.Split(',');
         bool Wanted(string scenario) => only is null || only.Contains(scenario);
@@ -80,6 +83,8 @@ internal static class Program
         [
             new("fanout-1000", 1000, 1, PublishMode.Http, null, InFlight: 32, Workers: 16),
             new("fanout-5000", 5000, 1, PublishMode.Http, null, InFlight: 32, Workers: 16),
+            new($"fanout-1000-if{lowInFlight}", 1000, 1, PublishMode.Http, null, InFlight: lowInFlight, Workers: lowInFlight),
+            new($"fanout-5000-if{lowInFlight}", 5000, 1, PublishMode.Http, null, InFlight: lowInFlight, Workers: lowInFlight),
             new("p2p-1000", 1000, 1000, PublishMode.Http, null, InFlight: 256, Workers: 32),
             new("latency-1000", 1000, 1, PublishMode.Http, 50, InFlight: 64, Workers: 1),
             // One subscriber at a light load: what the path itself adds, with no fan-out or loader queueing.

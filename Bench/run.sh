@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The standard benchmark suite, unattended (about 10-12 minutes on 2 cores): builds Bench, Gateway and Silo in
+# The standard benchmark suite, unattended (about 20 minutes on 2 cores): builds Bench, Gateway and Silo in
 # Release, starts every system under test itself (limit, signalr-redis + redis-server, orleanspush embedded and
 # cluster), loads each, stops each by PID, and writes Bench/results/<yyyy-MM-dd>.md and .png.
 # Extra arguments go to `OrleansPush.Bench run` (e.g. --systems limit,orleanspush --scenarios fanout-1000 --measure 5).
@@ -33,4 +33,4 @@ cleanup() {
 trap cleanup EXIT
 
 # bounded even if something hangs: SIGINT makes the benchmark stop its servers
-timeout -s INT 14m dotnet Bench/bin/Release/net10.0/OrleansPush.Bench.dll run --out "$results" "$@"
+timeout -s INT 30m dotnet Bench/bin/Release/net10.0/OrleansPush.Bench.dll run --out "$results" "$@"

@@ -1,127 +1,178 @@
-using System.Threading.RateLimiting;
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Options;
+using OrleansPush.Gateway.Connections;
 
 namespace OrleansPush.Gateway.Security;
 
 /// <summary>
-/// The gateway's limiters (System.Threading.RateLimiting): a token bucket of messages per connection, a token bucket of
-/// handshakes for the whole gateway, and concurrency limits of connections per user and per IP. Partitions of idle keys
-/// are dropped by the partitioned limiters themselves, so memory follows the live connections, not every key ever seen.
+/// The gateway's limiters: a token bucket of messages per connection, a token bucket of handshakes for the whole
+/// gateway, and counts of open connections per user and per IP. None runs a timer: a bucket refills by the time elapsed
+/// since it was last drawn on, a connection's bucket lives as long as its connection, and a count goes when it reaches
+/// zero, so a gateway with nothing to do does nothing (System.Threading.RateLimiting's partitioned limiters each wake
+/// ten times a second, and an auto-replenishing bucket once a second, whether or not anyone is connected).
 /// </summary>
-public sealed class ConnectionLimits : IDisposable
+public sealed class ConnectionLimits
 {
-    private readonly PartitionedRateLimiter<string>? _messages;
-    private readonly RateLimiter? _handshakes;
-    private readonly PartitionedRateLimiter<string>? _perUser;
-    private readonly PartitionedRateLimiter<string>? _perIp;
+    private readonly LimitsOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ConditionalWeakTable<PushConnection, TokenBucket> _messages = [];
+    private readonly TokenBucket? _handshakes;
+    private readonly OpenCounts? _perUser;
+    private readonly OpenCounts? _perIp;
 
-    public ConnectionLimits(IOptions<LimitsOptions> options)
+    public ConnectionLimits(IOptions<LimitsOptions> options, TimeProvider time)
     {
-        var o = options.Value;
-        if (o.MessagesPerSecond > 0)
+        _options = options.Value;
+        _time = time;
+        if (_options.HandshakesPerSecond > 0)
         {
-            var bucket = new TokenBucketRateLimiterOptions
-            {
-                TokenLimit = Math.Max(o.MessageBurst, o.MessagesPerSecond),
-                TokensPerPeriod = o.MessagesPerSecond,
-                ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-                QueueLimit = 0,
-                AutoReplenishment = true,
-            };
-            _messages = PartitionedRateLimiter.Create<string, string>(id => RateLimitPartition.GetTokenBucketLimiter(id, _ => bucket));
+            _handshakes = new TokenBucket(_options.HandshakesPerSecond, _options.HandshakesPerSecond, time);
         }
 
-        if (o.HandshakesPerSecond > 0)
-        {
-            _handshakes = new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
-            {
-                TokenLimit = o.HandshakesPerSecond,
-                TokensPerPeriod = o.HandshakesPerSecond,
-                ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-                QueueLimit = 0,
-                AutoReplenishment = true,
-            });
-        }
-
-        _perUser = Concurrency(o.ConnectionsPerUser);
-        _perIp = Concurrency(o.ConnectionsPerIp);
+        _perUser = _options.ConnectionsPerUser > 0 ? new OpenCounts(_options.ConnectionsPerUser) : null;
+        _perIp = _options.ConnectionsPerIp > 0 ? new OpenCounts(_options.ConnectionsPerIp) : null;
     }
 
     /// <summary>Takes one message from the connection's bucket; false when it is empty (answer <c>rate_limited</c>,
-    /// keep the connection: the bucket refills every second).</summary>
-    public bool TryMessage(string connectionId)
+    /// keep the connection: the bucket refills at <see cref="LimitsOptions.MessagesPerSecond"/>).</summary>
+    public bool TryMessage(PushConnection connection)
     {
-        if (_messages is null)
+        if (_options.MessagesPerSecond <= 0)
         {
             return true;
         }
 
-        using var lease = _messages.AttemptAcquire(connectionId);
-        return lease.IsAcquired;
+        var bucket = _messages.GetValue(connection,
+            _ => new TokenBucket(Math.Max(_options.MessageBurst, _options.MessagesPerSecond), _options.MessagesPerSecond, _time));
+        return bucket.TryTake();
     }
 
-    public bool TryHandshake()
-    {
-        if (_handshakes is null)
-        {
-            return true;
-        }
-
-        using var lease = _handshakes.AttemptAcquire();
-        return lease.IsAcquired;
-    }
+    public bool TryHandshake() => _handshakes?.TryTake() ?? true;
 
     /// <summary>Holds a connection slot for the user and the IP address until the returned lease is disposed; null
     /// with the name of the limit when one is full.</summary>
     public IDisposable? TryConnect(string? userId, string? ip, out string? refusedBy)
     {
         refusedBy = null;
-        RateLimitLease? user = null;
-        if (_perUser is not null && userId is not null)
+        var user = _perUser is not null && userId is not null ? userId : null;
+        if (user is not null && !_perUser!.TryOpen(user))
         {
-            user = _perUser.AttemptAcquire(userId);
-            if (!user.IsAcquired)
+            refusedBy = Connections.ConnectionDoor.Limits.ConnectionsPerUser;
+            return null;
+        }
+
+        var address = _perIp is not null && ip is not null ? ip : null;
+        if (address is not null && !_perIp!.TryOpen(address))
+        {
+            if (user is not null)
             {
-                user.Dispose();
-                refusedBy = Connections.ConnectionDoor.Limits.ConnectionsPerUser;
-                return null;
+                _perUser!.Close(user);
+            }
+
+            refusedBy = Connections.ConnectionDoor.Limits.ConnectionsPerIp;
+            return null;
+        }
+
+        return new Slots(this, user, address);
+    }
+
+    /// <summary>Tokens that refill continuously at <c>perSecond</c> up to <c>limit</c>, computed when drawn on.</summary>
+    private sealed class TokenBucket
+    {
+        private readonly Lock _lock = new();
+        private readonly double _limit;
+        private readonly double _perTick;
+        private readonly TimeProvider _time;
+        private double _tokens;
+        private long _stamp;
+
+        public TokenBucket(double limit, double perSecond, TimeProvider time)
+        {
+            _limit = limit;
+            _perTick = perSecond / time.TimestampFrequency;
+            _time = time;
+            _tokens = limit;
+            _stamp = time.GetTimestamp();
+        }
+
+        public bool TryTake()
+        {
+            var now = _time.GetTimestamp();
+            lock (_lock)
+            {
+                _tokens = Math.Min(_limit, _tokens + (now - _stamp) * _perTick);
+                _stamp = now;
+                if (_tokens < 1)
+                {
+                    return false;
+                }
+
+                _tokens -= 1;
+                return true;
+            }
+        }
+    }
+
+    /// <summary>Open connections per key, at most <c>limit</c> each; a key with none open is forgotten.</summary>
+    private sealed class OpenCounts(int limit)
+    {
+        private readonly ConcurrentDictionary<string, int> _open = new(StringComparer.Ordinal);
+
+        public bool TryOpen(string key)
+        {
+            while (true)
+            {
+                if (!_open.TryGetValue(key, out var count))
+                {
+                    if (_open.TryAdd(key, 1))
+                    {
+                        return true;
+                    }
+                }
+                else if (count >= limit)
+                {
+                    return false;
+                }
+                else if (_open.TryUpdate(key, count + 1, count))
+                {
+                    return true;
+                }
             }
         }
 
-        RateLimitLease? address = null;
-        if (_perIp is not null && ip is not null)
+        public void Close(string key)
         {
-            address = _perIp.AttemptAcquire(ip);
-            if (!address.IsAcquired)
+            while (_open.TryGetValue(key, out var count))
             {
-                address.Dispose();
-                user?.Dispose();
-                refusedBy = Connections.ConnectionDoor.Limits.ConnectionsPerIp;
-                return null;
+                if (count <= 1 ? _open.TryRemove(KeyValuePair.Create(key, count)) : _open.TryUpdate(key, count - 1, count))
+                {
+                    return;
+                }
             }
         }
-
-        return new Leases(user, address);
     }
 
-    public void Dispose()
+    private sealed class Slots(ConnectionLimits limits, string? user, string? address) : IDisposable
     {
-        _messages?.Dispose();
-        _handshakes?.Dispose();
-        _perUser?.Dispose();
-        _perIp?.Dispose();
-    }
+        private int _disposed;
 
-    private static PartitionedRateLimiter<string>? Concurrency(int limit) =>
-        limit <= 0 ? null : PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetConcurrencyLimiter(key,
-            _ => new ConcurrencyLimiterOptions { PermitLimit = limit, QueueLimit = 0 }));
-
-    private sealed class Leases(RateLimitLease? user, RateLimitLease? address) : IDisposable
-    {
         public void Dispose()
         {
-            user?.Dispose();
-            address?.Dispose();
+            if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            {
+                return;
+            }
+
+            if (user is not null)
+            {
+                limits._perUser!.Close(user);
+            }
+
+            if (address is not null)
+            {
+                limits._perIp!.Close(address);
+            }
         }
     }
 }

@@ -63,7 +63,7 @@ public sealed class ConnectionSecurity(
     /// <c>rate_limited</c> and keep the connection.</summary>
     public bool TryAcceptMessage(PushConnection connection)
     {
-        if (limits.TryMessage(connection.Id))
+        if (limits.TryMessage(connection))
         {
             return true;
         }
@@ -116,12 +116,16 @@ public sealed class ConnectionSecurity(
 }
 
 /// <summary>Closes connections whose token has expired (plus the configured clock skew) with <c>unauthorized</c>. One
-/// sweep per second over the connections that have an expiry, rather than a timer per connection.</summary>
+/// sweep per second over the connections that have an expiry, rather than a timer per connection; with none to watch it
+/// sleeps until one is tracked.</summary>
 public sealed class TokenExpiry(IOptions<AuthOptions> auth, TimeProvider time, SecurityAudit audit, ILogger<TokenExpiry> logger) : BackgroundService
 {
     public static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(1);
     private readonly ConcurrentDictionary<PushConnection, byte> _watched = new();
     private readonly TimeSpan _skew = auth.Value.Jwt.ClockSkew;
+
+    // Set while the sweeper sleeps on an empty watch list; the next Track completes it.
+    private TaskCompletionSource? _idle;
 
     public int Watched => _watched.Count;
 
@@ -130,6 +134,10 @@ public sealed class TokenExpiry(IOptions<AuthOptions> auth, TimeProvider time, S
         if (connection.Access.ExpiresAt is not null)
         {
             _watched[connection] = 0;
+
+            // Pairs with the sweeper's exchange then emptiness check: one of the two sees the other's write.
+            Interlocked.MemoryBarrier();
+            Volatile.Read(ref _idle)?.TrySetResult();
         }
     }
 
@@ -137,11 +145,23 @@ public sealed class TokenExpiry(IOptions<AuthOptions> auth, TimeProvider time, S
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var timer = new PeriodicTimer(SweepInterval, time);
         try
         {
-            while (await timer.WaitForNextTickAsync(stoppingToken))
+            while (!stoppingToken.IsCancellationRequested)
             {
+                if (_watched.IsEmpty)
+                {
+                    var idle = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    Interlocked.Exchange(ref _idle, idle);
+                    if (_watched.IsEmpty)
+                    {
+                        await idle.Task.WaitAsync(stoppingToken);
+                    }
+
+                    Interlocked.Exchange(ref _idle, null);
+                }
+
+                await Task.Delay(SweepInterval, time, stoppingToken);
                 try
                 {
                     Sweep(time.GetUtcNow());

@@ -65,16 +65,13 @@ public sealed class PushQueueGrain : Grain, IPushQueueGrain
     {
         if (_queue.Count == 0 && wait > TimeSpan.Zero)
         {
-            _arrived ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            try
-            {
-                await _arrived.Task.WaitAsync(wait, cancellationToken);
-            }
-            catch (TimeoutException)
-            {
-                return [];
-            }
-            catch (OperationCanceledException)
+            var arrived = _arrived ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+            // A read that times out is the idle case, so it must not cost a thrown exception; it answers what is there
+            // (nothing, or what came as it timed out).
+            await arrived.Task.WaitAsync(wait, cancellationToken)
+                .ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ContinueOnCapturedContext);
+            if (cancellationToken.IsCancellationRequested)
             {
                 return [];
             }
