@@ -74,6 +74,12 @@ public sealed class NamespaceOptions
     /// <summary>Whether topics of this namespace track who is subscribed (presence) and announce joins and leaves.</summary>
     public bool Presence { get; set; }
 
+    /// <summary>State topics: the topic's newest message is its latest value, kept durably beyond
+    /// <see cref="HistorySize"/> and <see cref="HistoryTtl"/> (for as long as the topic's position,
+    /// <see cref="PositionTtl"/> after its last publish). A subscribe without <c>since</c> receives it first, and a
+    /// resume that history can no longer serve receives it (with <c>recovered:false</c>).</summary>
+    public bool KeepLatest { get; set; }
+
     /// <summary>Whether any connection may subscribe to topics of this namespace without a matching <c>topics</c> claim.</summary>
     public bool PublicSubscribe { get; set; }
 

@@ -61,6 +61,9 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private long _durableSeq;
     private HistoryBounds _bounds;
     private RecentHistory _history = null!;
+
+    // The head's message, kept beyond the history's bounds in a KeepLatest namespace (null elsewhere, or before any).
+    private TopicMessage? _latest;
     private GatewayRoutes _routes = null!;
     private IdempotencyWindow _dedupe = null!;
     private readonly Dictionary<string, Dictionary<string, int>> _presence = new(StringComparer.Ordinal);
@@ -83,7 +86,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _topic = this.GetPrimaryKeyString();
         _valid = TopicName.IsValid(_topic);
         var ns = _topics.For(_topic);
-        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow, ns.PositionTtl);
+        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow, ns.PositionTtl, ns.KeepLatest);
         _history = new RecentHistory(ns.HistorySize, ns.HistoryTtl);
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
         _dedupe = new IdempotencyWindow(_topics.DedupeWindow, _time);
@@ -214,14 +217,14 @@ public sealed class TopicGrain : Grain, ITopicGrain
     {
         EnsureValid();
         _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
-        return Task.FromResult(Slice(_history.After(afterSeq, max)));
+        return Task.FromResult(Slice(WithLatest(_history.After(afterSeq, max), afterSeq, max)));
     }
 
     public Task<HistorySlice> ReadLastAsync(int count)
     {
         EnsureValid();
         _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
-        return Task.FromResult(Slice(_history.Last(count)));
+        return Task.FromResult(Slice(WithLatest(_history.Last(count), _durableSeq - count, count)));
     }
 
     public Task<TopicPosition> GetPositionAsync()
@@ -370,6 +373,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
             {
                 await _store.AppendAsync(_topic, expectedEpoch, messages, KeysOf(batch, messages), _bounds);
                 _durableSeq = messages[^1].Seq;
+                _latest = _bounds.KeepLatest ? messages[^1] : null;
                 foreach (var m in messages)
                 {
                     _history.Append(m);
@@ -525,6 +529,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private void Adopt(StoredHistory? stored)
     {
         _history = new RecentHistory(_bounds.MaxCount, _bounds.Ttl);
+        _latest = null;
         if (stored is null)
         {
             if (_durableSeq > 0 || _epoch.Length == 0)
@@ -541,6 +546,11 @@ public sealed class TopicGrain : Grain, ITopicGrain
         foreach (var m in stored.Messages)
         {
             _history.Append(m);
+        }
+
+        if (_bounds.KeepLatest)
+        {
+            _latest = stored.Latest ?? (stored.Messages.Count > 0 && stored.Messages[^1].Seq == stored.Head ? stored.Messages[^1] : null);
         }
     }
 
@@ -582,8 +592,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
+    /// <summary>History has nothing left (its size or TTL let the messages go): the latest value, kept beyond them, is
+    /// what a read after <paramref name="afterSeq"/> gets.</summary>
+    private TopicMessage[] WithLatest(TopicMessage[] fromHistory, long afterSeq, int max) =>
+        _history.Count == 0 && _latest is { } latest && latest.Seq == _durableSeq && latest.Seq > afterSeq && max > 0 ? [latest] : fromHistory;
+
     private HistorySlice Slice(TopicMessage[] messages) =>
-        new(_epoch, _durableSeq, _history.Count == 0 ? _durableSeq + 1 : _history.FirstSeq, messages);
+        new(_epoch, _durableSeq, _history.Count > 0 ? _history.FirstSeq : messages.Length > 0 ? messages[0].Seq : _durableSeq + 1, messages);
 
     private void EnsureValid()
     {

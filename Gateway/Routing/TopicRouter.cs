@@ -26,6 +26,7 @@ public sealed class TopicRouter : IAsyncDisposable
 {
     private readonly TopicShard[] _shards;
     private readonly TopicGrains _grains;
+    private readonly TopicOptions _topics;
     private readonly ILogger<TopicRouter> _logger;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task[] _loops;
@@ -34,6 +35,7 @@ public sealed class TopicRouter : IAsyncDisposable
         ILogger<TopicRouter> logger, TimeProvider time)
     {
         _grains = new TopicGrains(cluster, identity);
+        _topics = topics.Value;
         _logger = logger;
         _shards = new TopicShard[options.Value.EffectiveShards];
         for (var i = 0; i < _shards.Length; i++)
@@ -54,8 +56,15 @@ public sealed class TopicRouter : IAsyncDisposable
     /// <param name="presenceEvents">The connection wants join and leave events, where the namespace has presence.</param>
     /// <param name="hold">An automatic subscription made as the connection opens: live messages wait (for
     /// <see cref="GatewayOptions.AutoSubscriptionHold"/>) in case the client resumes the topic with <c>since</c>.</param>
+    /// <remarks>In a <see cref="NamespaceOptions.KeepLatest"/> namespace a subscribe without <c>since</c> asks for at
+    /// least the last message: the topic's latest value comes first, whichever transport asked.</remarks>
     public Subscribing Subscribe(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false, bool hold = false)
     {
+        if (since is null && last < 1 && _topics.For(topic).KeepLatest)
+        {
+            last = 1;
+        }
+
         var request = new SubscribeCommand(connection, topic, since, last, presenceEvents, hold);
         ShardOf(topic).PostBounded(request);
         return new Subscribing(request.Admitted.Task, request.Completion.Task);

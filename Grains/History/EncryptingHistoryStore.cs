@@ -43,7 +43,7 @@ public sealed class EncryptingHistoryStore : IHistoryStore
     public async Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
         var stored = await _inner.LoadAsync(topic, bounds, cancellationToken);
-        if (stored is null || stored.Messages.Count == 0)
+        if (stored is null || (stored.Messages.Count == 0 && stored.Latest is null))
         {
             return stored;
         }
@@ -55,7 +55,7 @@ public sealed class EncryptingHistoryStore : IHistoryStore
             opened[i] = m with { Data = Open(m) };
         }
 
-        return stored with { Messages = opened };
+        return stored with { Messages = opened, Latest = stored.Latest is { } latest ? latest with { Data = Open(latest) } : null };
     }
 
     public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)

@@ -18,6 +18,9 @@ namespace OrleansPush.Grains.History;
 /// <see cref="HistoryBounds.Ttl"/> (an append drops the expired ones it finds; a quiet topic's messages go within a
 /// sweep period of expiring). A topic whose position outlived <see cref="HistoryBounds.PositionLifetime"/> since its
 /// last append is gone: a load returns null and the next append starts an epoch at seq 1.</item>
+/// <item>With <see cref="HistoryBounds.KeepLatest"/>, the newest message (the head) is kept whatever the count and age
+/// bounds, as long as the topic's position is, and a load returns it as <see cref="StoredHistory.Latest"/>; an append
+/// without it drops what was kept.</item>
 /// <item>The idempotency keys of an append are stored with it, atomically, each with its message's position, and
 /// <see cref="FindKeyAsync"/> finds them for <see cref="HistoryBounds.DedupeWindow"/> after the append, also once the
 /// message itself has been trimmed. The first append of a key wins; a later one does not move it.</item>
@@ -102,8 +105,9 @@ public static class HistoryRun
 /// <summary>What a topic keeps: at most <paramref name="MaxCount"/> messages, none older than <paramref name="Ttl"/>,
 /// each idempotency key for <paramref name="DedupeWindow"/> (zero: keys are not kept), and its position (epoch, head)
 /// until <paramref name="Ttl"/> + <paramref name="PositionTtl"/> after its last append (zero: 7 days), after which the
-/// store holds nothing for it.</summary>
-public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan DedupeWindow = default, TimeSpan PositionTtl = default)
+/// store holds nothing for it. With <paramref name="KeepLatest"/>, the newest message is kept beyond the count and age
+/// bounds for as long as the position is (a namespace's <c>KeepLatest</c>: a topic's latest value).</summary>
+public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan DedupeWindow = default, TimeSpan PositionTtl = default, bool KeepLatest = false)
 {
     /// <summary>The position's time to live when <see cref="PositionTtl"/> is not given.</summary>
     public static readonly TimeSpan DefaultPositionTtl = TimeSpan.FromDays(7);
@@ -115,4 +119,9 @@ public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan
 }
 
 /// <summary>A topic as stored: <see cref="Head"/> is its last seq (0 before the first message).</summary>
-public sealed record StoredHistory(string Epoch, long Head, IReadOnlyList<TopicMessage> Messages);
+public sealed record StoredHistory(string Epoch, long Head, IReadOnlyList<TopicMessage> Messages)
+{
+    /// <summary>The message at <see cref="Head"/>, kept beyond the history's bounds when the topic was appended with
+    /// <see cref="HistoryBounds.KeepLatest"/>; null otherwise.</summary>
+    public TopicMessage? Latest { get; init; }
+}

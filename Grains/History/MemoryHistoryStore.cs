@@ -45,7 +45,10 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
 
             var oldest = bounds.OldestAllowedUnixMs(now);
             var kept = entry.Messages.Where(m => m.PublishedAtUnixMs >= oldest).TakeLast(Math.Max(0, bounds.MaxCount)).ToArray();
-            return Task.FromResult<StoredHistory?>(new StoredHistory(entry.Epoch, entry.Head, HistoryRun.EndingAt(entry.Head, kept)));
+            return Task.FromResult<StoredHistory?>(new StoredHistory(entry.Epoch, entry.Head, HistoryRun.EndingAt(entry.Head, kept))
+            {
+                Latest = entry.Latest is { } latest && latest.Seq == entry.Head ? latest : null,
+            });
         }
     }
 
@@ -94,6 +97,7 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
             entry.Head = m.Seq;
         }
 
+        entry.Latest = bounds.KeepLatest ? messages[^1] : null;
         entry.Ttl = bounds.Ttl;
         entry.PositionExpiresMs = nowMs + (long)bounds.PositionLifetime.TotalMilliseconds;
         entry.EvictMessages(Math.Max(0, bounds.MaxCount), nowMs);
@@ -152,6 +156,9 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
         public long Head { get; set; }
 
         public Queue<TopicMessage> Messages { get; } = new();
+
+        /// <summary>The head's message, kept beyond the bounds (<see cref="HistoryBounds.KeepLatest"/>), or null.</summary>
+        public TopicMessage? Latest { get; set; }
 
         public TimeSpan Ttl { get; set; }
 

@@ -4,7 +4,8 @@ using NpgsqlTypes;
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// History in PostgreSQL: a row per topic (epoch, head), a row per message, and a row per idempotency key (its
+/// History in PostgreSQL: a row per topic (epoch, head, and the head's message with
+/// <see cref="HistoryBounds.KeepLatest"/>: it lives as long as the row, beyond the messages' bounds), a row per message, and a row per idempotency key (its
 /// position and expiry). An append is one call of the <c>{prefix}_append</c> function (one round trip, one
 /// transaction): it locks the topic's row, checks the stored epoch and head (the compare-and-set), starts the epoch when
 /// nothing is stored, inserts the messages with <c>unnest</c> and their keys, moves the head and trims what falls out
@@ -29,7 +30,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
 
     /// <summary>The version of <see cref="SchemaFor"/>, recorded in <c>{prefix}_schema</c> once applied. Raise it with
     /// every change of the schema.</summary>
-    public const int SchemaVersion = 2;
+    public const int SchemaVersion = 3;
 
     /// <summary>The tables and the append function this store needs. Columns added since a table was first created are
     /// added with <c>ADD COLUMN IF NOT EXISTS</c>, so an older deployment's tables carry on; tables are altered in the
@@ -49,6 +50,10 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             );
             ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS history_expires_at_ms bigint;
             ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS position_expires_at_ms bigint;
+            ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_seq bigint;
+            ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_published_at_ms bigint;
+            ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_payload bytea;
+            ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_format smallint;
             CREATE INDEX IF NOT EXISTS {Identifier(prefix + "_topics_history_expiry")} ON {topics} (history_expires_at_ms);
             CREATE INDEX IF NOT EXISTS {Identifier(prefix + "_topics_position_expiry")} ON {topics} (position_expires_at_ms);
             CREATE TABLE IF NOT EXISTS {messages} (
@@ -70,10 +75,11 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             CREATE INDEX IF NOT EXISTS {Identifier(prefix + "_idempotency_expiry")} ON {keys} (expires_at_ms);
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], integer, bigint);
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, boolean);
+            DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, bigint, bigint, boolean);
             CREATE OR REPLACE FUNCTION {append}(
                 p_topic text, p_epoch text, p_seqs bigint[], p_times bigint[], p_payloads bytea[], p_formats smallint[],
                 p_max integer, p_oldest bigint, p_keys text[], p_key_seqs bigint[], p_key_expires bigint, p_now bigint,
-                p_history_expires bigint, p_position_expires bigint, p_sweep boolean)
+                p_history_expires bigint, p_position_expires bigint, p_sweep boolean, p_keep_latest boolean)
             RETURNS TABLE (applied boolean, stored_epoch text, stored_head bigint)
             LANGUAGE plpgsql AS $fn$
             DECLARE
@@ -81,6 +87,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                 v_head bigint;
                 v_position_expires bigint;
                 v_first bigint := p_seqs[1];
+                v_n integer := array_length(p_seqs, 1);
                 v_last bigint := p_seqs[array_length(p_seqs, 1)];
             BEGIN
                 SELECT t.epoch, t.head, t.position_expires_at_ms INTO v_epoch, v_head, v_position_expires
@@ -118,7 +125,11 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                         ON CONFLICT (topic, seq) DO UPDATE
                         SET published_at_ms = EXCLUDED.published_at_ms, payload = EXCLUDED.payload, format = EXCLUDED.format;
                 END IF;
-                UPDATE {topics} SET history_expires_at_ms = p_history_expires, position_expires_at_ms = p_position_expires
+                UPDATE {topics} SET history_expires_at_ms = p_history_expires, position_expires_at_ms = p_position_expires,
+                    latest_seq = CASE WHEN p_keep_latest THEN v_last END,
+                    latest_published_at_ms = CASE WHEN p_keep_latest THEN p_times[v_n] END,
+                    latest_payload = CASE WHEN p_keep_latest THEN p_payloads[v_n] END,
+                    latest_format = CASE WHEN p_keep_latest THEN p_formats[v_n] END
                     WHERE topic = p_topic;
                 -- Seqs are consecutive, so the bound by count is a bound on seq; the bound by age trims from the front.
                 DELETE FROM {messages} WHERE topic = p_topic AND (seq <= v_last - p_max OR published_at_ms < p_oldest);
@@ -199,8 +210,9 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         string epoch;
         long head;
+        TopicMessage? latest = null;
         await using (var meta = new NpgsqlCommand(
-            $"SELECT epoch, head FROM {_topics} WHERE topic = $1 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $2)", connection))
+            $"SELECT epoch, head, latest_seq, latest_published_at_ms, latest_payload, latest_format FROM {_topics} WHERE topic = $1 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $2)", connection))
         {
             meta.Parameters.Add(new NpgsqlParameter { Value = topic });
             meta.Parameters.Add(new NpgsqlParameter { Value = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() });
@@ -212,6 +224,10 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
 
             epoch = reader.GetString(0);
             head = reader.GetInt64(1);
+            if (!reader.IsDBNull(2) && reader.GetInt64(2) == head)
+            {
+                latest = new TopicMessage(topic, epoch, head, (byte[])reader[4], reader.GetInt64(3), (PayloadFormat)reader.GetInt16(5));
+            }
         }
 
         var list = new List<TopicMessage>();
@@ -231,7 +247,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             }
         }
 
-        return new StoredHistory(epoch, head, HistoryRun.EndingAt(head, list));
+        return new StoredHistory(epoch, head, HistoryRun.EndingAt(head, list)) { Latest = latest };
     }
 
     public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
@@ -250,7 +266,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             Interlocked.Exchange(ref _nextSweepUnixMs, now + (long)SweepInterval.TotalMilliseconds);
         }
 
-        await using var command = dataSource.CreateCommand($"SELECT applied, stored_epoch, stored_head FROM {_append}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)");
+        await using var command = dataSource.CreateCommand($"SELECT applied, stored_epoch, stored_head FROM {_append}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)");
         command.Parameters.Add(new NpgsqlParameter { Value = topic });
         command.Parameters.Add(new NpgsqlParameter { Value = epoch });
         command.Parameters.Add(new NpgsqlParameter { Value = messages.Select(m => m.Seq).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
@@ -266,6 +282,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         command.Parameters.Add(new NpgsqlParameter { Value = now + (long)bounds.Ttl.TotalMilliseconds });
         command.Parameters.Add(new NpgsqlParameter { Value = now + (long)bounds.PositionLifetime.TotalMilliseconds });
         command.Parameters.Add(new NpgsqlParameter { Value = sweep });
+        command.Parameters.Add(new NpgsqlParameter { Value = bounds.KeepLatest });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
         if (!reader.GetBoolean(0))

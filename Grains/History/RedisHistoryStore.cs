@@ -5,7 +5,8 @@ using StackExchange.Redis;
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>), a sorted set of messages scored by seq, and a string
+/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>, and <c>latest</c>, the head's message, with
+/// <see cref="HistoryBounds.KeepLatest"/>), a sorted set of messages scored by seq, and a string
 /// per idempotency key (<c>seq epoch</c>, expiring with the dedupe window), all under one hash tag so a Redis Cluster
 /// keeps them on one shard. An append is one Lua script (one round trip, atomic): it checks the stored epoch and head
 /// (the compare-and-set), starts the epoch when nothing is stored, adds the messages and their keys, trims to the
@@ -16,8 +17,8 @@ namespace OrleansPush.Grains.History;
 public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefix) : IHistoryStore
 {
     // KEYS: meta, messages, then one per idempotency key. ARGV: epoch, first seq, head, max count, ttl ms, position
-    // lifetime ms, dedupe window ms, oldest allowed publish time ms, number of messages n, then n score/member pairs,
-    // then the seq of each idempotency key. Returns {1} when applied, {0, stored epoch or '', stored head} when the
+    // lifetime ms, dedupe window ms, oldest allowed publish time ms, number of messages n, the latest message's member
+    // ('' unless kept), then n score/member pairs, then the seq of each idempotency key. Returns {1} when applied, {0, stored epoch or '', stored head} when the
     // stored head is not first seq - 1.
     private const string AppendScript = """
         local stored = redis.call('HMGET', KEYS[1], 'epoch', 'head')
@@ -32,8 +33,13 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
           redis.call('DEL', KEYS[2])
         end
         redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[3])
+        if ARGV[10] ~= '' then
+          redis.call('HSET', KEYS[1], 'latest', ARGV[10])
+        else
+          redis.call('HDEL', KEYS[1], 'latest')
+        end
         local n = tonumber(ARGV[9])
-        for i = 10, 9 + 2 * n, 2 do
+        for i = 11, 10 + 2 * n, 2 do
           redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
         end
         local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
@@ -58,21 +64,22 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
           redis.call('ZREMRANGEBYRANK', KEYS[2], 0, 0)
         end
         for k = 3, #KEYS do
-          redis.call('SET', KEYS[k], ARGV[9 + 2 * n + k - 2] .. ' ' .. ARGV[1], 'PX', ARGV[7], 'NX')
+          redis.call('SET', KEYS[k], ARGV[10 + 2 * n + k - 2] .. ' ' .. ARGV[1], 'PX', ARGV[7], 'NX')
         end
         redis.call('PEXPIRE', KEYS[2], ARGV[5])
         redis.call('PEXPIRE', KEYS[1], ARGV[6])
         return { 1 }
         """;
 
-    // KEYS: meta, messages. ARGV: max count. Returns epoch, head, then the newest members oldest first.
+    // KEYS: meta, messages. ARGV: max count. Returns epoch, head, the latest message's member ('' when none is kept),
+    // then the newest members oldest first.
     private const string LoadScript = """
-        local meta = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+        local meta = redis.call('HMGET', KEYS[1], 'epoch', 'head', 'latest')
         if not meta[1] then
           return {}
         end
         local members = redis.call('ZRANGE', KEYS[2], -tonumber(ARGV[1]), -1)
-        local result = { meta[1], meta[2] }
+        local result = { meta[1], meta[2], meta[3] or '' }
         for i = 1, #members do
           result[#result + 1] = members[i]
         end
@@ -89,16 +96,18 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
     {
         var (meta, messages) = Keys(topic);
         var result = (RedisResult[]?)await redis.GetDatabase().ScriptEvaluateAsync(LoadScript, [meta, messages], [Math.Max(1, bounds.MaxCount)]);
-        if (result is null || result.Length < 2)
+        if (result is null || result.Length < 3)
         {
             return null;
         }
 
         var epoch = (string)result[0]!;
         var head = (long)result[1];
+        var latestMember = (byte[])result[2]!;
+        var latest = latestMember.Length == 0 ? null : Decode(topic, epoch, latestMember);
         var oldest = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
-        var list = new List<TopicMessage>(result.Length - 2);
-        for (var i = 2; i < result.Length; i++)
+        var list = new List<TopicMessage>(result.Length - 3);
+        for (var i = 3; i < result.Length; i++)
         {
             var m = Decode(topic, epoch, (byte[])result[i]!);
             if (m.PublishedAtUnixMs >= oldest)
@@ -107,7 +116,10 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
             }
         }
 
-        return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : HistoryRun.EndingAt(head, list));
+        return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : HistoryRun.EndingAt(head, list))
+        {
+            Latest = latest?.Seq == head ? latest : null,
+        };
     }
 
     public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
@@ -123,7 +135,7 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         var redisKeys = new RedisKey[2 + storedKeys.Count];
         redisKeys[0] = meta;
         redisKeys[1] = set;
-        var args = new RedisValue[9 + (2 * pairs) + storedKeys.Count];
+        var args = new RedisValue[10 + (2 * pairs) + storedKeys.Count];
         args[0] = epoch;
         args[1] = messages[0].Seq;
         args[2] = messages[^1].Seq;
@@ -133,16 +145,17 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         args[6] = (long)Math.Max(1, bounds.DedupeWindow.TotalMilliseconds);
         args[7] = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
         args[8] = pairs;
+        args[9] = bounds.KeepLatest ? Encode(messages[^1]) : string.Empty;
         for (var i = 0; i < pairs; i++)
         {
-            args[9 + (2 * i)] = messages[i].Seq;
-            args[10 + (2 * i)] = Encode(messages[i]);
+            args[10 + (2 * i)] = messages[i].Seq;
+            args[11 + (2 * i)] = Encode(messages[i]);
         }
 
         for (var k = 0; k < storedKeys.Count; k++)
         {
             redisKeys[2 + k] = KeyOf(topic, storedKeys[k].Key);
-            args[9 + (2 * pairs) + k] = storedKeys[k].Seq;
+            args[10 + (2 * pairs) + k] = storedKeys[k].Seq;
         }
 
         var result = (RedisResult[])(await redis.GetDatabase().ScriptEvaluateAsync(AppendScript, redisKeys, args))!;

@@ -340,6 +340,42 @@ public abstract class HistoryStoreConformanceTests
     }
 
     [Fact]
+    public async Task WithKeepLatestTheHeadsMessageOutlivesTheCountAndAgeBounds()
+    {
+        var topic = NewTopic();
+        var expired = DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds();
+        var keep = new HistoryBounds(2, TimeSpan.FromHours(1), KeepLatest: true);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3, expired), keep);
+
+        var loaded = (await Store.LoadAsync(topic, keep))!;
+        Assert.Equal(3, loaded.Head);
+        Assert.Empty(loaded.Messages);
+        Assert.NotNull(loaded.Latest);
+        Assert.Equal((topic, "e", 3L, "{\"n\":3}", expired), (loaded.Latest.Topic, loaded.Latest.Epoch, loaded.Latest.Seq, Encoding.UTF8.GetString(loaded.Latest.Data), loaded.Latest.PublishedAtUnixMs));
+
+        // Without history at all, too; and the next append replaces it.
+        var none = keep with { MaxCount = 0 };
+        await Store.AppendAsync(topic, "e", [new TopicMessage(topic, "e", 4, [1, 2], expired, PayloadFormat.Binary)], none);
+        var latest = (await Store.LoadAsync(topic, none))!.Latest!;
+        Assert.Equal((4L, PayloadFormat.Binary), (latest.Seq, latest.Format));
+        Assert.Equal([1, 2], latest.Data);
+    }
+
+    [Fact]
+    public async Task WithoutKeepLatestNothingOutlivesTheBounds()
+    {
+        var topic = NewTopic();
+        var expired = DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds();
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 2), new HistoryBounds(2, TimeSpan.FromHours(1), KeepLatest: true));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 3, 3, expired), Ten);
+
+        var loaded = (await Store.LoadAsync(topic, Ten))!;
+        Assert.Equal(3, loaded.Head);
+        Assert.Empty(loaded.Messages);
+        Assert.Null(loaded.Latest);
+    }
+
+    [Fact]
     public async Task LoadReturnsOnlyTheNewestWithinTheAskedBound()
     {
         var topic = NewTopic();
