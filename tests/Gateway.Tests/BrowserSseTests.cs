@@ -1,7 +1,6 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
-using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Routing;
 
 namespace OrleansPush.Gateway.Tests;
