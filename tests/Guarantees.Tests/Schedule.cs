@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using OrleansPush.Grains.History;
 
 namespace OrleansPush.Guarantees.Tests;
 
@@ -49,10 +50,11 @@ public static class Schedule
         const int gateways = 2;
         var topics = new[] { $"ckl:a{seed}", $"ckl:b{seed}", $"cks:c{seed}" };
         var disruptions = DrawDisruptions(random);
-        journal.Add($"schedule {seed}: faults {rates}; {disruptions}");
+        var sharedStore = random.NextDouble() < 0.6;
+        journal.Add($"schedule {seed}: faults {rates}; {disruptions}; {(sharedStore ? "one store" : "a store per silo")}");
         var clock = Stopwatch.StartNew();
 
-        await using var cluster = await CheckerCluster.StartAsync(plan, silos, gateways);
+        await using var cluster = await CheckerCluster.StartAsync(plan, silos, gateways, sharedStore);
         (string, Gateway.Tests.TestGateway)? Pick(Random r)
         {
             var live = Enumerable.Range(0, cluster.GatewayCount).Where(i => cluster.Gateway(i) is not null).ToList();
@@ -93,14 +95,15 @@ public static class Schedule
 
         journal.Add("faults stop; settling");
         plan.Stop();
-        await cluster.Store.LateAppendsAsync();
+        await cluster.LateAppendsAsync();
         foreach (var client in clients)
         {
             client.Settle();
         }
 
         var records = publishers.SelectMany(p => p.Records).ToList();
-        var checker = new Checker(records, clients);
+        var historyLost = cluster.StorePerSilo && disruptions.KillSiloAt >= 0;
+        var checker = new Checker(records, clients, historyLost);
         var settled = await WaitAsync(checker.Settled, SettleLimit);
         journal.Add(settled ? "settled" : "did not settle");
         await stopClients.CancelAsync();
@@ -109,23 +112,35 @@ public static class Schedule
         var histories = new List<FinalHistory>();
         foreach (var topic in topics)
         {
-            var stored = await cluster.Store.Inner.LoadAsync(topic, CheckerCluster.Bounds(topic));
+            // The store of the silo the topic lives on is the one in the grain's epoch.
+            var grain = cluster.Client.GetGrain<ITopicGrain>(topic);
+            var position = await grain.GetPositionAsync();
+            StoredHistory? stored = null;
+            foreach (var store in cluster.LiveStores)
+            {
+                if (await store.Inner.LoadAsync(topic, CheckerCluster.Bounds(topic)) is { } found && (stored is null || found.Epoch == position.Epoch))
+                {
+                    stored = found;
+                }
+            }
+
             var size = CheckerCluster.Bounds(topic).MaxCount;
-            var read = stored is null ? null : await cluster.Client.GetGrain<ITopicGrain>(topic).ReadAsync(Math.Max(0, stored.Head - size), size);
+            var read = stored is null ? null : await grain.ReadAsync(Math.Max(0, stored.Head - size), size);
             histories.Add(new FinalHistory(topic, stored, read));
         }
 
-        var violations = new Checker(records, clients).Check(histories);
+        var violations = new Checker(records, clients, historyLost).Check(histories);
         var summary = $"{records.Count} publishes ({records.Count(r => r.Acknowledged.Any())} acknowledged, "
             + $"{records.Count(r => r.FinallyNotPublished)} not published, "
             + $"{records.Count(r => r.Answers.Any(a => a.Outcome is PublishOutcome.MayHaveBeenPublished or PublishOutcome.NoAnswer))} once without a sure answer), "
             + $"{clients.Sum(c => c.Segments.Count)} subscriptions, {clients.Sum(c => c.Segments.Sum(s => s.Deliveries.Count))} deliveries, "
-            + $"{clock.Elapsed.TotalSeconds:0.0} s; faults {rates}; {disruptions}; injected: "
+            + $"{clock.Elapsed.TotalSeconds:0.0} s; faults {rates}; {disruptions}; {(sharedStore ? "one store" : "a store per silo")}; injected: "
             + journal.Counts("store append fails", "store append applied", "store late append landed", "store load fails", "store findkey fails",
                 "stream drop", "stream duplicate", "stream delay", "stream hold back", "call PublishAsync", "call AddInterestAsync", "call ReadAsync",
                 "silo1 killed", "silo1 started", "gw1 lost") + $"; told: {clients.Sum(c => c.Segments.Count(s => s.Recovered == false))} recovered:false, "
             + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("reset", StringComparison.Ordinal) == true))} reset, "
-            + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("bye", StringComparison.Ordinal) == true))} bye";
+            + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("bye", StringComparison.Ordinal) == true))} bye; "
+            + $"topics acknowledged in more than one epoch: {records.GroupBy(r => r.Topic).Count(g => g.SelectMany(r => r.Acknowledged).Select(p => p.Epoch).Distinct().Count() > 1)}";
         var about = violations.Count > 0 ? violations[0].Split(' ').FirstOrDefault(w => topics.Contains(w)) : null;
         var log = about is null ? journal.Tail(50) : journal.Tail(50, about);
         return new ScheduleResult(seed, summary, violations, log);
