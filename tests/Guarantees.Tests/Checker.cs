@@ -25,6 +25,10 @@ public sealed class Checker(IReadOnlyList<PublishRecord> publishes, IReadOnlyLis
 {
     private readonly Dictionary<string, List<string>> _epochOrder = EpochOrder(publishes, clients);
 
+    /// <summary>Keyed publishes found in two epochs because the store holding the first died with its silo (only
+    /// when <c>historyLost</c>): the Memory provider's limit, reported, not a violation.</summary>
+    public List<string> RepeatedAfterHistoryLoss { get; } = [];
+
     /// <summary>Every violation; empty when the schedule kept every guarantee.</summary>
     public List<string> Check(IReadOnlyList<FinalHistory> histories)
     {
@@ -180,7 +184,18 @@ public sealed class Checker(IReadOnlyList<PublishRecord> publishes, IReadOnlyLis
 
         foreach (var (payload, at) in positions.Where(p => p.Value.Count > 1))
         {
-            violations.Add($"P2 {payload} (key {published[payload].Key ?? "-"}) published twice: at {string.Join(" and ", at.Select(a => a.Position))}");
+            var record = published[payload];
+            var text = $"{record.Topic} {payload} (key {record.Key ?? "-"}) published twice: at {string.Join(" and ", at.Select(a => a.Position))}";
+            if (historyLost && record.Key is not null && at.Select(a => a.Position.Epoch).Distinct().Count() == at.Count)
+            {
+                // A keyed retry after the silo holding the first publish died with its store: the key died with the
+                // history it was stored in, and the retry went into the new epoch. The Memory provider's documented
+                // limit, not a defect; counted so that a run shows how often it happened.
+                RepeatedAfterHistoryLoss.Add(text);
+                continue;
+            }
+
+            violations.Add("P2 " + text);
         }
 
         foreach (var record in publishes.Where(r => r.FinallyNotPublished && positions.ContainsKey(r.Payload)))

@@ -48,7 +48,7 @@ public static class Schedule
         var plan = new FaultPlan(seed, rates, journal);
         const int silos = 2;
         const int gateways = 2;
-        var topics = new[] { $"ckl:a{seed}", $"ckl:b{seed}", $"cks:c{seed}" };
+        var topics = new[] { $"ckl:a{seed}", $"ckl:b{seed}", $"ckl:c{seed}", $"cks:d{seed}", $"cks:e{seed}" };
         var disruptions = DrawDisruptions(random);
         var sharedStore = random.NextDouble() < 0.6;
         journal.Add($"schedule {seed}: faults {rates}; {disruptions}; {(sharedStore ? "one store" : "a store per silo")}");
@@ -70,7 +70,7 @@ public static class Schedule
         var clients = Enumerable.Range(0, 4).Select(i =>
         {
             var own = new Random(random.Next());
-            var mine = topics.Where(_ => own.NextDouble() < 0.6).ToList();
+            var mine = topics.Where(_ => own.NextDouble() < 0.5).ToList();
             if (mine.Count == 0)
             {
                 mine.Add(topics[own.Next(topics.Length)]);
@@ -129,7 +129,13 @@ public static class Schedule
             histories.Add(new FinalHistory(topic, stored, read));
         }
 
-        var violations = new Checker(records, clients, historyLost).Check(histories);
+        var final = new Checker(records, clients, historyLost);
+        var violations = final.Check(histories);
+        foreach (var repeated in final.RepeatedAfterHistoryLoss)
+        {
+            journal.Add("limit (Memory provider): " + repeated);
+        }
+
         var summary = $"{records.Count} publishes ({records.Count(r => r.Acknowledged.Any())} acknowledged, "
             + $"{records.Count(r => r.FinallyNotPublished)} not published, "
             + $"{records.Count(r => r.Answers.Any(a => a.Outcome is PublishOutcome.MayHaveBeenPublished or PublishOutcome.NoAnswer))} once without a sure answer), "
@@ -140,10 +146,26 @@ public static class Schedule
                 "silo1 killed", "silo1 started", "gw1 lost") + $"; told: {clients.Sum(c => c.Segments.Count(s => s.Recovered == false))} recovered:false, "
             + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("reset", StringComparison.Ordinal) == true))} reset, "
             + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("bye", StringComparison.Ordinal) == true))} bye; "
-            + $"topics acknowledged in more than one epoch: {records.GroupBy(r => r.Topic).Count(g => g.SelectMany(r => r.Acknowledged).Select(p => p.Epoch).Distinct().Count() > 1)}";
-        var about = violations.Count > 0 ? violations[0].Split(' ').FirstOrDefault(w => topics.Contains(w)) : null;
-        var log = about is null ? journal.Tail(50) : journal.Tail(50, about);
+            + $"topics acknowledged in more than one epoch: {records.GroupBy(r => r.Topic).Count(g => g.SelectMany(r => r.Acknowledged).Select(p => p.Epoch).Distinct().Count() > 1)}"
+            + (final.RepeatedAfterHistoryLoss.Count > 0 ? "; keyed publishes repeated in a new epoch after their store died: " + string.Join("; ", final.RepeatedAfterHistoryLoss) : string.Empty);
+        var log = violations.Count > 0 ? Excerpt(journal, violations[0], topics) : [];
         return new ScheduleResult(seed, summary, violations, log);
+    }
+
+    /// <summary>The events behind a violation: those that name the publish it is about (if any), then the last 50 about
+    /// its topic (or the last 50 of all).</summary>
+    private static List<string> Excerpt(Journal journal, string violation, string[] topics)
+    {
+        var topic = violation.Split(' ').FirstOrDefault(topics.Contains);
+        var payload = System.Text.RegularExpressions.Regex.Match(violation, "\"p\":\"([^\"]+)\"");
+        var events = payload.Success ? journal.Tail(20, payload.Groups[1].Value + "\"").ToList() : [];
+        if (events.Count > 0)
+        {
+            events.Add("...");
+        }
+
+        events.AddRange(topic is null ? journal.Tail(50) : journal.Tail(50, topic));
+        return events;
     }
 
     /// <summary>Which fault kinds this schedule uses, and how often: each kind is on in most schedules, at a rate of
