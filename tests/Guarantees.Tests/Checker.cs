@@ -19,9 +19,15 @@ public sealed record FinalHistory(string Topic, StoredHistory? Stored, HistorySl
 /// <item>History holds every acknowledged message it should still hold (within its size), with its payload.</item>
 /// </list>
 /// </summary>
-public sealed class Checker(IReadOnlyList<PublishRecord> publishes, IReadOnlyList<CheckerClient> clients)
+/// <param name="historyLost">Whether the schedule could lose history (a silo with its own store died): then an epoch
+/// whose store is gone is not owed by property 4; property 3 still holds (the new epoch tells).</param>
+public sealed class Checker(IReadOnlyList<PublishRecord> publishes, IReadOnlyList<CheckerClient> clients, bool historyLost)
 {
     private readonly Dictionary<string, List<string>> _epochOrder = EpochOrder(publishes, clients);
+
+    /// <summary>Keyed publishes found in two epochs because the store holding the first died with its silo (only
+    /// when <c>historyLost</c>): the Memory provider's limit, reported, not a violation.</summary>
+    public List<string> RepeatedAfterHistoryLoss { get; } = [];
 
     /// <summary>Every violation; empty when the schedule kept every guarantee.</summary>
     public List<string> Check(IReadOnlyList<FinalHistory> histories)
@@ -178,7 +184,18 @@ public sealed class Checker(IReadOnlyList<PublishRecord> publishes, IReadOnlyLis
 
         foreach (var (payload, at) in positions.Where(p => p.Value.Count > 1))
         {
-            violations.Add($"P2 {payload} (key {published[payload].Key ?? "-"}) published twice: at {string.Join(" and ", at.Select(a => a.Position))}");
+            var record = published[payload];
+            var text = $"{record.Topic} {payload} (key {record.Key ?? "-"}) published twice: at {string.Join(" and ", at.Select(a => a.Position))}";
+            if (historyLost && record.Key is not null && at.Select(a => a.Position.Epoch).Distinct().Count() == at.Count)
+            {
+                // A keyed retry after the silo holding the first publish died with its store: the key died with the
+                // history it was stored in, and the retry went into the new epoch. The Memory provider's documented
+                // limit, not a defect; counted so that a run shows how often it happened.
+                RepeatedAfterHistoryLoss.Add(text);
+                continue;
+            }
+
+            violations.Add("P2 " + text);
         }
 
         foreach (var record in publishes.Where(r => r.FinallyNotPublished && positions.ContainsKey(r.Payload)))
@@ -227,11 +244,16 @@ public sealed class Checker(IReadOnlyList<PublishRecord> publishes, IReadOnlyLis
         var latestEpoch = acknowledged.MaxBy(a => Rank(history.Topic, a.Position.Epoch)).Position.Epoch;
         if (history.Stored is not { } stored)
         {
+            if (historyLost)
+            {
+                return;
+            }
+
             violations.Add($"P4 {history.Topic}: the store holds nothing, {acknowledged.Count} messages were acknowledged");
             return;
         }
 
-        if (stored.Epoch != latestEpoch)
+        if (stored.Epoch != latestEpoch && !historyLost)
         {
             violations.Add($"P4 {history.Topic}: the store is in epoch {stored.Epoch}, messages were acknowledged in {latestEpoch}");
             return;
@@ -239,6 +261,11 @@ public sealed class Checker(IReadOnlyList<PublishRecord> publishes, IReadOnlyLis
 
         var size = CheckerCluster.Bounds(history.Topic).MaxCount;
         var owed = acknowledged.Where(a => a.Position.Epoch == stored.Epoch).ToList();
+        if (owed.Count == 0)
+        {
+            return;
+        }
+
         var head = owed.Max(a => a.Position.Seq);
         if (stored.Head < head)
         {

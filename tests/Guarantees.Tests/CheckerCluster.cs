@@ -11,8 +11,10 @@ namespace OrleansPush.Guarantees.Tests;
 
 /// <summary>
 /// One schedule's cluster, in this process over loopback: silos (the first is the primary of localhost clustering
-/// and is never killed) sharing one history store behind <see cref="FaultyStore"/>, and gateways that are Orleans
-/// clients of them with the stream and grain-call seams registered.
+/// and is never killed) whose history store is behind <see cref="FaultyStore"/>, and gateways that are Orleans clients
+/// of them with the stream and grain-call seams registered. The store is either one memory store shared by every silo
+/// (history survives a silo, as on Redis or PostgreSQL) or one per silo, gone with it (the <c>Memory</c> provider: a
+/// topic whose silo died starts a new epoch).
 /// </summary>
 public sealed class CheckerCluster : IAsyncDisposable
 {
@@ -26,14 +28,36 @@ public sealed class CheckerCluster : IAsyncDisposable
     private readonly List<SiloSlot> _silos = [];
     private readonly List<TestGateway?> _gateways = [];
 
-    private CheckerCluster(FaultPlan plan, Dictionary<string, string?> settings, FaultyStore store)
+    private readonly FaultyStore? _shared;
+    private readonly List<FaultyStore> _stores = [];
+
+    private CheckerCluster(FaultPlan plan, Dictionary<string, string?> settings, bool sharedStore)
     {
         _plan = plan;
         _settings = settings;
-        Store = store;
+        _shared = sharedStore ? NewStore() : null;
     }
 
-    public FaultyStore Store { get; }
+    /// <summary>Whether history can be lost: each silo has its own store, which dies with it.</summary>
+    public bool StorePerSilo => _shared is null;
+
+    /// <summary>The stores of the running silos.</summary>
+    public IReadOnlyList<FaultyStore> LiveStores =>
+        _shared is not null ? [_shared] : _silos.Where(s => s.Host is not null).Select(s => s.Store!).ToList();
+
+    /// <summary>Waits for the appends still on their way in any store.</summary>
+    public Task LateAppendsAsync() => Task.WhenAll(_stores.ToList().Select(s => s.LateAppendsAsync()));
+
+    private FaultyStore NewStore()
+    {
+        var store = new FaultyStore(new MemoryHistoryStore(TimeProvider.System), _plan);
+        lock (_stores)
+        {
+            _stores.Add(store);
+        }
+
+        return store;
+    }
 
     /// <summary>The gateways still running (a lost one is null in <see cref="Gateway"/>).</summary>
     public IReadOnlyList<TestGateway> LiveGateways => _gateways.Where(g => g is not null).Select(g => g!).ToList();
@@ -49,7 +73,7 @@ public sealed class CheckerCluster : IAsyncDisposable
     public static HistoryBounds Bounds(string topic) => new(
         topic.StartsWith("cks:", StringComparison.Ordinal) ? ShortHistory : LongHistory, NamespaceOptions.DefaultHistoryTtl, TimeSpan.FromMinutes(2), NamespaceOptions.DefaultPositionTtl);
 
-    public static async Task<CheckerCluster> StartAsync(FaultPlan plan, int silos, int gateways)
+    public static async Task<CheckerCluster> StartAsync(FaultPlan plan, int silos, int gateways, bool sharedStore)
     {
         var id = $"ck{plan.Seed}-{Guid.NewGuid():N}"[..24];
         var settings = new Dictionary<string, string?>
@@ -58,6 +82,7 @@ public sealed class CheckerCluster : IAsyncDisposable
             ["Logging:LogLevel:Orleans"] = "Error",
             ["Logging:LogLevel:Microsoft"] = "Error",
             ["Logging:LogLevel:Polly"] = "Error",
+            ["Logging:LogLevel:Microsoft.Hosting.Lifetime"] = "Warning",
             ["Logging:Console:LogLevel:Default"] = "None",
             ["OrleansPush:Cluster:ServiceId"] = id,
             ["OrleansPush:Cluster:ClusterId"] = id,
@@ -77,8 +102,7 @@ public sealed class CheckerCluster : IAsyncDisposable
             ["OrleansPush:Mqtt:Port"] = "0",
         };
 
-        var store = new FaultyStore(new MemoryHistoryStore(TimeProvider.System), plan);
-        var cluster = new CheckerCluster(plan, settings, store);
+        var cluster = new CheckerCluster(plan, settings, sharedStore);
         try
         {
             for (var i = 0; i < silos; i++)
@@ -115,6 +139,7 @@ public sealed class CheckerCluster : IAsyncDisposable
             ["OrleansPush:Cluster:GatewayPort"] = slot.GatewayPort.ToString(),
             ["OrleansPush:Cluster:PrimarySiloPort"] = _silos[0].SiloPort.ToString(),
         })).Build();
+        var store = slot.Store = _shared ?? NewStore();
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Configuration.AddConfiguration(configuration);
         builder.Logging.AddConfiguration(configuration.GetSection("Logging"));
@@ -122,7 +147,7 @@ public sealed class CheckerCluster : IAsyncDisposable
         builder.UseOrleans(silo =>
         {
             silo.AddOrleansPushSilo(configuration);
-            silo.Services.AddSingleton<IHistoryStore>(Store);
+            silo.Services.AddSingleton<IHistoryStore>(store);
         });
         var host = builder.Build();
         await host.StartAsync();
@@ -219,5 +244,7 @@ public sealed class CheckerCluster : IAsyncDisposable
         public int GatewayPort { get; } = gatewayPort;
 
         public IHost? Host { get; set; }
+
+        public FaultyStore? Store { get; set; }
     }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using OrleansPush.Grains.History;
 
 namespace OrleansPush.Guarantees.Tests;
 
@@ -47,12 +48,13 @@ public static class Schedule
         var plan = new FaultPlan(seed, rates, journal);
         const int silos = 2;
         const int gateways = 2;
-        var topics = new[] { $"ckl:a{seed}", $"ckl:b{seed}", $"cks:c{seed}" };
+        var topics = new[] { $"ckl:a{seed}", $"ckl:b{seed}", $"ckl:c{seed}", $"cks:d{seed}", $"cks:e{seed}" };
         var disruptions = DrawDisruptions(random);
-        journal.Add($"schedule {seed}: faults {rates}; {disruptions}");
+        var sharedStore = random.NextDouble() < 0.6;
+        journal.Add($"schedule {seed}: faults {rates}; {disruptions}; {(sharedStore ? "one store" : "a store per silo")}");
         var clock = Stopwatch.StartNew();
 
-        await using var cluster = await CheckerCluster.StartAsync(plan, silos, gateways);
+        await using var cluster = await CheckerCluster.StartAsync(plan, silos, gateways, sharedStore);
         (string, Gateway.Tests.TestGateway)? Pick(Random r)
         {
             var live = Enumerable.Range(0, cluster.GatewayCount).Where(i => cluster.Gateway(i) is not null).ToList();
@@ -68,7 +70,7 @@ public static class Schedule
         var clients = Enumerable.Range(0, 4).Select(i =>
         {
             var own = new Random(random.Next());
-            var mine = topics.Where(_ => own.NextDouble() < 0.6).ToList();
+            var mine = topics.Where(_ => own.NextDouble() < 0.5).ToList();
             if (mine.Count == 0)
             {
                 mine.Add(topics[own.Next(topics.Length)]);
@@ -93,14 +95,15 @@ public static class Schedule
 
         journal.Add("faults stop; settling");
         plan.Stop();
-        await cluster.Store.LateAppendsAsync();
+        await cluster.LateAppendsAsync();
         foreach (var client in clients)
         {
             client.Settle();
         }
 
         var records = publishers.SelectMany(p => p.Records).ToList();
-        var checker = new Checker(records, clients);
+        var historyLost = cluster.StorePerSilo && disruptions.KillSiloAt >= 0;
+        var checker = new Checker(records, clients, historyLost);
         var settled = await WaitAsync(checker.Settled, SettleLimit);
         journal.Add(settled ? "settled" : "did not settle");
         await stopClients.CancelAsync();
@@ -109,26 +112,60 @@ public static class Schedule
         var histories = new List<FinalHistory>();
         foreach (var topic in topics)
         {
-            var stored = await cluster.Store.Inner.LoadAsync(topic, CheckerCluster.Bounds(topic));
+            // The store of the silo the topic lives on is the one in the grain's epoch.
+            var grain = cluster.Client.GetGrain<ITopicGrain>(topic);
+            var position = await grain.GetPositionAsync();
+            StoredHistory? stored = null;
+            foreach (var store in cluster.LiveStores)
+            {
+                if (await store.Inner.LoadAsync(topic, CheckerCluster.Bounds(topic)) is { } found && (stored is null || found.Epoch == position.Epoch))
+                {
+                    stored = found;
+                }
+            }
+
             var size = CheckerCluster.Bounds(topic).MaxCount;
-            var read = stored is null ? null : await cluster.Client.GetGrain<ITopicGrain>(topic).ReadAsync(Math.Max(0, stored.Head - size), size);
+            var read = stored is null ? null : await grain.ReadAsync(Math.Max(0, stored.Head - size), size);
             histories.Add(new FinalHistory(topic, stored, read));
         }
 
-        var violations = new Checker(records, clients).Check(histories);
+        var final = new Checker(records, clients, historyLost);
+        var violations = final.Check(histories);
+        foreach (var repeated in final.RepeatedAfterHistoryLoss)
+        {
+            journal.Add("limit (Memory provider): " + repeated);
+        }
+
         var summary = $"{records.Count} publishes ({records.Count(r => r.Acknowledged.Any())} acknowledged, "
             + $"{records.Count(r => r.FinallyNotPublished)} not published, "
             + $"{records.Count(r => r.Answers.Any(a => a.Outcome is PublishOutcome.MayHaveBeenPublished or PublishOutcome.NoAnswer))} once without a sure answer), "
             + $"{clients.Sum(c => c.Segments.Count)} subscriptions, {clients.Sum(c => c.Segments.Sum(s => s.Deliveries.Count))} deliveries, "
-            + $"{clock.Elapsed.TotalSeconds:0.0} s; faults {rates}; {disruptions}; injected: "
+            + $"{clock.Elapsed.TotalSeconds:0.0} s; faults {rates}; {disruptions}; {(sharedStore ? "one store" : "a store per silo")}; injected: "
             + journal.Counts("store append fails", "store append applied", "store late append landed", "store load fails", "store findkey fails",
                 "stream drop", "stream duplicate", "stream delay", "stream hold back", "call PublishAsync", "call AddInterestAsync", "call ReadAsync",
                 "silo1 killed", "silo1 started", "gw1 lost") + $"; told: {clients.Sum(c => c.Segments.Count(s => s.Recovered == false))} recovered:false, "
             + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("reset", StringComparison.Ordinal) == true))} reset, "
-            + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("bye", StringComparison.Ordinal) == true))} bye";
-        var about = violations.Count > 0 ? violations[0].Split(' ').FirstOrDefault(w => topics.Contains(w)) : null;
-        var log = about is null ? journal.Tail(50) : journal.Tail(50, about);
+            + $"{clients.Sum(c => c.Segments.Count(s => s.End?.StartsWith("bye", StringComparison.Ordinal) == true))} bye; "
+            + $"topics acknowledged in more than one epoch: {records.GroupBy(r => r.Topic).Count(g => g.SelectMany(r => r.Acknowledged).Select(p => p.Epoch).Distinct().Count() > 1)}"
+            + (final.RepeatedAfterHistoryLoss.Count > 0 ? "; keyed publishes repeated in a new epoch after their store died: " + string.Join("; ", final.RepeatedAfterHistoryLoss) : string.Empty);
+        var log = violations.Count > 0 ? Excerpt(journal, violations[0], topics) : [];
         return new ScheduleResult(seed, summary, violations, log);
+    }
+
+    /// <summary>The events behind a violation: those that name the publish it is about (if any), then the last 50 about
+    /// its topic (or the last 50 of all).</summary>
+    private static List<string> Excerpt(Journal journal, string violation, string[] topics)
+    {
+        var topic = violation.Split(' ').FirstOrDefault(topics.Contains);
+        var payload = System.Text.RegularExpressions.Regex.Match(violation, "\"p\":\"([^\"]+)\"");
+        var events = payload.Success ? journal.Tail(20, payload.Groups[1].Value + "\"").ToList() : [];
+        if (events.Count > 0)
+        {
+            events.Add("...");
+        }
+
+        events.AddRange(topic is null ? journal.Tail(50) : journal.Tail(50, topic));
+        return events;
     }
 
     /// <summary>Which fault kinds this schedule uses, and how often: each kind is on in most schedules, at a rate of
