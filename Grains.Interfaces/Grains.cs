@@ -93,6 +93,19 @@ public interface IUserGrain : IGrainWithStringKey
     /// <c>disconnected</c>). At most once per gateway, like any gateway-stream event; clients may reconnect.</summary>
     [Alias("Disconnect")]
     Task DisconnectAsync();
+
+    /// <summary>Revokes every token of the user issued (<c>iat</c>) in this second or before: stored durably in the
+    /// user's state first (it survives gateway and silo restarts), then announced to every attached gateway
+    /// (<see cref="UserTokensRevoked"/>), which closes the user's connections holding such a token. Returns the
+    /// revocation's second (Unix seconds); a token issued after it is accepted. When storing fails nothing changed and
+    /// the call throws: retry it.</summary>
+    [Alias("Revoke")]
+    Task<long> RevokeAsync();
+
+    /// <summary>The second (Unix seconds) at or before which the user's tokens are revoked; 0 when none is. Gateways ask
+    /// this at a connect of a user they hold nothing of (they learn it with <see cref="SyncAsync"/> otherwise).</summary>
+    [Alias("GetRevokedBefore")]
+    Task<long> GetRevokedBeforeAsync();
 }
 
 /// <summary>

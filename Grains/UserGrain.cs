@@ -40,7 +40,7 @@ public sealed class UserGrain : Grain, IUserGrain
     {
         EnsureValid();
         _routes.Renew(gatewayId);
-        return Task.FromResult(new UserSubscriptions([.. _state.State.Subscriptions], _state.State.Version));
+        return Task.FromResult(new UserSubscriptions([.. _state.State.Subscriptions], _state.State.Version) { RevokedBefore = _state.State.RevokedBefore });
     }
 
     public Task DetachAsync(string gatewayId)
@@ -133,6 +133,34 @@ public sealed class UserGrain : Grain, IUserGrain
         return _routes.SendAsync(new UserDisconnectRequested(_userId), _onRouteFailure);
     }
 
+    public async Task<long> RevokeAsync()
+    {
+        EnsureValid();
+        var state = _state.State;
+        var previous = state.RevokedBefore;
+        state.RevokedBefore = Math.Max(previous, _time.GetUtcNow().ToUnixTimeSeconds());
+        try
+        {
+            await _state.WriteStateAsync();
+        }
+        catch (Exception ex)
+        {
+            state.RevokedBefore = previous;
+            GrainsLog.UserStateWriteFailed(_logger, _userId, ex);
+            if (ex is Orleans.Storage.InconsistentStateException)
+            {
+                await _state.ReadStateAsync();
+            }
+
+            throw;
+        }
+
+        await _routes.SendAsync(new UserTokensRevoked(_userId, state.RevokedBefore), _onRouteFailure);
+        return state.RevokedBefore;
+    }
+
+    public Task<long> GetRevokedBeforeAsync() => Task.FromResult(_state.State.RevokedBefore);
+
     private void EnsureValid()
     {
         if (!TopicName.IsValidUserId(_userId))
@@ -153,4 +181,8 @@ public sealed class UserState
     /// <summary>The version of <see cref="Subscriptions"/> (see <see cref="UserSubscriptions.Version"/>).</summary>
     [Id(1)]
     public long Version { get; set; }
+
+    /// <summary>The user's tokens issued (<c>iat</c>, Unix seconds) at or before this are revoked; 0 when none is.</summary>
+    [Id(2)]
+    public long RevokedBefore { get; set; }
 }

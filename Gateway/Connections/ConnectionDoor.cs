@@ -33,7 +33,8 @@ public sealed record AdmissionRequest(
 /// The door every client connection passes, whatever its transport (raw WebSocket, SignalR on every transport, SSE,
 /// long polling, MQTT over TCP and over WebSocket). In order: the browser origin when the list is set (403
 /// <c>forbidden</c>), refusal while the gateway drains (503 <c>unavailable</c>), the handshake rate (429
-/// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>), and the connections per user and
+/// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>, also for a token revoked by
+/// <see cref="TokenRevocations"/>), and the connections per user and
 /// per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
 /// is audited. HTTP transports come through <see cref="ConnectionGate"/>; MQTT through its CONNECT.
 /// <para>What happens after the door is <see cref="ConnectionCommands.OnConnectedAsync"/> (registration) and
@@ -43,7 +44,8 @@ public sealed class ConnectionDoor(
     IOptions<OriginOptions> origins,
     ConnectionLimits limits,
     ConnectionSecurity security,
-    ConnectionDrain drain)
+    ConnectionDrain drain,
+    TokenRevocations revocations)
 {
     private readonly HashSet<string> _allowedOrigins = new(origins.Value.AllowedOrigins, StringComparer.OrdinalIgnoreCase);
 
@@ -92,6 +94,19 @@ public sealed class ConnectionDoor(
                 return (null, new DoorRefusal(WireCodes.Unauthorized,
                     reason == TokenReasons.Missing ? "A token is required (Authorization: Bearer, or ?access_token=)." : $"The token was refused ({reason}).",
                     StatusCodes.Status401Unauthorized));
+            }
+
+            try
+            {
+                if (await revocations.IsRevokedAsync(granted))
+                {
+                    security.Audit.TokenRefused(TokenReasons.Revoked, request.Where, request.Remote);
+                    return (null, new DoorRefusal(WireCodes.Unauthorized, $"The token was refused ({TokenReasons.Revoked}).", StatusCodes.Status401Unauthorized));
+                }
+            }
+            catch (PushRejectedException unavailable)
+            {
+                return (null, new DoorRefusal(unavailable.Code, unavailable.Message, Problems.StatusOf(unavailable.Code), RetrySoon: true));
             }
 
             access = granted;

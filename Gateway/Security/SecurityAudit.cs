@@ -32,6 +32,8 @@ public sealed partial class SecurityAudit(ILoggerFactory loggers)
     public void TokenRefreshed(string? user, string connectionId, DateTimeOffset? expiresAt) =>
         LogTokenRefreshed(_audit, user ?? "-", connectionId, expiresAt);
 
+    public void TokenRevoked(string? user, string connectionId, string? remote) => LogTokenRevoked(_audit, user ?? "-", connectionId, remote ?? "-");
+
     public void AdminAction(string? user, string action, string target, string? remote) =>
         LogAdminAction(_audit, user ?? "-", action, target, remote ?? "-");
 
@@ -58,6 +60,9 @@ public sealed partial class SecurityAudit(ILoggerFactory loggers)
 
     [LoggerMessage(EventId = 2306, Level = LogLevel.Information, Message = "Token of user {User} refreshed on connection {ConnectionId}; now expires {ExpiresAt}")]
     private static partial void LogTokenRefreshed(ILogger logger, string user, string connectionId, DateTimeOffset? expiresAt);
+
+    [LoggerMessage(EventId = 2309, Level = LogLevel.Information, Message = "Tokens of user {User} revoked: connection {ConnectionId} from {Remote} closed")]
+    private static partial void LogTokenRevoked(ILogger logger, string user, string connectionId, string remote);
 
     [LoggerMessage(EventId = 2307, Level = LogLevel.Information, Message = "Admin action by {User}: {Action} {Target} from {Remote}")]
     private static partial void LogAdminAction(ILogger logger, string user, string action, string target, string remote);
