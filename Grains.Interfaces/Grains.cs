@@ -106,6 +106,17 @@ public interface IUserGrain : IGrainWithStringKey
     /// this at a connect of a user they hold nothing of (they learn it with <see cref="SyncAsync"/> otherwise).</summary>
     [Alias("GetRevokedBefore")]
     Task<long> GetRevokedBeforeAsync();
+
+    /// <summary>A gateway would hold <paramref name="connectionsHere"/> connections of the user with a new one: true
+    /// (and recorded) when that plus the connections every other gateway with a live lease reported is at most
+    /// <paramref name="limit"/>; false (nothing recorded) otherwise. Renews the gateway's lease. The counts are soft
+    /// state: a grain that moved knows each gateway's count again from its next report.</summary>
+    [Alias("TryConnect")]
+    Task<bool> TryConnectAsync(string gatewayId, int connectionsHere, int limit);
+
+    /// <summary>A gateway now holds <paramref name="connectionsHere"/> connections of the user (after a close).</summary>
+    [Alias("ReportConnections")]
+    Task ReportConnectionsAsync(string gatewayId, int connectionsHere);
 }
 
 /// <summary>

@@ -11,6 +11,7 @@ public sealed class UserGrain : Grain, IUserGrain
     private readonly RoutingOptions _routing;
     private readonly IPersistentState<UserState> _state;
     private readonly Action<string, Exception> _onRouteFailure;
+    private readonly Dictionary<string, int> _connections = new(StringComparer.Ordinal);
     private string _userId = string.Empty;
     private GatewayRoutes _routes = null!;
 
@@ -160,6 +161,43 @@ public sealed class UserGrain : Grain, IUserGrain
     }
 
     public Task<long> GetRevokedBeforeAsync() => Task.FromResult(_state.State.RevokedBefore);
+
+    public Task<bool> TryConnectAsync(string gatewayId, int connectionsHere, int limit)
+    {
+        EnsureValid();
+        _routes.Renew(gatewayId);
+        var elsewhere = 0;
+        foreach (var (gateway, count) in _connections)
+        {
+            // A gateway whose lease lapsed (it died or let the user go) holds nothing any more.
+            if (gateway != gatewayId && _routes.IsLive(gateway))
+            {
+                elsewhere += count;
+            }
+        }
+
+        if (elsewhere + connectionsHere > limit)
+        {
+            return Task.FromResult(false);
+        }
+
+        _connections[gatewayId] = connectionsHere;
+        return Task.FromResult(true);
+    }
+
+    public Task ReportConnectionsAsync(string gatewayId, int connectionsHere)
+    {
+        if (connectionsHere > 0)
+        {
+            _connections[gatewayId] = connectionsHere;
+        }
+        else
+        {
+            _connections.Remove(gatewayId);
+        }
+
+        return Task.CompletedTask;
+    }
 
     private void EnsureValid()
     {

@@ -34,8 +34,8 @@ public sealed record AdmissionRequest(
 /// long polling, MQTT over TCP and over WebSocket). In order: the browser origin when the list is set (403
 /// <c>forbidden</c>), refusal while the gateway drains (503 <c>unavailable</c>), the handshake rate (429
 /// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>, also for a token revoked by
-/// <see cref="TokenRevocations"/>), and the connections per user and
-/// per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
+/// <see cref="TokenRevocations"/>), and the connections per user (on this gateway, then across the cluster through
+/// <see cref="ClusterUserLimit"/>) and per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
 /// is audited. HTTP transports come through <see cref="ConnectionGate"/>; MQTT through its CONNECT.
 /// <para>What happens after the door is <see cref="ConnectionCommands.OnConnectedAsync"/> (registration) and
 /// <see cref="ConnectionCommands.OnDisconnected"/> (teardown), the same for every transport.</para>
@@ -45,7 +45,8 @@ public sealed class ConnectionDoor(
     ConnectionLimits limits,
     ConnectionSecurity security,
     ConnectionDrain drain,
-    TokenRevocations revocations)
+    TokenRevocations revocations,
+    ClusterUserLimit clusterLimit)
 {
     private readonly HashSet<string> _allowedOrigins = new(origins.Value.AllowedOrigins, StringComparer.OrdinalIgnoreCase);
 
@@ -122,7 +123,35 @@ public sealed class ConnectionDoor(
                 StatusCodes.Status429TooManyRequests));
         }
 
+        if (userId is not null && clusterLimit.Enabled)
+        {
+            var (clusterSlot, refused) = await clusterLimit.TryOpenAsync(userId);
+            if (clusterSlot is null)
+            {
+                slots.Dispose();
+                if (refused == WireCodes.Unavailable)
+                {
+                    return (null, new DoorRefusal(WireCodes.Unavailable, "Could not count this user's connections; try again.",
+                        StatusCodes.Status503ServiceUnavailable, RetrySoon: true));
+                }
+
+                security.Audit.LimitExceeded(Limits.ConnectionsPerUser, userId, request.Where, request.Remote);
+                return (null, new DoorRefusal(WireCodes.RateLimited, "Too many connections for this user.", StatusCodes.Status429TooManyRequests));
+            }
+
+            slots = new Both(slots, clusterSlot);
+        }
+
         return (new Admitted(access, userId, slots), null);
+    }
+
+    private sealed class Both(IDisposable first, IDisposable second) : IDisposable
+    {
+        public void Dispose()
+        {
+            first.Dispose();
+            second.Dispose();
+        }
     }
 
     /// <summary>An origin as given, cut short and stripped of control characters, for the log.</summary>

@@ -78,4 +78,10 @@ internal static partial class SecurityLog
 
     [LoggerMessage(EventId = 2351, Level = LogLevel.Warning, Message = "Checking token expiry failed")]
     public static partial void ExpirySweepFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 2352, Level = LogLevel.Warning, Message = "The grain of user {User} did not count the connection in time; failing {Policy}")]
+    public static partial void UserCountUnreachable(ILogger logger, string user, string policy, Exception exception);
+
+    [LoggerMessage(EventId = 2353, Level = LogLevel.Warning, Message = "Reporting the connections of user {User} to its grain failed")]
+    public static partial void UserCountReportFailed(ILogger logger, string user, Exception exception);
 }

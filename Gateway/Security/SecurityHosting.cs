@@ -28,6 +28,7 @@ public static class SecurityHosting
         services.AddHostedService(sp => sp.GetRequiredService<TokenExpiry>());
         services.AddSingleton<ConnectionSecurity>();
         services.AddSingleton<TokenRevocations>();
+        services.AddSingleton<ClusterUserLimit>();
         services.Configure<HubOptions>(o => o.AddFilter<HubMessageLimit>());
         services.AddLogRedaction();
 
