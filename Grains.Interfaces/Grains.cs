@@ -93,6 +93,30 @@ public interface IUserGrain : IGrainWithStringKey
     /// <c>disconnected</c>). At most once per gateway, like any gateway-stream event; clients may reconnect.</summary>
     [Alias("Disconnect")]
     Task DisconnectAsync();
+
+    /// <summary>Revokes every token of the user issued (<c>iat</c>) in this second or before: stored durably in the
+    /// user's state first (it survives gateway and silo restarts), then announced to every attached gateway
+    /// (<see cref="UserTokensRevoked"/>), which closes the user's connections holding such a token. Returns the
+    /// revocation's second (Unix seconds); a token issued after it is accepted. When storing fails nothing changed and
+    /// the call throws: retry it.</summary>
+    [Alias("Revoke")]
+    Task<long> RevokeAsync();
+
+    /// <summary>The second (Unix seconds) at or before which the user's tokens are revoked; 0 when none is. Gateways ask
+    /// this at a connect of a user they hold nothing of (they learn it with <see cref="SyncAsync"/> otherwise).</summary>
+    [Alias("GetRevokedBefore")]
+    Task<long> GetRevokedBeforeAsync();
+
+    /// <summary>A gateway would hold <paramref name="connectionsHere"/> connections of the user with a new one: true
+    /// (and recorded) when that plus the connections every other gateway with a live lease reported is at most
+    /// <paramref name="limit"/>; false (nothing recorded) otherwise. Renews the gateway's lease. The counts are soft
+    /// state: a grain that moved knows each gateway's count again from its next report.</summary>
+    [Alias("TryConnect")]
+    Task<bool> TryConnectAsync(string gatewayId, int connectionsHere, int limit);
+
+    /// <summary>A gateway now holds <paramref name="connectionsHere"/> connections of the user (after a close).</summary>
+    [Alias("ReportConnections")]
+    Task ReportConnectionsAsync(string gatewayId, int connectionsHere);
 }
 
 /// <summary>

@@ -75,12 +75,23 @@ public sealed record UserSubscriptionChanged(
 /// time in Unix milliseconds, or one more than the previous version), so a gateway can tell a stale answer or event from
 /// a newer one; 0 means the user has no stored list, which is authoritative whatever came before.</summary>
 [GenerateSerializer, Immutable, Alias("OrleansPush.UserSubscriptions")]
-public sealed record UserSubscriptions([property: Id(0)] string[] Topics, [property: Id(1)] long Version);
+public sealed record UserSubscriptions([property: Id(0)] string[] Topics, [property: Id(1)] long Version)
+{
+    /// <summary>The user's tokens issued (<c>iat</c>, Unix seconds) at or before this are revoked; 0 when none is.</summary>
+    [Id(2)]
+    public long RevokedBefore { get; init; }
+}
 
 /// <summary>An operator asked for a user to be disconnected: each gateway closes that user's local connections with the
 /// reason <c>disconnected</c>.</summary>
 [GenerateSerializer, Immutable, Alias("OrleansPush.UserDisconnectRequested")]
 public sealed record UserDisconnectRequested([property: Id(0)] string UserId) : GatewayEvent;
+
+/// <summary>An operator revoked the user's tokens: each gateway refuses from now on every token of the user issued
+/// (<c>iat</c>, Unix seconds) at or before <see cref="RevokedBefore"/>, and closes the connections that hold one with
+/// <c>unauthorized</c>.</summary>
+[GenerateSerializer, Immutable, Alias("OrleansPush.UserTokensRevoked")]
+public sealed record UserTokensRevoked([property: Id(0)] string UserId, [property: Id(1)] long RevokedBefore) : GatewayEvent;
 
 /// <summary>A topic of a namespace with wildcards on became active for the first time since its namespace's directory
 /// started: gateways with a wildcard subscription that matches it subscribe from <see cref="Head"/> on, so nothing

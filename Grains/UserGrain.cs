@@ -11,6 +11,7 @@ public sealed class UserGrain : Grain, IUserGrain
     private readonly RoutingOptions _routing;
     private readonly IPersistentState<UserState> _state;
     private readonly Action<string, Exception> _onRouteFailure;
+    private readonly Dictionary<string, int> _connections = new(StringComparer.Ordinal);
     private string _userId = string.Empty;
     private GatewayRoutes _routes = null!;
 
@@ -40,7 +41,7 @@ public sealed class UserGrain : Grain, IUserGrain
     {
         EnsureValid();
         _routes.Renew(gatewayId);
-        return Task.FromResult(new UserSubscriptions([.. _state.State.Subscriptions], _state.State.Version));
+        return Task.FromResult(new UserSubscriptions([.. _state.State.Subscriptions], _state.State.Version) { RevokedBefore = _state.State.RevokedBefore });
     }
 
     public Task DetachAsync(string gatewayId)
@@ -133,6 +134,71 @@ public sealed class UserGrain : Grain, IUserGrain
         return _routes.SendAsync(new UserDisconnectRequested(_userId), _onRouteFailure);
     }
 
+    public async Task<long> RevokeAsync()
+    {
+        EnsureValid();
+        var state = _state.State;
+        var previous = state.RevokedBefore;
+        state.RevokedBefore = Math.Max(previous, _time.GetUtcNow().ToUnixTimeSeconds());
+        try
+        {
+            await _state.WriteStateAsync();
+        }
+        catch (Exception ex)
+        {
+            state.RevokedBefore = previous;
+            GrainsLog.UserStateWriteFailed(_logger, _userId, ex);
+            if (ex is Orleans.Storage.InconsistentStateException)
+            {
+                await _state.ReadStateAsync();
+            }
+
+            throw;
+        }
+
+        await _routes.SendAsync(new UserTokensRevoked(_userId, state.RevokedBefore), _onRouteFailure);
+        return state.RevokedBefore;
+    }
+
+    public Task<long> GetRevokedBeforeAsync() => Task.FromResult(_state.State.RevokedBefore);
+
+    public Task<bool> TryConnectAsync(string gatewayId, int connectionsHere, int limit)
+    {
+        EnsureValid();
+        _routes.Renew(gatewayId);
+        var elsewhere = 0;
+        foreach (var (gateway, count) in _connections)
+        {
+            // A gateway whose lease lapsed (it died or let the user go) holds nothing any more.
+            if (gateway != gatewayId && _routes.IsLive(gateway))
+            {
+                elsewhere += count;
+            }
+        }
+
+        if (elsewhere + connectionsHere > limit)
+        {
+            return Task.FromResult(false);
+        }
+
+        _connections[gatewayId] = connectionsHere;
+        return Task.FromResult(true);
+    }
+
+    public Task ReportConnectionsAsync(string gatewayId, int connectionsHere)
+    {
+        if (connectionsHere > 0)
+        {
+            _connections[gatewayId] = connectionsHere;
+        }
+        else
+        {
+            _connections.Remove(gatewayId);
+        }
+
+        return Task.CompletedTask;
+    }
+
     private void EnsureValid()
     {
         if (!TopicName.IsValidUserId(_userId))
@@ -153,4 +219,8 @@ public sealed class UserState
     /// <summary>The version of <see cref="Subscriptions"/> (see <see cref="UserSubscriptions.Version"/>).</summary>
     [Id(1)]
     public long Version { get; set; }
+
+    /// <summary>The user's tokens issued (<c>iat</c>, Unix seconds) at or before this are revoked; 0 when none is.</summary>
+    [Id(2)]
+    public long RevokedBefore { get; set; }
 }

@@ -33,8 +33,9 @@ public sealed record AdmissionRequest(
 /// The door every client connection passes, whatever its transport (raw WebSocket, SignalR on every transport, SSE,
 /// long polling, MQTT over TCP and over WebSocket). In order: the browser origin when the list is set (403
 /// <c>forbidden</c>), refusal while the gateway drains (503 <c>unavailable</c>), the handshake rate (429
-/// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>), and the connections per user and
-/// per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
+/// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>, also for a token revoked by
+/// <see cref="TokenRevocations"/>), and the connections per user (on this gateway, then across the cluster through
+/// <see cref="ClusterUserLimit"/>) and per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
 /// is audited. HTTP transports come through <see cref="ConnectionGate"/>; MQTT through its CONNECT.
 /// <para>What happens after the door is <see cref="ConnectionCommands.OnConnectedAsync"/> (registration) and
 /// <see cref="ConnectionCommands.OnDisconnected"/> (teardown), the same for every transport.</para>
@@ -43,7 +44,9 @@ public sealed class ConnectionDoor(
     IOptions<OriginOptions> origins,
     ConnectionLimits limits,
     ConnectionSecurity security,
-    ConnectionDrain drain)
+    ConnectionDrain drain,
+    TokenRevocations revocations,
+    ClusterUserLimit clusterLimit)
 {
     private readonly HashSet<string> _allowedOrigins = new(origins.Value.AllowedOrigins, StringComparer.OrdinalIgnoreCase);
 
@@ -94,6 +97,19 @@ public sealed class ConnectionDoor(
                     StatusCodes.Status401Unauthorized));
             }
 
+            try
+            {
+                if (await revocations.IsRevokedAsync(granted))
+                {
+                    security.Audit.TokenRefused(TokenReasons.Revoked, request.Where, request.Remote);
+                    return (null, new DoorRefusal(WireCodes.Unauthorized, $"The token was refused ({TokenReasons.Revoked}).", StatusCodes.Status401Unauthorized));
+                }
+            }
+            catch (PushRejectedException unavailable)
+            {
+                return (null, new DoorRefusal(unavailable.Code, unavailable.Message, Problems.StatusOf(unavailable.Code), RetrySoon: true));
+            }
+
             access = granted;
             userId = TopicName.IsValidUserId(granted.UserId) ? granted.UserId : null;
         }
@@ -107,7 +123,35 @@ public sealed class ConnectionDoor(
                 StatusCodes.Status429TooManyRequests));
         }
 
+        if (userId is not null && clusterLimit.Enabled)
+        {
+            var (clusterSlot, refused) = await clusterLimit.TryOpenAsync(userId);
+            if (clusterSlot is null)
+            {
+                slots.Dispose();
+                if (refused == WireCodes.Unavailable)
+                {
+                    return (null, new DoorRefusal(WireCodes.Unavailable, "Could not count this user's connections; try again.",
+                        StatusCodes.Status503ServiceUnavailable, RetrySoon: true));
+                }
+
+                security.Audit.LimitExceeded(Limits.ConnectionsPerUser, userId, request.Where, request.Remote);
+                return (null, new DoorRefusal(WireCodes.RateLimited, "Too many connections for this user.", StatusCodes.Status429TooManyRequests));
+            }
+
+            slots = new Both(slots, clusterSlot);
+        }
+
         return (new Admitted(access, userId, slots), null);
+    }
+
+    private sealed class Both(IDisposable first, IDisposable second) : IDisposable
+    {
+        public void Dispose()
+        {
+            first.Dispose();
+            second.Dispose();
+        }
     }
 
     /// <summary>An origin as given, cut short and stripped of control characters, for the log.</summary>

@@ -5,8 +5,8 @@ using OrleansPush.Gateway.Security;
 namespace OrleansPush.Gateway.Observability;
 
 /// <summary>
-/// The operator API under <c>/api/admin</c>: this gateway's connections, a topic's state in the cluster, and
-/// disconnecting a user everywhere. With tokens required every call needs the <c>admin</c> claim
+/// The operator API under <c>/api/admin</c>: this gateway's connections, a topic's state in the cluster,
+/// disconnecting a user everywhere, and revoking a user's tokens everywhere. With tokens required every call needs the <c>admin</c> claim
 /// (<see cref="AdminAccess"/>); in open mode it is allowed, like the rest of the API. Every call is audited.
 /// </summary>
 public static class AdminEndpoints
@@ -59,8 +59,26 @@ public static class AdminEndpoints
             await cluster.GetGrain<IUserGrain>(userId).DisconnectAsync();
             return Results.Ok(new DisconnectAnswer(userId, local.Length));
         });
+
+        // Stored in the user's grain first (durable), which tells every other gateway the user is attached to; then the
+        // connections here whose token it covers close at once.
+        admin.MapPost("/users/{userId}/revoke", async (string userId, TokenRevocations revocations, IClusterClient cluster) =>
+        {
+            if (!TopicName.IsValidUserId(userId))
+            {
+                return Problems.Result(new PushRejectedException(WireCodes.BadRequest, "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':')."));
+            }
+
+            var revokedBefore = await cluster.GetGrain<IUserGrain>(userId).RevokeAsync();
+            var closed = revocations.Apply(userId, revokedBefore);
+            return Results.Ok(new RevokeAnswer(userId, DateTimeOffset.FromUnixTimeSeconds(revokedBefore), closed));
+        });
         return app;
     }
+
+    /// <summary>Tokens of <see cref="UserId"/> issued at or before <see cref="RevokedBefore"/> (to the second) are
+    /// refused; <see cref="ClosedHere"/> connections were closed on this gateway.</summary>
+    public sealed record RevokeAnswer(string UserId, DateTimeOffset RevokedBefore, int ClosedHere);
 
     public sealed record ConnectionsAnswer(string Gateway, int Count, Dictionary<string, int> ByTransport, UserConnectionsAnswer[] Users);
 

@@ -14,6 +14,7 @@ internal sealed class GatewayStream(
     TopicRouter router,
     UserConnections users,
     TopicDirectory directory,
+    Security.TokenRevocations revocations,
     IOptions<RoutingOptions> routing,
     IEnumerable<IGatewayEventFilter> filters,
     ILogger<GatewayStream> logger) : BackgroundService, IAsyncObserver<GatewayEvent>
@@ -85,6 +86,9 @@ internal sealed class GatewayStream(
                 break;
             case UserSubscriptionChanged change:
                 users.OnSubscriptionChanged(change);
+                break;
+            case UserTokensRevoked revoked:
+                revocations.Apply(revoked.UserId, revoked.RevokedBefore);
                 break;
             case UserDisconnectRequested disconnect:
                 Array.ForEach(users.ConnectionsOf(disconnect.UserId), c => c.Close(WireCodes.Disconnected));

@@ -73,6 +73,32 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
         }
     }
 
+    /// <summary>The user's revocation second as this gateway knows it from the user's grain (an attach, a renewal or an
+    /// event), or null when it holds nothing of the user from the grain (then ask the grain).</summary>
+    public long? KnownRevokedBefore(string userId)
+    {
+        lock (_byUser)
+        {
+            return _byUser.TryGetValue(userId, out var entry) && entry.Synced ? entry.RevokedBefore : null;
+        }
+    }
+
+    /// <summary>Records a revocation of the user's tokens (from the grain's event, or made here) and returns the user's
+    /// connections here.</summary>
+    public PushConnection[] Revoked(string userId, long revokedBefore)
+    {
+        lock (_byUser)
+        {
+            if (!_byUser.TryGetValue(userId, out var entry))
+            {
+                return [];
+            }
+
+            entry.RevokedBefore = Math.Max(entry.RevokedBefore, revokedBefore);
+            return [.. entry.Connections];
+        }
+    }
+
     public PushConnection[] ConnectionsOf(string userId)
     {
         lock (_byUser)
@@ -164,6 +190,8 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
                 return answer.Topics;
             }
 
+            entry.RevokedBefore = Math.Max(entry.RevokedBefore, answer.RevokedBefore);
+            entry.Synced = true;
             if (answer.Version == 0 || answer.Version >= entry.Version)
             {
                 var wanted = answer.Topics.ToHashSet(StringComparer.Ordinal);
@@ -202,5 +230,12 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
         public HashSet<string> Topics { get; } = new(StringComparer.Ordinal);
 
         public long Version { get; set; }
+
+        /// <summary>The user's revocation second (see <see cref="UserSubscriptions.RevokedBefore"/>), once
+        /// <see cref="Synced"/>.</summary>
+        public long RevokedBefore { get; set; }
+
+        /// <summary>The grain has answered for this entry (a local-only entry has not).</summary>
+        public bool Synced { get; set; }
     }
 }

@@ -14,13 +14,16 @@ public sealed class ConnectionAccess
     public const string PublishClaim = "publish";
     public const string AdminClaim = "admin";
     public const string ExpiryClaim = "exp";
+    public const string IssuedAtClaim = "iat";
 
     /// <summary>No token (open mode, or a connection whose transport did not authenticate it): no pattern rights.
     /// In open mode the gateway does not consult patterns, so this costs open connections nothing.</summary>
     public static readonly ConnectionAccess None = new(null, [], [], admin: false, expiresAt: null);
 
-    public ConnectionAccess(string? userId, IReadOnlyList<TopicPattern> subscribe, IReadOnlyList<TopicPattern> publish, bool admin, DateTimeOffset? expiresAt)
+    public ConnectionAccess(string? userId, IReadOnlyList<TopicPattern> subscribe, IReadOnlyList<TopicPattern> publish, bool admin, DateTimeOffset? expiresAt,
+        long? issuedAt = null)
     {
+        IssuedAt = issuedAt;
         UserId = userId;
         Subscribe = subscribe;
         Publish = publish;
@@ -40,6 +43,13 @@ public sealed class ConnectionAccess
     /// <summary>When the token expires (its <c>exp</c>); null when it does not.</summary>
     public DateTimeOffset? ExpiresAt { get; }
 
+    /// <summary>When the token was issued (its <c>iat</c>, Unix seconds); null when it does not say.</summary>
+    public long? IssuedAt { get; }
+
+    /// <summary>Whether a revocation of the user's tokens at or before <paramref name="revokedBefore"/> (Unix seconds;
+    /// 0: none) covers this token. A token that does not say when it was issued is covered by any revocation.</summary>
+    public bool RevokedBy(long revokedBefore) => revokedBefore > 0 && (IssuedAt is not { } iat || iat <= revokedBefore);
+
     public bool MaySubscribe(string topic) => AnyMatch(Subscribe, topic);
 
     public bool MayPublish(string topic) => AnyMatch(Publish, topic);
@@ -52,7 +62,9 @@ public sealed class ConnectionAccess
         DateTimeOffset? expiresAt = long.TryParse(principal.FindFirst(ExpiryClaim)?.Value, System.Globalization.NumberStyles.Integer,
             System.Globalization.CultureInfo.InvariantCulture, out var exp) ? DateTimeOffset.FromUnixTimeSeconds(Math.Clamp(exp, 0, 253402300799)) : null;
         var admin = principal.FindAll(AdminClaim).Any(c => string.Equals(c.Value, "true", StringComparison.OrdinalIgnoreCase));
-        return new ConnectionAccess(subject, Patterns(principal, TopicsClaim), Patterns(principal, PublishClaim), admin, expiresAt);
+        long? issuedAt = long.TryParse(principal.FindFirst(IssuedAtClaim)?.Value, System.Globalization.NumberStyles.Integer,
+            System.Globalization.CultureInfo.InvariantCulture, out var iat) ? iat : null;
+        return new ConnectionAccess(subject, Patterns(principal, TopicsClaim), Patterns(principal, PublishClaim), admin, expiresAt, issuedAt);
     }
 
     private static TopicPattern[] Patterns(ClaimsPrincipal principal, string claim) =>

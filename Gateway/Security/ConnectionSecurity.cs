@@ -18,6 +18,7 @@ public sealed class ConnectionSecurity(
     ConnectionLimits limits,
     TokenExpiry expiry,
     TokenValidator validator,
+    TokenRevocations revocations,
     SecurityAudit audit)
 {
     /// <summary>True when tokens are required (a key is configured).</summary>
@@ -94,6 +95,12 @@ public sealed class ConnectionSecurity(
         {
             audit.TokenRefused(reason, connection.Transport + " refresh", connection.RemoteAddress);
             throw new PushRejectedException(WireCodes.Unauthorized, $"The token was refused ({reason}).");
+        }
+
+        if (await revocations.IsRevokedAsync(access))
+        {
+            audit.TokenRefused(TokenReasons.Revoked, connection.Transport + " refresh", connection.RemoteAddress);
+            throw new PushRejectedException(WireCodes.Unauthorized, $"The token was refused ({TokenReasons.Revoked}).");
         }
 
         if (access.UserId != connection.UserId)

@@ -32,6 +32,8 @@ public sealed partial class SecurityAudit(ILoggerFactory loggers)
     public void TokenRefreshed(string? user, string connectionId, DateTimeOffset? expiresAt) =>
         LogTokenRefreshed(_audit, user ?? "-", connectionId, expiresAt);
 
+    public void TokenRevoked(string? user, string connectionId, string? remote) => LogTokenRevoked(_audit, user ?? "-", connectionId, remote ?? "-");
+
     public void AdminAction(string? user, string action, string target, string? remote) =>
         LogAdminAction(_audit, user ?? "-", action, target, remote ?? "-");
 
@@ -59,6 +61,9 @@ public sealed partial class SecurityAudit(ILoggerFactory loggers)
     [LoggerMessage(EventId = 2306, Level = LogLevel.Information, Message = "Token of user {User} refreshed on connection {ConnectionId}; now expires {ExpiresAt}")]
     private static partial void LogTokenRefreshed(ILogger logger, string user, string connectionId, DateTimeOffset? expiresAt);
 
+    [LoggerMessage(EventId = 2309, Level = LogLevel.Information, Message = "Tokens of user {User} revoked: connection {ConnectionId} from {Remote} closed")]
+    private static partial void LogTokenRevoked(ILogger logger, string user, string connectionId, string remote);
+
     [LoggerMessage(EventId = 2307, Level = LogLevel.Information, Message = "Admin action by {User}: {Action} {Target} from {Remote}")]
     private static partial void LogAdminAction(ILogger logger, string user, string action, string target, string remote);
 
@@ -73,4 +78,10 @@ internal static partial class SecurityLog
 
     [LoggerMessage(EventId = 2351, Level = LogLevel.Warning, Message = "Checking token expiry failed")]
     public static partial void ExpirySweepFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 2352, Level = LogLevel.Warning, Message = "The grain of user {User} did not count the connection in time; failing {Policy}")]
+    public static partial void UserCountUnreachable(ILogger logger, string user, string policy, Exception exception);
+
+    [LoggerMessage(EventId = 2353, Level = LogLevel.Warning, Message = "Reporting the connections of user {User} to its grain failed")]
+    public static partial void UserCountReportFailed(ILogger logger, string user, Exception exception);
 }

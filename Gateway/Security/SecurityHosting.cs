@@ -27,6 +27,8 @@ public static class SecurityHosting
         services.AddSingleton<TokenExpiry>();
         services.AddHostedService(sp => sp.GetRequiredService<TokenExpiry>());
         services.AddSingleton<ConnectionSecurity>();
+        services.AddSingleton<TokenRevocations>();
+        services.AddSingleton<ClusterUserLimit>();
         services.Configure<HubOptions>(o => o.AddFilter<HubMessageLimit>());
         services.AddLogRedaction();
 

@@ -68,8 +68,19 @@ public sealed class LimitsOptions
     /// <summary>How many a connection may send at once before the per-second rate applies.</summary>
     public int MessageBurst { get; set; } = DefaultMessageBurst;
 
-    /// <summary>Open connections of one user (token <c>sub</c>, or <c>?user=</c> in open mode) on this gateway.</summary>
+    public static readonly TimeSpan DefaultConnectionsPerUserWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>Open connections of one user (token <c>sub</c>, or <c>?user=</c> in open mode) across the cluster,
+    /// counted by the user's grain over every gateway (and, as a backstop that needs no grain, on each gateway).</summary>
     public int ConnectionsPerUser { get; set; } = DefaultConnectionsPerUser;
+
+    /// <summary>How long a connect waits for the user's grain to count the user's connections across the cluster.</summary>
+    public TimeSpan ConnectionsPerUserWait { get; set; } = DefaultConnectionsPerUserWait;
+
+    /// <summary>What a connect does when the user's grain does not answer within <see cref="ConnectionsPerUserWait"/>:
+    /// <see cref="UnreachablePolicy.Open"/> (the default) admits it, held only by this gateway's own count;
+    /// <see cref="UnreachablePolicy.Closed"/> refuses it with 503 <c>unavailable</c>.</summary>
+    public UnreachablePolicy ConnectionsPerUserWhenUnreachable { get; set; } = UnreachablePolicy.Open;
 
     /// <summary>Open connections from one IP address on this gateway.</summary>
     public int ConnectionsPerIp { get; set; } = DefaultConnectionsPerIp;
@@ -77,6 +88,16 @@ public sealed class LimitsOptions
     /// <summary>New connections this gateway accepts per second (WebSocket upgrades, SSE streams, polls, SignalR
     /// negotiations), whoever opens them: a reconnect storm is spread out instead of swamping the cluster.</summary>
     public int HandshakesPerSecond { get; set; } = DefaultHandshakesPerSecond;
+}
+
+/// <summary>What a limit that the cluster counts does when the cluster does not answer in time.</summary>
+public enum UnreachablePolicy
+{
+    /// <summary>Fail open: admit (availability first; the gateway's own count still holds).</summary>
+    Open,
+
+    /// <summary>Fail closed: refuse with <c>unavailable</c> (the limit first).</summary>
+    Closed,
 }
 
 /// <summary>Which browser origins may open a push connection (<c>OrleansPush:AllowedOrigins</c>, exact match, e.g.
@@ -135,6 +156,16 @@ internal sealed class LimitsOptionsValidator : IValidateOptions<LimitsOptions>
         Check(o.ConnectionsPerUser, nameof(o.ConnectionsPerUser));
         Check(o.ConnectionsPerIp, nameof(o.ConnectionsPerIp));
         Check(o.HandshakesPerSecond, nameof(o.HandshakesPerSecond));
+        if (o.ConnectionsPerUserWait <= TimeSpan.Zero || o.ConnectionsPerUserWait > TimeSpan.FromSeconds(30))
+        {
+            failures.Add($"{LimitsOptions.Section}:ConnectionsPerUserWait must be more than 0 and at most 00:00:30 (is {o.ConnectionsPerUserWait}).");
+        }
+
+        if (!Enum.IsDefined(o.ConnectionsPerUserWhenUnreachable))
+        {
+            failures.Add($"{LimitsOptions.Section}:ConnectionsPerUserWhenUnreachable must be Open or Closed (is {o.ConnectionsPerUserWhenUnreachable}).");
+        }
+
         if (o.MessagesPerSecond > 0 && o.MessageBurst > 0 && o.MessageBurst < o.MessagesPerSecond)
         {
             failures.Add($"{LimitsOptions.Section}:MessageBurst must be at least MessagesPerSecond ({o.MessagesPerSecond}).");

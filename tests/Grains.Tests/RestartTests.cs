@@ -4,20 +4,21 @@ using Orleans.TestingHost;
 
 namespace OrleansPush.Grains.Tests;
 
-/// <summary>A whole cluster stopped and started again on a durable store keeps history, epochs and user
-/// subscriptions.</summary>
+/// <summary>A whole cluster stopped and started again on a durable store keeps history, epochs, user subscriptions and
+/// a user's token revocation.</summary>
 public sealed class RestartTests
 {
     public static TheoryData<string> Providers => new() { "Redis", "Postgres" };
 
     [Theory]
     [MemberData(nameof(Providers))]
-    public async Task RestartedClusterKeepsHistoryEpochsAndUserSubscriptions(string provider)
+    public async Task RestartedClusterKeepsHistoryEpochsUserSubscriptionsAndRevocations(string provider)
     {
         var prefix = "restart_" + Guid.NewGuid().ToString("N")[..8];
         var topic = "news-" + Guid.NewGuid().ToString("N");
         var user = "u" + Guid.NewGuid().ToString("N");
         TopicPosition last;
+        long revokedBefore;
 
         var first = await StartAsync(provider, prefix);
         try
@@ -30,6 +31,7 @@ public sealed class RestartTests
             await first.Client.GetGrain<IUserGrain>(user).SubscribeAsync("team:blue");
             await first.Client.GetGrain<IUserGrain>(user).SubscribeAsync("team:red");
             await first.Client.GetGrain<IUserGrain>(user).UnsubscribeAsync("team:red");
+            revokedBefore = await first.Client.GetGrain<IUserGrain>(user).RevokeAsync();
             last = await first.Client.GetGrain<ITopicGrain>(topic).GetPositionAsync();
         }
         finally
@@ -49,6 +51,8 @@ public sealed class RestartTests
             var next = await grain.PublishAsync(Encoding.UTF8.GetBytes("{\"i\":6}"), null);
             Assert.Equal(new TopicPosition(last.Epoch, 6), next);
             Assert.Equal(["team:blue"], await second.Client.GetGrain<IUserGrain>(user).GetSubscriptionsAsync());
+            Assert.Equal(revokedBefore, await second.Client.GetGrain<IUserGrain>(user).GetRevokedBeforeAsync());
+            Assert.Equal(revokedBefore, (await second.Client.GetGrain<IUserGrain>(user).SyncAsync("gw-after-restart")).RevokedBefore);
         }
         finally
         {

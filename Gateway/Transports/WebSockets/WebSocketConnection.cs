@@ -39,7 +39,7 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
             : WsFrames.Error(null, reason, reason switch
             {
                 WireCodes.TooLarge => "The frame was over the size limit.",
-                WireCodes.Unauthorized => "The token expired; reconnect with a fresh one.",
+                WireCodes.Unauthorized => "The token expired or was revoked; reconnect with a fresh one.",
                 WireCodes.Unavailable => "A message could not be sent on this connection; reconnect and resume.",
                 _ => "The connection was closed.",
             });
