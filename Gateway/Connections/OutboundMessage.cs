@@ -17,6 +17,10 @@ public sealed class OutboundMessage(TopicMessage message)
     /// a delta (<c>Delta</c> namespaces). Set by the fan-out before any connection encodes this message.</summary>
     public TopicMessage? Previous { get; internal set; }
 
+    /// <summary>The topic's namespace conflates (<c>Conflate</c>): a connection that still has an older message of the
+    /// topic queued replaces it with this one rather than queue both.</summary>
+    public bool Conflate { get; internal set; }
+
     /// <summary>The size the message counts for in a catch-up's flow control, before a transport encodes it: its data,
     /// its topic and a frame's overhead.</summary>
     public int EstimatedBytes => EstimateBytes(Message);

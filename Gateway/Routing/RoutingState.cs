@@ -108,7 +108,7 @@ internal static class ShardLimits
 }
 
 /// <summary>One topic at this gateway (see <see cref="TopicState"/>); owned by one shard's loop.</summary>
-internal sealed class LocalTopic(string name, bool presence, bool delta = false)
+internal sealed class LocalTopic(string name, bool presence, bool delta = false, bool conflate = false)
 {
     private readonly Queue<string> _retired = new();
     private Subscription[]? _snapshot;
@@ -125,6 +125,9 @@ internal sealed class LocalTopic(string name, bool presence, bool delta = false)
     /// <summary>The namespace has delta compression: each message fanned out carries the one before it
     /// (<see cref="OutboundMessage.Previous"/>), the source of its delta.</summary>
     public bool Delta { get; } = delta;
+
+    /// <summary>The namespace conflates: live messages are marked <see cref="OutboundMessage.Conflate"/>.</summary>
+    public bool Conflate { get; } = conflate;
 
     /// <summary>With <see cref="Delta"/>: the last message fanned out.</summary>
     public TopicMessage? LastFanned { get; set; }

@@ -247,6 +247,7 @@ internal sealed class TopicShard
     {
         var seq = outbound.Message.Seq;
         topic.Seq = seq;
+        outbound.Conflate = topic.Conflate;
         if (topic.Delta)
         {
             // The delta source is kept per topic, not per subscriber: each connection decides whether it can use it.
@@ -570,7 +571,7 @@ internal sealed class TopicShard
         if (!_topics.TryGetValue(request.Topic, out var topic))
         {
             var ns = _topicOptions.For(request.Topic);
-            topic = new LocalTopic(request.Topic, ns.Presence, ns.Delta);
+            topic = new LocalTopic(request.Topic, ns.Presence, ns.Delta, ns.Conflate);
             _topics[request.Topic] = topic;
             Register(topic);
         }

@@ -38,11 +38,18 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
         }
     }
 
-    protected override byte[] Encode(OutboundMessage message, out int size)
+    protected override bool Conflates => true;
+
+    /// <summary>The message it replaces was never written: a delta topic's message goes whole.</summary>
+    protected override byte[] EncodeReplacing(OutboundMessage message, out int size) => Encode(message, whole: true, out size);
+
+    protected override byte[] Encode(OutboundMessage message, out int size) => Encode(message, whole: false, out size);
+
+    private byte[] Encode(OutboundMessage message, bool whole, out int size)
     {
         var frame = _delta.IsEmpty || !_delta.TryGetValue(message.Message.Topic, out var state)
             ? message.Encoded(WsFrames.Message)
-            : state.Next(message);
+            : state.Next(message, whole);
         size = frame.Length;
         return frame;
     }
@@ -52,7 +59,9 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
         private string? _epoch;
         private long _seq = -1;
 
-        public byte[] Next(OutboundMessage outbound)
+        /// <summary>The message's frame: a delta when this connection's last queued message of the topic is seq − 1
+        /// (unless <paramref name="whole"/>), else the text form.</summary>
+        public byte[] Next(OutboundMessage outbound, bool whole)
         {
             var m = outbound.Message;
             if (m.Format != PayloadFormat.Json)
@@ -61,7 +70,7 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
                 return outbound.Encoded(WsFrames.Message);
             }
 
-            var frame = _epoch == m.Epoch && _seq == m.Seq - 1 && outbound.Previous is not null
+            var frame = !whole && _epoch == m.Epoch && _seq == m.Seq - 1 && outbound.Previous is not null
                 ? outbound.Encoded(WsFrames.DeltaMessage)
                 : outbound.Encoded(WsFrames.TextMessage);
             _epoch = m.Epoch;
