@@ -16,6 +16,9 @@ namespace OrleansPush.Client;
 /// <c>recovered:false</c>, a topic whose epoch changed (its history was lost; the new epoch is delivered from its seq 1),
 /// and a <c>reset</c> from the gateway (a message it missed cannot be filled), after which the client subscribes again
 /// from its last position by itself.</para>
+/// <para>Delta compression (a namespace with <c>Delta</c> on): a topic subscribed with <c>delta: true</c> receives its
+/// messages as Fossil deltas against the message before whenever that is smaller; the client applies them, so handlers
+/// see the publisher's JSON byte for byte either way.</para>
 /// <para>Handlers run one at a time on the client's receive loop, so a slow handler slows only this client (the
 /// gateway may then close it as slow; it reconnects and resumes).</para>
 /// </summary>
@@ -103,7 +106,12 @@ public sealed class PushClient : IAsyncDisposable
     /// topic). While connected, completes when the gateway has confirmed; while disconnected, at once: the subscription
     /// is made when the client reconnects.</summary>
     /// <exception cref="PushException">The gateway refused (<c>bad_topic</c>, <c>forbidden</c>, ...).</exception>
-    public async Task SubscribeAsync(string topic, Func<PushMessage, ValueTask> handler, CancellationToken cancellationToken = default)
+    public Task SubscribeAsync(string topic, Func<PushMessage, ValueTask> handler, CancellationToken cancellationToken = default) =>
+        SubscribeAsync(topic, handler, delta: false, cancellationToken);
+
+    /// <summary>As <see cref="SubscribeAsync(string, Func{PushMessage, ValueTask}, CancellationToken)"/>; with
+    /// <paramref name="delta"/>, asks for Fossil deltas (used where the topic's namespace allows them).</summary>
+    public async Task SubscribeAsync(string topic, Func<PushMessage, ValueTask> handler, bool delta, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(topic);
         ArgumentNullException.ThrowIfNull(handler);
@@ -116,7 +124,7 @@ public sealed class PushClient : IAsyncDisposable
                 return;
             }
 
-            subscription = new Subscription(topic, handler);
+            subscription = new Subscription(topic, handler) { Delta = delta };
             _subscriptions.Add(topic, subscription);
         }
 
@@ -355,6 +363,11 @@ public sealed class PushClient : IAsyncDisposable
         return RequestAsync(session, w =>
         {
             w.WriteString("topic", s.Topic);
+            if (s.Delta)
+            {
+                w.WriteString("delta", "fossil");
+            }
+
             if (epoch is not null)
             {
                 w.WriteStartObject("since");
@@ -444,6 +457,7 @@ public sealed class PushClient : IAsyncDisposable
         long? id = null;
         long seq = 0;
         ReadOnlyMemory<byte> data = default;
+        string? text = null, delta = null;
         try
         {
             var reader = new Utf8JsonReader(frame.Span);
@@ -474,6 +488,12 @@ public sealed class PushClient : IAsyncDisposable
                         reader.Skip();
                         data = frame[start..(int)reader.BytesConsumed];
                         break;
+                    case "text":
+                        text = reader.GetString();
+                        break;
+                    case "delta":
+                        delta = reader.GetString();
+                        break;
                     default:
                         reader.Skip();
                         break;
@@ -489,7 +509,11 @@ public sealed class PushClient : IAsyncDisposable
         switch (op)
         {
             case "msg" when topic is not null && epoch is not null:
-                await OnMessageAsync(new PushMessage(topic, epoch, seq, data.ToArray())).ConfigureAwait(false);
+                if ((text is null && delta is null ? data.ToArray() : Payload(session, topic, epoch, seq, text, delta)) is { } payload)
+                {
+                    await OnMessageAsync(new PushMessage(topic, epoch, seq, payload)).ConfigureAwait(false);
+                }
+
                 break;
             case "ok" or "error" when id is { } requestId && session.Pending.TryGetValue(requestId, out var pending):
                 var json = JsonDocument.Parse(frame).RootElement.Clone();
@@ -513,6 +537,54 @@ public sealed class PushClient : IAsyncDisposable
                 OnReset(session, topic);
                 break;
         }
+    }
+
+    /// <summary>The payload of a delta subscription's message: <paramref name="text"/> whole, or <paramref name="delta"/>
+    /// applied to the previous message's bytes (each character of the delta is one byte). Null when the delta cannot be
+    /// applied (this client does not hold seq − 1: never, unless the gateway erred): reported, and the topic is subscribed
+    /// again from the last position seen, which sends the next message whole.</summary>
+    private byte[]? Payload(Session session, string topic, string epoch, long seq, string? text, string? delta)
+    {
+        Subscription? s;
+        lock (_subscriptions)
+        {
+            _subscriptions.TryGetValue(topic, out s);
+        }
+
+        if (s is null)
+        {
+            return null;
+        }
+
+        byte[] bytes;
+        try
+        {
+            if (text is not null)
+            {
+                bytes = Encoding.UTF8.GetBytes(text);
+            }
+            else if (s.DeltaBase is { } source && s.DeltaBaseEpoch == epoch && s.DeltaBaseSeq == seq - 1)
+            {
+                bytes = FossilDelta.Apply(source, Encoding.Latin1.GetBytes(delta!));
+            }
+            else
+            {
+                throw new FormatException($"A delta for seq {seq} came without seq {seq - 1} before it.");
+            }
+        }
+        catch (FormatException ex)
+        {
+            s.DeltaBase = null;
+            Error?.Invoke(new PushException("bad_request", $"A message of {topic} could not be rebuilt from its delta.", null, ex));
+            OnReset(session, topic);
+            return null;
+        }
+
+        // Touched only by the receive loop.
+        s.DeltaBase = bytes;
+        s.DeltaBaseEpoch = epoch;
+        s.DeltaBaseSeq = seq;
+        return bytes;
     }
 
     /// <summary>The gateway ended a subscription because a message it missed cannot be filled: subscribe again from the
@@ -641,6 +713,17 @@ public sealed class PushClient : IAsyncDisposable
         public string? Epoch { get; set; }
 
         public long Seq { get; set; }
+
+        /// <summary>Asks for Fossil deltas.</summary>
+        public bool Delta { get; init; }
+
+        /// <summary>The bytes of the last message of a delta subscription, the source of the next delta (receive loop
+        /// only).</summary>
+        public byte[]? DeltaBase { get; set; }
+
+        public string? DeltaBaseEpoch { get; set; }
+
+        public long DeltaBaseSeq { get; set; }
 
         /// <summary>A gap was reported from the messages of the current resume (so its answer need not report it again).</summary>
         public bool GapReported { get; set; }

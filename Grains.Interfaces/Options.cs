@@ -80,6 +80,15 @@ public sealed class NamespaceOptions
     /// resume that history can no longer serve receives it (with <c>recovered:false</c>).</summary>
     public bool KeepLatest { get; set; }
 
+    /// <summary>Delta compression: a raw-WebSocket subscriber that asks for it (<c>"delta":"fossil"</c>) gets each message
+    /// as a Fossil delta against the topic's previous message whenever that is smaller, computed once per gateway.</summary>
+    public bool Delta { get; set; }
+
+    /// <summary>Conflation, for topics where only the newest state matters: a subscriber whose outbound queue still holds
+    /// an older message of the topic gets only the newest instead of every one (the <c>seq</c> jumps, visibly), and is
+    /// never closed as slow for that topic. Raw WebSocket, SSE and SignalR subscribers conflate.</summary>
+    public bool Conflate { get; set; }
+
     /// <summary>Whether any connection may subscribe to topics of this namespace without a matching <c>topics</c> claim.</summary>
     public bool PublicSubscribe { get; set; }
 

@@ -13,6 +13,14 @@ public sealed class OutboundMessage(TopicMessage message)
 
     public TopicMessage Message { get; } = message;
 
+    /// <summary>The topic's message just before this one (seq − 1, same epoch), when the fan-out knows it: the source of
+    /// a delta (<c>Delta</c> namespaces). Set by the fan-out before any connection encodes this message.</summary>
+    public TopicMessage? Previous { get; internal set; }
+
+    /// <summary>The topic's namespace conflates (<c>Conflate</c>): a connection that still has an older message of the
+    /// topic queued replaces it with this one rather than queue both.</summary>
+    public bool Conflate { get; internal set; }
+
     /// <summary>The size the message counts for in a catch-up's flow control, before a transport encodes it: its data,
     /// its topic and a frame's overhead.</summary>
     public int EstimatedBytes => EstimateBytes(Message);
@@ -27,7 +35,7 @@ public sealed class OutboundMessage(TopicMessage message)
         {
             try
             {
-                slot = form.Encode(Message);
+                slot = form.Encode(this);
             }
             catch (Exception ex)
             {
@@ -86,4 +94,8 @@ public abstract class WireForm
 public abstract class WireForm<T> : WireForm where T : class
 {
     public abstract T Encode(TopicMessage message);
+
+    /// <summary>A form that needs more than the message itself (a delta needs <see cref="OutboundMessage.Previous"/>,
+    /// or another form's encoding) overrides this.</summary>
+    public virtual T Encode(OutboundMessage outbound) => Encode(outbound.Message);
 }

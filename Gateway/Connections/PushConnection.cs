@@ -262,6 +262,9 @@ public abstract class QueuedConnection<TFrame> : PushConnection
     private long _queuedBytes;
     private string? _closeReason;
 
+    // Conflating topics: the queued, not yet written message of each (a newer one takes its place). Locked by itself.
+    private readonly Dictionary<string, Slot> _conflated = new(StringComparer.Ordinal);
+
     protected QueuedConnection(string transport, string? userId, string? remoteAddress, OutboundLimits limits)
         : base(transport, userId, remoteAddress)
     {
@@ -275,19 +278,80 @@ public abstract class QueuedConnection<TFrame> : PushConnection
 
     public override bool Deliver(OutboundMessage message)
     {
+        if (message.Conflate && Conflates)
+        {
+            return DeliverConflated(message);
+        }
+
         var frame = Encode(message, out var size);
         return Enqueue(frame, size);
     }
 
+    /// <summary>Whether this transport conflates (<see cref="OutboundMessage.Conflate"/>). MQTT does not: its QoS flow
+    /// keeps every message.</summary>
+    protected virtual bool Conflates => false;
+
+    /// <summary>Encodes a message that replaces an older one of its topic that was never written: the client will not
+    /// have that one, so nothing may refer to it (a delta, for instance).</summary>
+    protected virtual TFrame EncodeReplacing(OutboundMessage message, out int size) => Encode(message, out size);
+
+    /// <summary>A conflating topic's message: it replaces the topic's message still waiting in the queue, if there is
+    /// one (so the queue holds at most one message per conflating topic, and such a topic never makes the connection
+    /// slow), else it is queued.</summary>
+    private bool DeliverConflated(OutboundMessage message)
+    {
+        if (Volatile.Read(ref _closeReason) is not null)
+        {
+            return false;
+        }
+
+        var topic = message.Message.Topic;
+        lock (_conflated)
+        {
+            int size;
+            if (_conflated.TryGetValue(topic, out var waiting))
+            {
+                waiting.Frame = EncodeReplacing(message, out size);
+                Interlocked.Add(ref _queuedBytes, size - waiting.Size);
+                waiting.Size = size;
+                Observability.GatewayMetrics.Conflated(Transport);
+                return true;
+            }
+
+            var slot = new Slot(topic) { Frame = Encode(message, out size), Size = size };
+            _conflated.Add(topic, slot);
+            Interlocked.Add(ref _queuedBytes, size);
+            if (!_queue.Writer.TryWrite(new Queued(default!, 0, null, slot)))
+            {
+                _conflated.Remove(topic);
+                Interlocked.Add(ref _queuedBytes, -size);
+                return false;
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>Takes a conflating topic's frame off its slot as the writer reaches it: a message delivered from now on
+    /// is queued behind, not put in its place.</summary>
+    private (TFrame Frame, int Size) Take(Slot slot)
+    {
+        lock (_conflated)
+        {
+            _conflated.Remove(slot.Topic);
+            return (slot.Frame, slot.Size);
+        }
+    }
+
     /// <summary>Queues a transport frame (a reply, an error) behind the messages already queued.</summary>
-    public bool Enqueue(TFrame frame, int size) => Enqueue(new Queued(frame, size, null));
+    public bool Enqueue(TFrame frame, int size) => Enqueue(new Queued(frame, size, null, null));
 
     /// <summary>Completes once everything queued before this call has been written (or is dropped because the
     /// connection closed): an answer sent outside the queue then cannot overtake what was queued for it.</summary>
     public Task WrittenAsync()
     {
         var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!Enqueue(new Queued(default!, 0, written)))
+        if (!Enqueue(new Queued(default!, 0, written, null)))
         {
             written.TrySetResult();
         }
@@ -406,10 +470,11 @@ public abstract class QueuedConnection<TFrame> : PushConnection
                         continue;
                     }
 
+                    var (frame, size) = item.Slot is { } slot ? Take(slot) : (item.Frame, item.Size);
                     Volatile.Write(ref _writingSince, Stopwatch.GetTimestamp());
-                    await WriteAsync(item.Frame, moreQueued: reader.TryPeek(out _), cancellationToken);
+                    await WriteAsync(frame, moreQueued: reader.TryPeek(out _), cancellationToken);
                     Volatile.Write(ref _writingSince, 0);
-                    var left = Interlocked.Add(ref _queuedBytes, -item.Size);
+                    var left = Interlocked.Add(ref _queuedBytes, -size);
                     if (Volatile.Read(ref _drainWaiting) == 1 && left <= _limits.LowWater)
                     {
                         ReleaseDrainWaiters();
@@ -459,7 +524,7 @@ public abstract class QueuedConnection<TFrame> : PushConnection
     {
         while (_queue.Reader.TryRead(out var dropped))
         {
-            Interlocked.Add(ref _queuedBytes, -dropped.Size);
+            Interlocked.Add(ref _queuedBytes, -(dropped.Slot is { } slot ? Take(slot).Size : dropped.Size));
             dropped.Written?.TrySetResult();
         }
     }
@@ -527,6 +592,17 @@ public abstract class QueuedConnection<TFrame> : PushConnection
         Abort();
     }
 
-    /// <summary>A queued frame, or a marker (<see cref="Written"/>) that completes when the writer reaches it.</summary>
-    private readonly record struct Queued(TFrame Frame, int Size, TaskCompletionSource? Written);
+    /// <summary>A queued frame, a conflating topic's <see cref="Slot"/> (its frame is read when the writer reaches it),
+    /// or a marker (<see cref="Written"/>) that completes when the writer reaches it.</summary>
+    private readonly record struct Queued(TFrame Frame, int Size, TaskCompletionSource? Written, Slot? Slot);
+
+    /// <summary>The place in the queue of a conflating topic's newest message.</summary>
+    private sealed class Slot(string topic)
+    {
+        public string Topic { get; } = topic;
+
+        public TFrame Frame { get; set; } = default!;
+
+        public int Size { get; set; }
+    }
 }

@@ -39,6 +39,9 @@ public static class GatewayMetrics
     private static readonly Counter<long> SlowConsumers = Meter.CreateCounter<long>(
         "orleanspush.slow_consumer.disconnects", "{connection}", "Connections closed because their outbound queue overflowed.");
 
+    private static readonly Counter<long> ConflatedMessages = Meter.CreateCounter<long>(
+        "orleanspush.conflated", "{message}", "Messages of conflating topics replaced, unwritten, by a newer one in a connection's queue.");
+
     private static readonly Counter<long> Recoveries = Meter.CreateCounter<long>(
         "orleanspush.recoveries", "{subscription}", "Subscribes with a resume position, by whether every missed message was replayed.");
 
@@ -74,6 +77,8 @@ public static class GatewayMetrics
     }
 
     public static void SlowConsumerClosed(string transport) => SlowConsumers.Add(1, new KeyValuePair<string, object?>("transport", transport));
+
+    public static void Conflated(string transport) => ConflatedMessages.Add(1, new KeyValuePair<string, object?>("transport", transport));
 
     public static void Recovery(bool recovered) =>
         Recoveries.Add(1, new KeyValuePair<string, object?>("recovered", recovered ? "true" : "false"));

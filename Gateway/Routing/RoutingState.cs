@@ -108,7 +108,7 @@ internal static class ShardLimits
 }
 
 /// <summary>One topic at this gateway (see <see cref="TopicState"/>); owned by one shard's loop.</summary>
-internal sealed class LocalTopic(string name, bool presence)
+internal sealed class LocalTopic(string name, bool presence, bool delta = false, bool conflate = false)
 {
     private readonly Queue<string> _retired = new();
     private Subscription[]? _snapshot;
@@ -121,6 +121,16 @@ internal sealed class LocalTopic(string name, bool presence)
 
     /// <summary>The last seq fanned out to this gateway's subscribers.</summary>
     public long Seq { get; set; }
+
+    /// <summary>The namespace has delta compression: each message fanned out carries the one before it
+    /// (<see cref="OutboundMessage.Previous"/>), the source of its delta.</summary>
+    public bool Delta { get; } = delta;
+
+    /// <summary>The namespace conflates: live messages are marked <see cref="OutboundMessage.Conflate"/>.</summary>
+    public bool Conflate { get; } = conflate;
+
+    /// <summary>With <see cref="Delta"/>: the last message fanned out.</summary>
+    public TopicMessage? LastFanned { get; set; }
 
     public Dictionary<PushConnection, Subscription> Subscribers { get; } = [];
 

@@ -247,6 +247,18 @@ internal sealed class TopicShard
     {
         var seq = outbound.Message.Seq;
         topic.Seq = seq;
+        outbound.Conflate = topic.Conflate;
+        if (topic.Delta)
+        {
+            // The delta source is kept per topic, not per subscriber: each connection decides whether it can use it.
+            if (topic.LastFanned is { } previous && previous.Seq == seq - 1 && previous.Epoch == outbound.Message.Epoch)
+            {
+                outbound.Previous = previous;
+            }
+
+            topic.LastFanned = outbound.Message;
+        }
+
         var subscribers = topic.Snapshot;
         Observability.GatewayMetrics.Delivered(subscribers.Length, outbound.Message.PublishedAtUnixMs);
         foreach (var s in subscribers)
@@ -558,7 +570,8 @@ internal sealed class TopicShard
 
         if (!_topics.TryGetValue(request.Topic, out var topic))
         {
-            topic = new LocalTopic(request.Topic, _topicOptions.For(request.Topic).Presence);
+            var ns = _topicOptions.For(request.Topic);
+            topic = new LocalTopic(request.Topic, ns.Presence, ns.Delta, ns.Conflate);
             _topics[request.Topic] = topic;
             Register(topic);
         }

@@ -40,4 +40,16 @@ public sealed class BrowserModuleTests
             });
         Assert.Contains("OK module", output, StringComparison.Ordinal);
     }
+
+    /// <summary>Delta compression in the browser: the module applies the gateway's Fossil deltas over 1,000 randomly
+    /// edited documents, and its handler's <c>text</c> is each published document exactly.</summary>
+    [Fact]
+    public async Task ModuleRebuildsAThousandRandomlyEditedMessagesExactlyFromDeltas()
+    {
+        var output = await BrowserTests.RunScriptAsync("module-delta.js", new Dictionary<string, string?>
+        {
+            ["OrleansPush:Topics:Namespaces:doc:Delta"] = "true",
+        });
+        Assert.Contains("OK delta", output, StringComparison.Ordinal);
+    }
 }

@@ -5,7 +5,8 @@ using Microsoft.AspNetCore.SignalR.Client;
 namespace OrleansPush.Gateway.Tests;
 
 /// <summary>An embedded gateway with state namespaces: <c>state</c> keeps its latest value (<c>KeepLatest</c>) with a
-/// two-message history that expires after <see cref="Ttl"/>; <c>plain</c> has the same history without it.</summary>
+/// two-message history that expires after <see cref="Ttl"/>; <c>plain</c> has the same history without it; <c>delta</c>
+/// has delta compression.</summary>
 public sealed class StateTopicsFixture : IAsyncLifetime
 {
     public static readonly TimeSpan Ttl = TimeSpan.FromSeconds(1);
@@ -21,6 +22,7 @@ public sealed class StateTopicsFixture : IAsyncLifetime
         ["OrleansPush:Topics:Namespaces:state:HistoryTtl"] = Ttl.ToString(),
         ["OrleansPush:Topics:Namespaces:plain:HistorySize"] = "2",
         ["OrleansPush:Topics:Namespaces:plain:HistoryTtl"] = Ttl.ToString(),
+        ["OrleansPush:Topics:Namespaces:delta:Delta"] = "true",
         ["OrleansPush:LongPolling:Wait"] = "00:00:02",
     };
 

@@ -19,6 +19,8 @@ public sealed class SignalRConnection(HubConnectionContext context, string? user
         Enqueue(new SerializedHubMessage(new InvocationMessage(PushHub.ResetMethod, [new Dictionary<string, object?> { ["topic"] = topic, ["code"] = code }])),
             topic.Length + code.Length + 64);
 
+    protected override bool Conflates => true;
+
     protected override SerializedHubMessage Encode(OutboundMessage message, out int size)
     {
         size = message.Message.Data.Length + message.Message.Topic.Length + 64;

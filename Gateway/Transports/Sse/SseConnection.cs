@@ -67,6 +67,8 @@ internal sealed class SseConnection : QueuedConnection<SseFrame>
 
     public bool Ping() => Enqueue(new SseFrame(SseFrames.Ping, SseFrameKind.Plain, null, null, 0), SseFrames.Ping.Length);
 
+    protected override bool Conflates => true;
+
     protected override SseFrame Encode(OutboundMessage message, out int size)
     {
         var bytes = message.Encoded(SseFrames.Message);

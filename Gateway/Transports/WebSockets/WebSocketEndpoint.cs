@@ -3,6 +3,7 @@ using System.Net.WebSockets;
 using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Routing;
 using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Transports.WebSockets;
@@ -10,10 +11,11 @@ namespace OrleansPush.Gateway.Transports.WebSockets;
 /// <summary><c>GET /ws</c>: the raw JSON protocol. One receive loop per connection handles requests in order; its
 /// writer loop sends replies and messages from one bounded queue.</summary>
 internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity identity, IOptions<GatewayOptions> options, ILogger<WebSocketEndpoint> logger,
-    ConnectionSecurity security)
+    ConnectionSecurity security, IOptions<TopicOptions> topics)
 {
     public const string Path = "/ws";
     private readonly GatewayOptions _options = options.Value;
+    private readonly TopicOptions _topics = topics.Value;
 
     public async Task HandleAsync(HttpContext context)
     {
@@ -140,11 +142,25 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
             switch (request.Op)
             {
                 case "sub":
-                    var result = await commands.SubscribeAsync(connection, request.Topic, request.Since, request.Last, request.Presence);
-                    connection.Reply(WsFrames.Ok(request.Id, result));
+                    // Deltas where the namespace allows them; elsewhere the answer has no "delta" and messages carry data.
+                    var delta = request.Delta is not null && TopicName.IsValid(request.Topic) && _topics.For(request.Topic!).Delta ? request.Delta : null;
+                    connection.UseDelta(request.Topic ?? string.Empty, delta is not null);
+                    SubscribeResult result;
+                    try
+                    {
+                        result = await commands.SubscribeAsync(connection, request.Topic, request.Since, request.Last, request.Presence);
+                    }
+                    catch
+                    {
+                        connection.UseDelta(request.Topic ?? string.Empty, false);
+                        throw;
+                    }
+
+                    connection.Reply(WsFrames.Ok(request.Id, result, delta: delta));
                     break;
                 case "unsub":
                     commands.Unsubscribe(connection, request.Topic);
+                    connection.UseDelta(request.Topic ?? string.Empty, false);
                     connection.Reply(WsFrames.Ok(request.Id));
                     break;
                 case "pub":

@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Routing;
@@ -13,8 +15,22 @@ internal static class WsFrames
     /// <summary>The <c>msg</c> frame: built once per message and shared by every raw-WebSocket subscriber.</summary>
     public static readonly WireForm<byte[]> Message = new MessageForm();
 
+    /// <summary>The one delta codec there is: <c>{"op":"sub",..,"delta":"fossil"}</c>.</summary>
+    public const string FossilCodec = "fossil";
+
+    /// <summary>The <c>msg</c> frame of a delta subscription sent whole: the payload as a JSON string,
+    /// <c>{"op":"msg",..,"text":"&lt;the publisher's JSON&gt;"}</c>, so the client holds its exact bytes.</summary>
+    public static readonly WireForm<byte[]> TextMessage = new TextForm();
+
+    /// <summary>The <c>msg</c> frame of a delta subscription that holds seq − 1: <c>{"op":"msg",..,"delta":".."}</c>
+    /// with the Fossil delta from the previous message's bytes, each byte as the character of the same code; or the
+    /// <see cref="TextMessage"/> frame when that is not larger, or there is no previous message. Computed once per
+    /// message, whatever the number of subscribers.</summary>
+    public static readonly WireForm<byte[]> DeltaMessage = new DeltaForm();
+
     /// <summary><c>{"op":"ok",...}</c>; a refresh lists the subscriptions the new token ended (<c>unsubscribed</c>).</summary>
-    public static byte[] Ok(long? id, SubscribeResult? result = null, TopicPosition? published = null, string[]? unsubscribed = null) => Write(w =>
+    /// <param name="delta">The subscription's delta codec, when the namespace granted the one asked for.</param>
+    public static byte[] Ok(long? id, SubscribeResult? result = null, TopicPosition? published = null, string[]? unsubscribed = null, string? delta = null) => Write(w =>
     {
         w.WriteString("op"u8, "ok"u8);
         WriteId(w, id);
@@ -36,6 +52,11 @@ internal static class WsFrames
             if (result.Recovered is { } recovered)
             {
                 w.WriteBoolean("recovered"u8, recovered);
+            }
+
+            if (delta is not null)
+            {
+                w.WriteString("delta"u8, delta);
             }
         }
         else if (published is not null)
@@ -114,10 +135,54 @@ internal static class WsFrames
             return buffer.WrittenSpan.ToArray();
         }
     }
+
+    /// <summary>Writes <c>{"op":"msg","topic":..,"epoch":..,"seq":..,</c> and one string property.</summary>
+    private static byte[] WriteStringMessage(TopicMessage m, ReadOnlySpan<byte> name, ReadOnlySpan<byte> utf8Value)
+    {
+        var buffer = new ArrayBufferWriter<byte>(utf8Value.Length + m.Topic.Length + 64);
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            w.WriteString("op"u8, "msg"u8);
+            w.WriteString("topic"u8, m.Topic);
+            w.WriteString("epoch"u8, m.Epoch);
+            w.WriteNumber("seq"u8, m.Seq);
+            w.WriteString(name, utf8Value);
+            w.WriteEndObject();
+        }
+
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    private sealed class TextForm : WireForm<byte[]>
+    {
+        /// <summary>Throws for a payload that is not UTF-8 text (binary payloads are never sent in this form).</summary>
+        public override byte[] Encode(TopicMessage m) => WriteStringMessage(m, "text"u8, m.Data);
+    }
+
+    private sealed class DeltaForm : WireForm<byte[]>
+    {
+        public override byte[] Encode(TopicMessage message) => throw new InvalidOperationException("A delta needs the previous message.");
+
+        public override byte[] Encode(OutboundMessage outbound)
+        {
+            var text = outbound.Encoded(TextMessage);
+            if (outbound.Previous is not { Format: PayloadFormat.Json } previous
+                || !OrleansPush.Client.FossilDelta.TryCreateSmaller(previous.Data, outbound.Message.Data, out var delta))
+            {
+                return text;
+            }
+
+            // Bytes 0x80-0xFF become two UTF-8 bytes (and a few control bytes an escape), so the frame is compared
+            // as written, not the delta's length.
+            var frame = WriteStringMessage(outbound.Message, "delta"u8, Encoding.UTF8.GetBytes(Encoding.Latin1.GetString(delta)));
+            return frame.Length < text.Length ? frame : text;
+        }
+    }
 }
 
 /// <summary>A parsed client frame.</summary>
-internal readonly record struct WsRequest(string Op, long? Id, string? Topic, Since? Since, int Last, ReadOnlyMemory<byte> Data, bool Presence = false, string? Token = null);
+internal readonly record struct WsRequest(string Op, long? Id, string? Topic, Since? Since, int Last, ReadOnlyMemory<byte> Data, bool Presence = false, string? Token = null, string? Delta = null);
 
 internal static class WsRequestParser
 {
@@ -133,6 +198,7 @@ internal static class WsRequestParser
         var hasSince = false;
         var presence = false;
         string? token = null;
+        string? delta = null;
         ReadOnlyMemory<byte> data = default;
         try
         {
@@ -215,6 +281,17 @@ internal static class WsRequestParser
 
                     presence = reader.TokenType == JsonTokenType.True;
                 }
+                else if (reader.ValueTextEquals("delta"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType != JsonTokenType.String || !reader.ValueTextEquals("fossil"u8))
+                    {
+                        error = "\"delta\" must be \"fossil\".";
+                        return false;
+                    }
+
+                    delta = WsFrames.FossilCodec;
+                }
                 else if (reader.ValueTextEquals("token"u8))
                 {
                     reader.Read();
@@ -258,7 +335,7 @@ internal static class WsRequestParser
             return false;
         }
 
-        request = new WsRequest(op, id, topic, hasSince ? new Since(epoch!, seq!.Value) : null, last, data, presence, token);
+        request = new WsRequest(op, id, topic, hasSince ? new Since(epoch!, seq!.Value) : null, last, data, presence, token, delta);
         error = string.Empty;
         return true;
     }

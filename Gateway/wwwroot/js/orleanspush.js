@@ -15,8 +15,15 @@
 // history cannot fill a gap (the server answers recovered:false), when a topic's epoch changes (its history was lost;
 // the new epoch arrives from its seq 1), and when the server ends a subscription with `reset` (a message it missed
 // cannot be filled), after which the client subscribes again with `since` by itself.
+//
+// Delta compression (namespaces with Delta on): subscribe(topic, handler, { delta: true }) asks for Fossil deltas; the
+// module applies them, and the handler gets `data` and `text`, the publisher's JSON exactly as published.
+
+import { applyDelta } from './fossil.js';
 
 const SUBPROTOCOL = 'orleanspush.v1.json';
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Calls options[name](...args) when set; an exception it throws is rethrown outside, so it cannot break the client. */
 function notify(options, name, args) {
@@ -64,13 +71,14 @@ export class PushClient {
   }
 
   /** Subscribes; resolves with {epoch, seq, recovered?} once the server confirmed (after any replay). While offline,
-   * it resolves when the subscribe went through after the next connect. */
-  subscribe(topic, handler) {
+   * it resolves when the subscribe went through after the next connect.
+   * @param {{delta?: boolean}} [options] delta: ask for Fossil deltas (the answer says `delta:"fossil"` when granted). */
+  subscribe(topic, handler, options = {}) {
     let entry = this._topics.get(topic);
     if (entry) {
       entry.handler = handler;
     } else {
-      entry = { handler, position: null, waiters: [], gapReported: false };
+      entry = { handler, position: null, waiters: [], gapReported: false, delta: !!options.delta, base: null };
       this._topics.set(topic, entry);
     }
     if (!this._isOpen()) {
@@ -107,6 +115,9 @@ export class PushClient {
   _subscribe(topic) {
     const entry = this._topics.get(topic);
     const frame = { op: 'sub', topic };
+    if (entry && entry.delta) {
+      frame.delta = 'fossil';
+    }
     if (entry && entry.position) {
       frame.since = entry.position;
     }
@@ -212,6 +223,13 @@ export class PushClient {
         if (!entry) {
           return;
         }
+        let text;
+        if (frame.text !== undefined || frame.delta !== undefined) {
+          text = this._rebuild(entry, frame);
+          if (text === null) {
+            return;
+          }
+        }
         const p = entry.position;
         if (p && p.epoch === frame.epoch && frame.seq <= p.seq) {
           return; // seen already (a replay overlapping the live flow)
@@ -223,7 +241,12 @@ export class PushClient {
         }
         entry.position = { epoch: frame.epoch, seq: frame.seq };
         try {
-          entry.handler({ topic: frame.topic, epoch: frame.epoch, seq: frame.seq, data: frame.data });
+          const m = { topic: frame.topic, epoch: frame.epoch, seq: frame.seq, data: frame.data };
+          if (text !== undefined) {
+            m.text = text;
+            m.data = JSON.parse(text);
+          }
+          entry.handler(m);
         } catch (e) {
           setTimeout(() => { throw e; });
         }
@@ -260,6 +283,34 @@ export class PushClient {
         return;
       default:
         return;
+    }
+  }
+
+  /** The publisher's JSON text of a delta subscription's message: `text` whole, or `delta` (one byte per character)
+   * applied to the bytes of the message before. Null when it cannot be rebuilt (the module does not hold seq - 1, which
+   * the gateway never lets happen): reported to onStatus, and the topic is subscribed again, which sends it whole. */
+  _rebuild(entry, frame) {
+    try {
+      let bytes;
+      if (frame.text !== undefined) {
+        bytes = utf8.encode(frame.text);
+      } else if (entry.base && entry.base.epoch === frame.epoch && entry.base.seq === frame.seq - 1) {
+        const delta = new Uint8Array(frame.delta.length);
+        for (let i = 0; i < delta.length; i++) {
+          delta[i] = frame.delta.charCodeAt(i);
+        }
+        bytes = applyDelta(entry.base.bytes, delta);
+      } else {
+        throw new Error('a delta for seq ' + frame.seq + ' came without seq ' + (frame.seq - 1));
+      }
+      const text = fromUtf8.decode(bytes);
+      entry.base = { epoch: frame.epoch, seq: frame.seq, bytes };
+      return text;
+    } catch (e) {
+      entry.base = null;
+      this._notify('onStatus', 'open', e);
+      this._subscribe(frame.topic).catch((err) => this._notify('onStatus', 'open', err));
+      return null;
     }
   }
 
