@@ -40,10 +40,25 @@ public static class Schedule
     /// <summary>How long the settled schedule may take to deliver what it owes (lease renewals repair lost tails).</summary>
     public static readonly TimeSpan SettleLimit = TimeSpan.FromSeconds(30);
 
+    /// <summary>Runs schedule <paramref name="seed"/>. A schedule that cannot run to its check (the cluster did not
+    /// start, a final read failed) is reported like a violation, with its seed and events.</summary>
     public static async Task<ScheduleResult> RunAsync(int seed)
     {
-        var random = new Random(seed);
         var journal = new Journal();
+        try
+        {
+            return await RunAsync(seed, journal);
+        }
+        catch (Exception ex)
+        {
+            journal.Add($"schedule failed: {ex}");
+            return new ScheduleResult(seed, "the schedule did not run to its check", [$"schedule error: {ex.GetType().Name}: {ex.Message}"], journal.Tail(50));
+        }
+    }
+
+    private static async Task<ScheduleResult> RunAsync(int seed, Journal journal)
+    {
+        var random = new Random(seed);
         var rates = DrawRates(random);
         var plan = new FaultPlan(seed, rates, journal);
         const int silos = 2;
@@ -114,7 +129,7 @@ public static class Schedule
         {
             // The store of the silo the topic lives on is the one in the grain's epoch.
             var grain = cluster.Client.GetGrain<ITopicGrain>(topic);
-            var position = await grain.GetPositionAsync();
+            var position = await RetryAsync(grain.GetPositionAsync);
             StoredHistory? stored = null;
             foreach (var store in cluster.LiveStores)
             {
@@ -125,7 +140,7 @@ public static class Schedule
             }
 
             var size = CheckerCluster.Bounds(topic).MaxCount;
-            var read = stored is null ? null : await grain.ReadAsync(Math.Max(0, stored.Head - size), size);
+            var read = stored is null ? null : await RetryAsync(() => grain.ReadAsync(Math.Max(0, stored.Head - size), size));
             histories.Add(new FinalHistory(topic, stored, read));
         }
 
@@ -240,6 +255,22 @@ public static class Schedule
         {
             journal.Add($"disruption failed: {ex.GetType().Name}: {ex.Message}");
             throw;
+        }
+    }
+
+    /// <summary>A final read, tried a few times: a silo restarted late in the schedule may still be joining.</summary>
+    private static async Task<T> RetryAsync<T>(Func<Task<T>> read)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await read().WaitAsync(TimeSpan.FromSeconds(10));
+            }
+            catch (Exception ex) when (attempt < 5 && ex is not PushRejectedException { Code: "bad_topic" })
+            {
+                await Task.Delay(500 * attempt);
+            }
         }
     }
 
