@@ -118,10 +118,12 @@ public sealed class PushStreamOptions
     public const int DefaultQueueCount = 4;
     public static readonly TimeSpan DefaultPollPeriod = TimeSpan.FromMilliseconds(5);
 
-    /// <summary>Number of memory-stream queues (partitions).</summary>
+    /// <summary>Number of stream queues (partitions).</summary>
     public int QueueCount { get; set; } = DefaultQueueCount;
 
-    /// <summary>How often each queue is polled. It bounds the latency the stream hop adds; see README "Performance".</summary>
+    /// <summary>How soon a queue's pulling agent reads again after a read that came back empty. A read of an empty
+    /// queue waits for the next event (up to a few seconds), so this no longer bounds the hop's latency; see README
+    /// "Performance".</summary>
     public TimeSpan PollPeriod { get; set; } = DefaultPollPeriod;
 
     /// <summary>Most stream events a pulling agent hands to a gateway in one delivery call (Orleans' default is 1:
