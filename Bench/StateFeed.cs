@@ -10,6 +10,7 @@ internal sealed class StateFeed(int seed)
 {
     private const int Units = 16;
     private static readonly string[] Kinds = ["scout", "tank", "medic", "sniper"];
+    private static readonly string[] Weapons = ["carbine", "railgun", "grenade-launcher", "plasma-rifle"];
     private readonly Random _random = new(seed);
     private readonly int[] _x = new int[Units];
     private readonly int[] _y = new int[Units];
@@ -53,7 +54,7 @@ internal sealed class StateFeed(int seed)
             for (var u = 0; u < Units; u++)
             {
                 json.Append(u == 0 ? "" : ",").Append(CultureInfo.InvariantCulture,
-                    $"{{\"id\":\"u{u:00}\",\"team\":{u % 2},\"kind\":\"{Kinds[u % Kinds.Length]}\",\"x\":{_x[u]},\"y\":{_y[u]},\"hp\":{_hp[u]},\"armor\":{20 + u},\"alive\":{(_hp[u] > 0 ? "true" : "false")}}}");
+                    $"{{\"id\":\"u{u:00}\",\"team\":{u % 2},\"kind\":\"{Kinds[u % Kinds.Length]}\",\"x\":{_x[u]},\"y\":{_y[u]},\"hp\":{_hp[u]},\"armor\":{20 + u},\"weapon\":\"{Weapons[u % Weapons.Length]}\",\"ammo\":{30 + (u * 7 % 50)},\"alive\":{(_hp[u] > 0 ? "true" : "false")}}}");
             }
 
             return Encoding.UTF8.GetBytes(json.Append("]}").ToString());
