@@ -19,6 +19,9 @@ internal sealed class LoadStats
     private long _windowEnd = long.MaxValue;
 
     public long Delivered;
+
+    /// <summary>Bytes of the message frames received (raw WebSocket only): what the wire carried.</summary>
+    public long WireBytes;
     public long Gaps;
     public long OutOfOrder;
 
@@ -113,7 +116,8 @@ internal interface ISubscriber : IAsyncDisposable
 }
 
 /// <summary>A raw <c>/ws</c> client. Frames are read with span searches, not a JSON parser.</summary>
-internal sealed class RawSubscriber(LoadStats stats, HttpMessageInvoker invoker) : ISubscriber
+/// <param name="delta">Subscribes with <c>"delta":"fossil"</c>; the frames are counted, not rebuilt.</param>
+internal sealed class RawSubscriber(LoadStats stats, HttpMessageInvoker invoker, bool delta = false) : ISubscriber
 {
     private readonly ClientWebSocket _socket = new();
     private readonly TaskCompletionSource<bool> _ok = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -131,7 +135,7 @@ internal sealed class RawSubscriber(LoadStats stats, HttpMessageInvoker invoker)
         _lastSeq = sinceSeq;
         await _socket.ConnectAsync(new Uri(endpoint.Replace("http://", "ws://") + "/ws"), invoker, cancellationToken);
         _receiving = ReceiveLoopAsync();
-        await _socket.SendAsync(Wire.Sub(1, topic, sinceEpoch, sinceSeq), WebSocketMessageType.Text, true, cancellationToken);
+        await _socket.SendAsync(Wire.Sub(1, topic, sinceEpoch, sinceSeq, delta), WebSocketMessageType.Text, true, cancellationToken);
         return await _ok.Task.WaitAsync(cancellationToken);
     }
 
@@ -176,6 +180,7 @@ internal sealed class RawSubscriber(LoadStats stats, HttpMessageInvoker invoker)
     {
         if (Wire.IsMsg(frame))
         {
+            Interlocked.Add(ref stats.WireBytes, frame.Length);
             stats.OnSeq(ref _lastSeq, Wire.Seq(frame));
             stats.OnMessage(Wire.SentAt(frame));
         }
@@ -294,17 +299,17 @@ internal static class Loader
         }
     }
 
-    public static ISubscriber Create(ClientKind kind, LoadStats stats, int index) => kind switch
+    public static ISubscriber Create(ClientKind kind, LoadStats stats, int index, bool delta = false) => kind switch
     {
         ClientKind.SignalR => new SignalRSubscriber(stats),
-        _ => new RawSubscriber(stats, Invoker(index / ConnectionsPerSourceAddress)),
+        _ => new RawSubscriber(stats, Invoker(index / ConnectionsPerSourceAddress), delta),
     };
 
     /// <summary>Connects <paramref name="count"/> subscribers; <paramref name="topicOf"/> names each one's topic.
     /// Bounded: each connection gets 30 s, the whole call <paramref name="timeout"/>; failures are counted, not thrown.</summary>
     public static async Task<(ISubscriber?[] Subscribers, int Connected, int Recovered)> ConnectAsync(
         SystemUnderTest sut, LoadStats stats, int count, Func<int, string> topicOf, TimeSpan timeout, int parallelism = 64,
-        Func<int, (string Epoch, long Seq)?>? since = null)
+        Func<int, (string Epoch, long Seq)?>? since = null, bool delta = false)
     {
         var subscribers = new ISubscriber?[count];
         var failed = 0;
@@ -314,7 +319,7 @@ internal static class Loader
         {
             await Parallel.ForEachAsync(Enumerable.Range(0, count), new ParallelOptions { MaxDegreeOfParallelism = parallelism, CancellationToken = overall.Token }, async (i, ct) =>
             {
-                var subscriber = Create(sut.Kind, stats, i);
+                var subscriber = Create(sut.Kind, stats, i, delta);
                 using var one = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 one.CancelAfter(TimeSpan.FromSeconds(30));
                 try

@@ -97,6 +97,11 @@ internal static class Program
         ];
         LoadSpec[] orleansOnly =
         [
+            // State topics (run when named: --scenarios state,state-delta): 1,000 subscribers of a ~2 KB state that
+            // changes a few fields per message, at a fixed rate; wire bytes and CPU per delivered message, without and
+            // with Fossil deltas.
+            new("state", 1000, 1, PublishMode.Http, 50, InFlight: 1, Workers: 1, State: true),
+            new("state-delta", 1000, 1, PublishMode.Http, 50, InFlight: 1, Workers: 1, State: true, Delta: true),
             new("p2p-1000", 1000, 1000, PublishMode.Batch, null, InFlight: 500, Workers: 4, BatchSize: 50),
             new("p2p-1000", 1000, 1000, PublishMode.Orleans, null, InFlight: 256, Workers: 32),
         ];
@@ -107,7 +112,7 @@ internal static class Program
                 var wanted = specs.Where(s => Wanted(s.Scenario)).Concat(optional.Where(s => only?.Contains(s.Scenario) == true)).ToList();
                 if (system.StartsWith("orleanspush", StringComparison.Ordinal))
                 {
-                    wanted.AddRange(orleansOnly.Where(s => Wanted(s.Scenario)));
+                    wanted.AddRange(orleansOnly.Where(s => s.State ? only?.Contains(s.Scenario) == true : Wanted(s.Scenario)));
                 }
 
                 var storms = system.StartsWith("orleanspush", StringComparison.Ordinal) && Wanted("storm");

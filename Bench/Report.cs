@@ -64,6 +64,20 @@ internal sealed class Report(DateTime started, TimeSpan warmup, TimeSpan measure
             md.AppendLine(Inv($"| {r.Scenario} | {r.System} | {r.Publisher} | {r.Subscribers:N0} | {r.Connected:N0} | {r.PublishedPerSec:N0} | {r.DeliveredPerSec:N0} | {r.P50:0.00} | {r.P90:0.00} | {r.P99:0.00} | {r.Max:0.0} | {r.Lost} | {r.Gaps} | {r.ServerCores:0.00} | {r.LoaderCores:0.00} | {r.MachineCores:0.00} | {r.ContextSwitchesPerMessage:0.00} | **{r.CpuMicrosPerMessage:0.00}** |"));
         }
 
+        var state = Load.Where(r => r.Scenario.StartsWith("state", StringComparison.Ordinal)).ToList();
+        if (state.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("## State topics (a ~2 KB JSON state changing a few fields per message)");
+            md.AppendLine();
+            md.AppendLine("| scenario | system | subs | delivered/s | **wire bytes/msg** | **CPU µs/msg** | cores |");
+            md.AppendLine("|---|---|---:|---:|---:|---:|---:|");
+            foreach (var r in state)
+            {
+                md.AppendLine(Inv($"| {r.Scenario} | {r.System} | {r.Connected:N0} | {r.DeliveredPerSec:N0} | **{r.WireBytesPerMessage:0}** | **{r.CpuMicrosPerMessage:0.00}** | {r.ServerCores:0.00} |"));
+            }
+        }
+
         if (Idle.Count > 0)
         {
             md.AppendLine();

@@ -5,14 +5,18 @@ namespace OrleansPush.Bench;
 /// <summary>One load run: <paramref name="Subscribers"/> connections over <paramref name="Topics"/> topics; publishing at
 /// <paramref name="Rate"/> msg/s, or (null) as fast as the system delivers with at most <paramref name="InFlight"/>
 /// messages published but not yet delivered to all their subscribers.</summary>
-internal sealed record LoadSpec(string Scenario, int Subscribers, int Topics, PublishMode Mode, double? Rate, int InFlight, int Workers, int BatchSize = 1);
+/// <param name="State">Publishes a ~2 KB JSON game state changing a few fields per message (<see cref="StateFeed"/>) on
+/// topics of the <c>state</c> namespace instead of the ~100-byte timestamp payload; with <paramref name="Delta"/>,
+/// subscribers ask for Fossil deltas.</param>
+internal sealed record LoadSpec(string Scenario, int Subscribers, int Topics, PublishMode Mode, double? Rate, int InFlight, int Workers, int BatchSize = 1,
+    bool State = false, bool Delta = false);
 
 /// <summary>One row of results. CPU is user+system time of every process of the system under test.</summary>
 internal sealed record LoadRow(
     string Scenario, string System, string Publisher, int Subscribers, int Topics, int Connected,
     double PublishedPerSec, double DeliveredPerSec, double P50, double P90, double P99, double Max,
     long Lost, long Gaps, double ServerCores, double CpuMicrosPerMessage, double LoaderCores,
-    double MachineCores, double ContextSwitchesPerMessage);
+    double MachineCores, double ContextSwitchesPerMessage, double WireBytesPerMessage = double.NaN);
 
 /// <summary>Memory per idle connection, and what the system burns idle: <paramref name="EmptyCores"/> with no client at
 /// all, <paramref name="HeldCores"/> while it holds the connections (keep-alives, timers).</summary>
@@ -33,8 +37,11 @@ internal sealed class Scenarios(TimeSpan warmup, TimeSpan measure)
         Console.WriteLine($"  {label}: connecting {spec.Subscribers} subscribers over {spec.Topics} topic(s)");
         var stats = new LoadStats();
         var run = Guid.NewGuid().ToString("N")[..6];
-        var topics = Enumerable.Range(0, spec.Topics).Select(i => $"{spec.Scenario}-{run}-{i}").ToArray();
-        var (subscribers, connected, _) = await Loader.ConnectAsync(sut, stats, spec.Subscribers, i => topics[i % topics.Length], TimeSpan.FromSeconds(120));
+        var topics = Enumerable.Range(0, spec.Topics).Select(i => $"{(spec.State ? "state:" : "")}{spec.Scenario}-{run}-{i}").ToArray();
+        var (subscribers, connected, _) = await Loader.ConnectAsync(sut, stats, spec.Subscribers, i => topics[i % topics.Length], TimeSpan.FromSeconds(120),
+            delta: spec.Delta);
+        var feed = spec.State ? new StateFeed(seed: 42) : null;
+        Func<byte[]> payload = feed is null ? () => Wire.Payload(Stopwatch.GetTimestamp()) : feed.Next;
         var subsOf = new int[topics.Length];
         for (var i = 0; i < subscribers.Length; i++)
         {
@@ -65,7 +72,7 @@ internal sealed class Scenarios(TimeSpan warmup, TimeSpan measure)
             }
 
             Interlocked.Add(ref expected, deliveries);
-            var ok = await publisher.PublishAsync(batch, () => Wire.Payload(Stopwatch.GetTimestamp()), stop.Token);
+            var ok = await publisher.PublishAsync(batch, payload, stop.Token);
             Interlocked.Add(ref published, ok);
             if (ok < batch.Length)
             {
@@ -119,6 +126,7 @@ internal sealed class Scenarios(TimeSpan warmup, TimeSpan measure)
         var loader0 = Environment.CpuUsage.TotalTime;
         var (machine0, switches0) = (ServerProcess.MachineBusy(), sut.ContextSwitches());
         var (pub0, del0, t0) = (Volatile.Read(ref published), Volatile.Read(ref stats.Delivered), clock.Elapsed);
+        var bytes0 = Volatile.Read(ref stats.WireBytes);
         stats.OpenWindow();
         var (lastPub, lastDel, lastCpu, lastLoader) = (pub0, del0, cpu0, loader0);
         for (var s = 1; s <= (int)measure.TotalSeconds; s++)
@@ -133,6 +141,7 @@ internal sealed class Scenarios(TimeSpan warmup, TimeSpan measure)
         var loader1 = Environment.CpuUsage.TotalTime;
         var (machine1, switches1) = (ServerProcess.MachineBusy(), sut.ContextSwitches());
         var (pub1, del1, t1) = (Volatile.Read(ref published), Volatile.Read(ref stats.Delivered), clock.Elapsed);
+        var bytes1 = Volatile.Read(ref stats.WireBytes);
         stats.CloseWindow();
         await stop.CancelAsync();
         await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(15));
@@ -158,8 +167,9 @@ internal sealed class Scenarios(TimeSpan warmup, TimeSpan measure)
             stats.PercentileMillis(0.50), stats.PercentileMillis(0.90), stats.PercentileMillis(0.99), stats.MaxMillis,
             lost, Volatile.Read(ref stats.Gaps), (cpu1 - cpu0).TotalSeconds / seconds,
             delivered == 0 ? double.NaN : (cpu1 - cpu0).TotalMicroseconds / delivered, (loader1 - loader0).TotalSeconds / seconds,
-            (machine1 - machine0).TotalSeconds / seconds, delivered == 0 ? double.NaN : (switches1 - switches0) / (double)delivered);
-        Console.WriteLine($"  => {label}: {row.DeliveredPerSec:N0} delivered/s, {row.CpuMicrosPerMessage:0.00} µs CPU/msg, p99 {row.P99:0.0} ms, lost {lost}");
+            (machine1 - machine0).TotalSeconds / seconds, delivered == 0 ? double.NaN : (switches1 - switches0) / (double)delivered,
+            delivered == 0 || bytes1 == bytes0 ? double.NaN : (bytes1 - bytes0) / (double)delivered);
+        Console.WriteLine($"  => {label}: {row.DeliveredPerSec:N0} delivered/s, {row.CpuMicrosPerMessage:0.00} µs CPU/msg, p99 {row.P99:0.0} ms, lost {lost}, {row.WireBytesPerMessage:0} wire bytes/msg");
         return row;
     }
 

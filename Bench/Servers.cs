@@ -235,7 +235,9 @@ internal sealed class SystemUnderTest : IAsyncDisposable
     // Quiet logs, and no MQTT TCP listener: several gateways share this machine.
     private static readonly string[] _quiet = ["--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:Orleans=Warning", "--Logging:LogLevel:Microsoft=Warning", "--OrleansPush:Mqtt:Port=0",
         // the per-connection, per-IP and handshake limits would throttle a load generator on one address
-        "--OrleansPush:Limits:MessagesPerSecond=0", "--OrleansPush:Limits:HandshakesPerSecond=0", "--OrleansPush:Limits:ConnectionsPerIp=0"];
+        "--OrleansPush:Limits:MessagesPerSecond=0", "--OrleansPush:Limits:HandshakesPerSecond=0", "--OrleansPush:Limits:ConnectionsPerIp=0",
+        // the state scenarios' namespace: subscribers that ask get Fossil deltas
+        "--OrleansPush:Topics:Namespaces:state:Delta=true"];
 
     /// <summary>Starts the system and waits until it answers; one retry on new ports, since a port found free can be
     /// taken by another program before our server binds it.</summary>

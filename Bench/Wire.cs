@@ -19,10 +19,11 @@ internal static class Wire
     /// <summary>About 100 bytes: <c>{"t":&lt;Stopwatch timestamp&gt;,"pad":"xxx…"}</c>.</summary>
     public static byte[] Payload(long timestamp) => Encoding.UTF8.GetBytes($"{{\"t\":{timestamp},\"pad\":\"{_pad}\"}}");
 
-    public static byte[] Sub(int id, string topic, string? sinceEpoch = null, long sinceSeq = 0) => Encoding.UTF8.GetBytes(
-        sinceEpoch is null
-            ? $"{{\"op\":\"sub\",\"id\":{id},\"topic\":\"{topic}\"}}"
-            : $"{{\"op\":\"sub\",\"id\":{id},\"topic\":\"{topic}\",\"since\":{{\"epoch\":\"{sinceEpoch}\",\"seq\":{sinceSeq}}}}}");
+    public static byte[] Sub(int id, string topic, string? sinceEpoch = null, long sinceSeq = 0, bool delta = false) => Encoding.UTF8.GetBytes(
+        (sinceEpoch is null
+            ? $"{{\"op\":\"sub\",\"id\":{id},\"topic\":\"{topic}\""
+            : $"{{\"op\":\"sub\",\"id\":{id},\"topic\":\"{topic}\",\"since\":{{\"epoch\":\"{sinceEpoch}\",\"seq\":{sinceSeq}}}")
+        + (delta ? ",\"delta\":\"fossil\"}" : "}"));
 
     public static bool IsMsg(ReadOnlySpan<byte> frame) => frame.StartsWith("{\"op\":\"msg\""u8);
 
