@@ -137,8 +137,11 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
         await HistoryExpiresAsync();
         await using var mqtt = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
         await mqtt.SubscribeAsync(topic, MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce);
-        var latest = await mqtt.NextAsync();
-        Assert.Equal((topic, "{\"n\":3}"), (latest.Topic, latest.Payload));
+        var latest = await mqtt.NextMessageAsync();
+        Assert.Equal((topic, "{\"n\":3}", true), (latest.Topic, latest.Payload, latest.Retain));
+        await Gateway.PublishAsync(topic, "{\"n\":4}");
+        var live = await mqtt.NextMessageAsync();
+        Assert.Equal((topic, "{\"n\":4}", false), (live.Topic, live.Payload, live.Retain));
     }
 
     [Fact]
