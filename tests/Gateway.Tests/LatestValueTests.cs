@@ -1,5 +1,7 @@
 using System.Net.Http.Json;
 using System.Text.Json;
+using MQTTnet;
+using MQTTnet.Protocol;
 using Microsoft.AspNetCore.SignalR.Client;
 
 namespace OrleansPush.Gateway.Tests;
@@ -23,6 +25,9 @@ public sealed class StateTopicsFixture : IAsyncLifetime
         ["OrleansPush:Topics:Namespaces:plain:HistorySize"] = "2",
         ["OrleansPush:Topics:Namespaces:plain:HistoryTtl"] = Ttl.ToString(),
         ["OrleansPush:Topics:Namespaces:delta:Delta"] = "true",
+        ["OrleansPush:Topics:Namespaces:rstate:KeepLatest"] = "true",
+        ["OrleansPush:Topics:Namespaces:rstate:ClientPublish"] = "true",
+        ["OrleansPush:Topics:Namespaces:rplain:ClientPublish"] = "true",
         ["OrleansPush:LongPolling:Wait"] = "00:00:02",
     };
 
@@ -142,6 +147,30 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
         await Gateway.PublishAsync(topic, "{\"n\":4}");
         var live = await mqtt.NextMessageAsync();
         Assert.Equal((topic, "{\"n\":4}", false), (live.Topic, live.Payload, live.Retain));
+    }
+
+    [Fact]
+    public async Task MqttRetainedPublishBecomesTheLatestValueOnlyWhereKeepLatest()
+    {
+        var topic = GatewayFixture.NewTopic("rstate:lv");
+        await using var publisher = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(topic, "{\"n\":1}", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+        Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(topic, "{\"n\":2}", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+        await using var subscriber = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await subscriber.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+        var latest = await subscriber.NextMessageAsync();
+        Assert.Equal((topic, "{\"n\":2}", true), (latest.Topic, latest.Payload, latest.Retain));
+
+        // Clearing (an empty retained payload) is refused for now: the latest value stays.
+        Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await publisher.PublishAsync(topic, "", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+
+        // Where the namespace keeps no latest value, a retained publish is refused and not published.
+        var plain = GatewayFixture.NewTopic("rplain:lv");
+        await using var watcher = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await watcher.SubscribeAsync(plain, MqttQualityOfServiceLevel.AtLeastOnce);
+        Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await publisher.PublishAsync(plain, "{\"n\":1}", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+        Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(plain, "{\"n\":2}", MqttQualityOfServiceLevel.AtLeastOnce));
+        Assert.Equal((plain, "{\"n\":2}"), await watcher.NextAsync());
     }
 
     [Fact]

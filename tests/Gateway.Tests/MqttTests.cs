@@ -285,10 +285,11 @@ internal sealed class MqttTestClient : IAsyncDisposable
         Assert.Equal(MqttClientUnsubscribeResultCode.Success, result.Items.Single().ResultCode);
     }
 
-    public async Task<MqttClientPublishReasonCode> PublishAsync(string topic, string payload, MqttQualityOfServiceLevel qos)
+    public async Task<MqttClientPublishReasonCode> PublishAsync(string topic, string payload, MqttQualityOfServiceLevel qos, bool retain = false)
     {
         using var cts = new CancellationTokenSource(WsClient.DefaultWait);
-        var result = await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos).Build(), cts.Token);
+        var result = await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos)
+            .WithRetainFlag(retain).Build(), cts.Token);
         return result.ReasonCode;
     }
 
