@@ -174,6 +174,42 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
     }
 
     [Fact]
+    public async Task WillOfAClientWhoseSocketDiesIsPublishedToSubscribers()
+    {
+        var topic = GatewayFixture.NewTopic("rplain:will");
+        await using var subscriber = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await subscriber.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+        using (var socket = new System.Net.Sockets.TcpClient())
+        {
+            using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+            await socket.ConnectAsync("127.0.0.1", fixture.MqttPort, cts.Token);
+            var stream = socket.GetStream();
+            await stream.WriteAsync(ConnectWithWill("will-" + Guid.NewGuid().ToString("N")[..8], topic, "{\"gone\":true}"), cts.Token);
+            var connack = new byte[4];
+            await stream.ReadExactlyAsync(connack, cts.Token);
+            Assert.Equal(new byte[] { 0x20, 0x02, 0x00, 0x00 }, connack);
+
+            // No DISCONNECT: the socket just closes.
+        }
+
+        Assert.Equal((topic, "{\"gone\":true}"), await subscriber.NextAsync());
+    }
+
+    /// <summary>An MQTT 3.1.1 CONNECT (clean session, keep alive 60 s) with a QoS 0 will.</summary>
+    private static byte[] ConnectWithWill(string clientId, string willTopic, string willMessage)
+    {
+        static byte[] Field(string text)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(text);
+            return [(byte)(bytes.Length >> 8), (byte)bytes.Length, .. bytes];
+        }
+
+        byte[] body = [0x00, 0x04, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 0x04, 0x06, 0x00, 0x3C, .. Field(clientId), .. Field(willTopic), .. Field(willMessage)];
+        Assert.True(body.Length < 128);
+        return [0x10, (byte)body.Length, .. body];
+    }
+
+    [Fact]
     public async Task LongPollWithoutSinceGetsTheLatestValueAtOnce()
     {
         var topic = await PublishThreeAsync("state");
