@@ -173,8 +173,10 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
         Assert.Equal((plain, "{\"n\":2}"), await watcher.NextAsync());
     }
 
-    [Fact]
-    public async Task WillOfAClientWhoseSocketDiesIsPublishedToSubscribers()
+    [Theory]
+    [InlineData(null)]
+    [InlineData(1u)]
+    public async Task WillOfAClientWhoseSocketDiesIsPublishedToSubscribers(uint? willDelaySeconds)
     {
         var topic = GatewayFixture.NewTopic("rplain:will");
         await using var subscriber = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
@@ -184,10 +186,12 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
             using var cts = new CancellationTokenSource(WsClient.DefaultWait);
             await socket.ConnectAsync("127.0.0.1", fixture.MqttPort, cts.Token);
             var stream = socket.GetStream();
-            await stream.WriteAsync(ConnectWithWill("will-" + Guid.NewGuid().ToString("N")[..8], topic, "{\"gone\":true}"), cts.Token);
-            var connack = new byte[4];
-            await stream.ReadExactlyAsync(connack, cts.Token);
-            Assert.Equal(new byte[] { 0x20, 0x02, 0x00, 0x00 }, connack);
+            await stream.WriteAsync(ConnectWithWill("will-" + Guid.NewGuid().ToString("N")[..8], topic, "{\"gone\":true}", willDelaySeconds), cts.Token);
+            var head = new byte[2];
+            await stream.ReadExactlyAsync(head, cts.Token);
+            var rest = new byte[head[1]];
+            await stream.ReadExactlyAsync(rest, cts.Token);
+            Assert.Equal((0x20, 0x00), (head[0], rest[1])); // CONNACK, accepted
 
             // No DISCONNECT: the socket just closes.
         }
@@ -195,8 +199,9 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
         Assert.Equal((topic, "{\"gone\":true}"), await subscriber.NextAsync());
     }
 
-    /// <summary>An MQTT 3.1.1 CONNECT (clean session, keep alive 60 s) with a QoS 0 will.</summary>
-    private static byte[] ConnectWithWill(string clientId, string willTopic, string willMessage)
+    /// <summary>A CONNECT (clean session, keep alive 60 s) with a QoS 0 will: MQTT 3.1.1, or MQTT 5 with a will delay
+    /// interval when <paramref name="willDelaySeconds"/> is given.</summary>
+    private static byte[] ConnectWithWill(string clientId, string willTopic, string willMessage, uint? willDelaySeconds)
     {
         static byte[] Field(string text)
         {
@@ -204,7 +209,10 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
             return [(byte)(bytes.Length >> 8), (byte)bytes.Length, .. bytes];
         }
 
-        byte[] body = [0x00, 0x04, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 0x04, 0x06, 0x00, 0x3C, .. Field(clientId), .. Field(willTopic), .. Field(willMessage)];
+        byte[] body = willDelaySeconds is { } delay
+            ? [0x00, 0x04, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 0x05, 0x06, 0x00, 0x3C, 0x00, .. Field(clientId),
+                0x05, 0x18, (byte)(delay >> 24), (byte)(delay >> 16), (byte)(delay >> 8), (byte)delay, .. Field(willTopic), .. Field(willMessage)]
+            : [0x00, 0x04, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 0x04, 0x06, 0x00, 0x3C, .. Field(clientId), .. Field(willTopic), .. Field(willMessage)];
         Assert.True(body.Length < 128);
         return [0x10, (byte)body.Length, .. body];
     }
