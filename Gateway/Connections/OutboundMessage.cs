@@ -21,6 +21,10 @@ public sealed class OutboundMessage(TopicMessage message)
     /// topic queued replaces it with this one rather than queue both.</summary>
     public bool Conflate { get; internal set; }
 
+    /// <summary>Sent to one subscription as part of its catch-up (a replay from history, or the latest value a subscribe
+    /// without <c>since</c> gets first), not from the live fan-out.</summary>
+    public bool Replayed { get; internal set; }
+
     /// <summary>The size the message counts for in a catch-up's flow control, before a transport encodes it: its data,
     /// its topic and a frame's overhead.</summary>
     public int EstimatedBytes => EstimateBytes(Message);

@@ -758,7 +758,7 @@ internal sealed class TopicShard
                 }
 
                 s.PageIndex++;
-                if (!Send(s, new OutboundMessage(m)))
+                if (!Send(s, new OutboundMessage(m) { Replayed = true }))
                 {
                     Stop(s);
                     return;

@@ -1,5 +1,7 @@
 using System.Net.Http.Json;
 using System.Text.Json;
+using MQTTnet;
+using MQTTnet.Protocol;
 using Microsoft.AspNetCore.SignalR.Client;
 
 namespace OrleansPush.Gateway.Tests;
@@ -23,6 +25,9 @@ public sealed class StateTopicsFixture : IAsyncLifetime
         ["OrleansPush:Topics:Namespaces:plain:HistorySize"] = "2",
         ["OrleansPush:Topics:Namespaces:plain:HistoryTtl"] = Ttl.ToString(),
         ["OrleansPush:Topics:Namespaces:delta:Delta"] = "true",
+        ["OrleansPush:Topics:Namespaces:rstate:KeepLatest"] = "true",
+        ["OrleansPush:Topics:Namespaces:rstate:ClientPublish"] = "true",
+        ["OrleansPush:Topics:Namespaces:rplain:ClientPublish"] = "true",
         ["OrleansPush:LongPolling:Wait"] = "00:00:02",
     };
 
@@ -137,8 +142,79 @@ public sealed class LatestValueTests(StateTopicsFixture fixture)
         await HistoryExpiresAsync();
         await using var mqtt = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
         await mqtt.SubscribeAsync(topic, MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce);
-        var latest = await mqtt.NextAsync();
-        Assert.Equal((topic, "{\"n\":3}"), (latest.Topic, latest.Payload));
+        var latest = await mqtt.NextMessageAsync();
+        Assert.Equal((topic, "{\"n\":3}", true), (latest.Topic, latest.Payload, latest.Retain));
+        await Gateway.PublishAsync(topic, "{\"n\":4}");
+        var live = await mqtt.NextMessageAsync();
+        Assert.Equal((topic, "{\"n\":4}", false), (live.Topic, live.Payload, live.Retain));
+    }
+
+    [Fact]
+    public async Task MqttRetainedPublishBecomesTheLatestValueOnlyWhereKeepLatest()
+    {
+        var topic = GatewayFixture.NewTopic("rstate:lv");
+        await using var publisher = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(topic, "{\"n\":1}", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+        Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(topic, "{\"n\":2}", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+        await using var subscriber = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await subscriber.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+        var latest = await subscriber.NextMessageAsync();
+        Assert.Equal((topic, "{\"n\":2}", true), (latest.Topic, latest.Payload, latest.Retain));
+
+        // Clearing (an empty retained payload) is refused for now: the latest value stays.
+        Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await publisher.PublishAsync(topic, "", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+
+        // Where the namespace keeps no latest value, a retained publish is refused and not published.
+        var plain = GatewayFixture.NewTopic("rplain:lv");
+        await using var watcher = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await watcher.SubscribeAsync(plain, MqttQualityOfServiceLevel.AtLeastOnce);
+        Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await publisher.PublishAsync(plain, "{\"n\":1}", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+        Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(plain, "{\"n\":2}", MqttQualityOfServiceLevel.AtLeastOnce));
+        Assert.Equal((plain, "{\"n\":2}"), await watcher.NextAsync());
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData(1u)]
+    public async Task WillOfAClientWhoseSocketDiesIsPublishedToSubscribers(uint? willDelaySeconds)
+    {
+        var topic = GatewayFixture.NewTopic("rplain:will");
+        await using var subscriber = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
+        await subscriber.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+        using (var socket = new System.Net.Sockets.TcpClient())
+        {
+            using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+            await socket.ConnectAsync("127.0.0.1", fixture.MqttPort, cts.Token);
+            var stream = socket.GetStream();
+            await stream.WriteAsync(ConnectWithWill("will-" + Guid.NewGuid().ToString("N")[..8], topic, "{\"gone\":true}", willDelaySeconds), cts.Token);
+            var head = new byte[2];
+            await stream.ReadExactlyAsync(head, cts.Token);
+            var rest = new byte[head[1]];
+            await stream.ReadExactlyAsync(rest, cts.Token);
+            Assert.Equal((0x20, 0x00), (head[0], rest[1])); // CONNACK, accepted
+
+            // No DISCONNECT: the socket just closes.
+        }
+
+        Assert.Equal((topic, "{\"gone\":true}"), await subscriber.NextAsync());
+    }
+
+    /// <summary>A CONNECT (clean session, keep alive 60 s) with a QoS 0 will: MQTT 3.1.1, or MQTT 5 with a will delay
+    /// interval when <paramref name="willDelaySeconds"/> is given.</summary>
+    private static byte[] ConnectWithWill(string clientId, string willTopic, string willMessage, uint? willDelaySeconds)
+    {
+        static byte[] Field(string text)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(text);
+            return [(byte)(bytes.Length >> 8), (byte)bytes.Length, .. bytes];
+        }
+
+        byte[] body = willDelaySeconds is { } delay
+            ? [0x00, 0x04, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 0x05, 0x06, 0x00, 0x3C, 0x00, .. Field(clientId),
+                0x05, 0x18, (byte)(delay >> 24), (byte)(delay >> 16), (byte)(delay >> 8), (byte)delay, .. Field(willTopic), .. Field(willMessage)]
+            : [0x00, 0x04, (byte)'M', (byte)'Q', (byte)'T', (byte)'T', 0x04, 0x06, 0x00, 0x3C, .. Field(clientId), .. Field(willTopic), .. Field(willMessage)];
+        Assert.True(body.Length < 128);
+        return [0x10, (byte)body.Length, .. body];
     }
 
     [Fact]

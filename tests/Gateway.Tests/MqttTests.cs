@@ -223,7 +223,7 @@ public sealed class MqttTests(MqttFixture fixture)
 internal sealed class MqttTestClient : IAsyncDisposable
 {
     private readonly IMqttClient _client;
-    private readonly Channel<(string Topic, string Payload)> _received = Channel.CreateUnbounded<(string, string)>();
+    private readonly Channel<MqttReceived> _received = Channel.CreateUnbounded<MqttReceived>();
     private readonly TaskCompletionSource<MqttClientDisconnectedEventArgs> _disconnected = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private MqttTestClient(IMqttClient client, bool acknowledge)
@@ -237,7 +237,7 @@ internal sealed class MqttTestClient : IAsyncDisposable
         client.ApplicationMessageReceivedAsync += e =>
         {
             e.AutoAcknowledge = acknowledge;
-            _received.Writer.TryWrite((e.ApplicationMessage.Topic, e.ApplicationMessage.ConvertPayloadToString()));
+            _received.Writer.TryWrite(new MqttReceived(e.ApplicationMessage.Topic, e.ApplicationMessage.ConvertPayloadToString(), e.ApplicationMessage.Retain));
             return Task.CompletedTask;
         };
     }
@@ -285,14 +285,22 @@ internal sealed class MqttTestClient : IAsyncDisposable
         Assert.Equal(MqttClientUnsubscribeResultCode.Success, result.Items.Single().ResultCode);
     }
 
-    public async Task<MqttClientPublishReasonCode> PublishAsync(string topic, string payload, MqttQualityOfServiceLevel qos)
+    public async Task<MqttClientPublishReasonCode> PublishAsync(string topic, string payload, MqttQualityOfServiceLevel qos, bool retain = false)
     {
         using var cts = new CancellationTokenSource(WsClient.DefaultWait);
-        var result = await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos).Build(), cts.Token);
+        var result = await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos)
+            .WithRetainFlag(retain).Build(), cts.Token);
         return result.ReasonCode;
     }
 
     public async Task<(string Topic, string Payload)> NextAsync()
+    {
+        var m = await NextMessageAsync();
+        return (m.Topic, m.Payload);
+    }
+
+    /// <summary>The next message with its retain flag.</summary>
+    public async Task<MqttReceived> NextMessageAsync()
     {
         using var cts = new CancellationTokenSource(WsClient.DefaultWait);
         return await _received.Reader.ReadAsync(cts.Token);
@@ -304,7 +312,8 @@ internal sealed class MqttTestClient : IAsyncDisposable
         using var cts = new CancellationTokenSource(wait);
         try
         {
-            return await _received.Reader.ReadAsync(cts.Token);
+            var m = await _received.Reader.ReadAsync(cts.Token);
+            return (m.Topic, m.Payload);
         }
         catch (OperationCanceledException)
         {
@@ -335,3 +344,6 @@ internal sealed class MqttTestClient : IAsyncDisposable
         _client.Dispose();
     }
 }
+
+/// <summary>A message an <see cref="MqttTestClient"/> received: its topic, payload and retain flag.</summary>
+internal readonly record struct MqttReceived(string Topic, string Payload, bool Retain);

@@ -38,6 +38,7 @@ internal sealed class MqttBridge
     private readonly Security.ConnectionSecurity _security;
     private readonly GatewayOptions _gateway;
     private readonly MqttOptions _options;
+    private readonly TopicOptions _topics;
     private readonly TimeProvider _time;
     private readonly ILogger<MqttBridge> _logger;
     private readonly ConcurrentDictionary<string, MqttConnection> _connections = new(StringComparer.Ordinal);
@@ -46,7 +47,8 @@ internal sealed class MqttBridge
     private MqttServer? _server;
 
     public MqttBridge(ConnectionCommands commands, MqttWildcards wildcards, ConnectionDoor door, Security.TokenValidator validator,
-        Security.ConnectionSecurity security, IOptions<GatewayOptions> gateway, IOptions<MqttOptions> options, TimeProvider time, ILogger<MqttBridge> logger)
+        Security.ConnectionSecurity security, IOptions<GatewayOptions> gateway, IOptions<MqttOptions> options,
+        IOptions<TopicOptions> topics, TimeProvider time, ILogger<MqttBridge> logger)
     {
         _commands = commands;
         _wildcards = wildcards;
@@ -55,6 +57,7 @@ internal sealed class MqttBridge
         _security = security;
         _gateway = gateway.Value;
         _options = options.Value;
+        _topics = topics.Value;
         _time = time;
         _logger = logger;
     }
@@ -405,7 +408,17 @@ internal sealed class MqttBridge
 
             if (message.Retain)
             {
-                throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are not supported; subscribers resume from history instead.");
+                // In a KeepLatest namespace every publish becomes the topic's latest value, which is what a retained
+                // message is: published as any other. Elsewhere there is nothing to retain it in.
+                if (!TopicName.IsValid(message.Topic) || !_topics.For(message.Topic).KeepLatest)
+                {
+                    throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with KeepLatest; elsewhere subscribers resume from history instead.");
+                }
+
+                if (message.Payload.IsEmpty)
+                {
+                    throw new PushRejectedException(WireCodes.BadRequest, "Clearing a latest value (an empty retained message) is not supported yet.");
+                }
             }
 
             var payload = message.Payload;

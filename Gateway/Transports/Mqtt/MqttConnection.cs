@@ -68,7 +68,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     {
         lock (_topics)
         {
-            _topics[topic] = new TopicState(qos, since?.Epoch, since?.Seq ?? 0);
+            _topics[topic] = new TopicState(qos, since?.Epoch, since?.Seq ?? 0) { Fresh = since is null };
         }
     }
 
@@ -103,11 +103,23 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
     }
 
-    public MqttQualityOfServiceLevel QosOf(string topic)
+    public MqttQualityOfServiceLevel QosOf(string topic) => QosOf(topic, replayed: false, out _);
+
+    /// <summary>The QoS of <paramref name="topic"/>; <paramref name="retain"/>: a <paramref name="replayed"/> message is
+    /// the first one replayed to a subscription made without a resume point (then no later one is).</summary>
+    private MqttQualityOfServiceLevel QosOf(string topic, bool replayed, out bool retain)
     {
         lock (_topics)
         {
-            return _topics.TryGetValue(topic, out var state) ? state.Qos : MqttQualityOfServiceLevel.AtMostOnce;
+            if (_topics.TryGetValue(topic, out var state))
+            {
+                retain = replayed && state.Fresh;
+                state.Fresh &= !replayed;
+                return state.Qos;
+            }
+
+            retain = false;
+            return MqttQualityOfServiceLevel.AtMostOnce;
         }
     }
 
@@ -142,9 +154,16 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     protected override MqttFrame Encode(OutboundMessage message, out int size)
     {
         var m = message.Message;
-        var qos = QosOf(m.Topic);
-        var forms = message.Encoded(Message);
+        var qos = QosOf(m.Topic, message.Replayed, out var retain);
         size = m.Data.Length + m.Topic.Length + 64;
+        if (retain)
+        {
+            // Only a KeepLatest namespace replays to a subscribe without a resume point: this is the topic's latest
+            // value, which MQTT calls a retained message. Built for this subscriber alone (once per subscribe).
+            return new MqttFrame(MqttForms.Build(m, qos, retain: true), m.Topic, m.Epoch, m.Seq, qos != MqttQualityOfServiceLevel.AtMostOnce);
+        }
+
+        var forms = message.Encoded(Message);
         return qos == MqttQualityOfServiceLevel.AtMostOnce
             ? new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false)
             : new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true);
@@ -215,6 +234,9 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         public long Acked { get; set; } = acked;
 
         public Queue<long> Inflight { get; } = new();
+
+        /// <summary>Subscribed without a resume point: what its catch-up replays is the latest value (retained).</summary>
+        public bool Fresh { get; set; }
     }
 
     private sealed class MessageForm : WireForm<MqttForms>
@@ -233,14 +255,16 @@ internal sealed class MqttForms(TopicMessage message)
     private MqttApplicationMessage? _atMostOnce;
     private MqttApplicationMessage? _atLeastOnce;
 
-    public MqttApplicationMessage AtMostOnce => _atMostOnce ??= Build(MqttQualityOfServiceLevel.AtMostOnce);
+    public MqttApplicationMessage AtMostOnce => _atMostOnce ??= Build(message, MqttQualityOfServiceLevel.AtMostOnce, retain: false);
 
-    public MqttApplicationMessage AtLeastOnce => _atLeastOnce ??= Build(MqttQualityOfServiceLevel.AtLeastOnce);
+    public MqttApplicationMessage AtLeastOnce => _atLeastOnce ??= Build(message, MqttQualityOfServiceLevel.AtLeastOnce, retain: false);
 
-    private MqttApplicationMessage Build(MqttQualityOfServiceLevel qos) => new MqttApplicationMessageBuilder()
+    /// <summary>The message's MQTT form; <paramref name="retain"/> marks the latest value sent at SUBSCRIBE.</summary>
+    public static MqttApplicationMessage Build(TopicMessage message, MqttQualityOfServiceLevel qos, bool retain) => new MqttApplicationMessageBuilder()
         .WithTopic(message.Topic)
         .WithPayload(message.Data)
         .WithQualityOfServiceLevel(qos)
+        .WithRetainFlag(retain)
         .WithContentType("application/json")
         .WithPayloadFormatIndicator(MqttPayloadFormatIndicator.CharacterData)
         .WithUserProperty("epoch", Encoding.UTF8.GetBytes(message.Epoch))
