@@ -1,3 +1,5 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Orleans.Concurrency;
 using Orleans.Placement;
 using Orleans.Providers;
@@ -42,6 +44,39 @@ public sealed class PushQueueGrain : Grain, IPushQueueGrain
     // Completed (and cleared) by the next enqueue; every read waiting on an empty queue waits on this one task.
     private TaskCompletionSource? _arrived;
 
+    // Set when the host begins to stop: from then on reads answer at once, so the pulling agents, which cancel the
+    // reads still pending when they stop, find none waiting (a cancelled read is logged by Orleans as an error).
+    private bool _stopping;
+    private CancellationTokenRegistration _onStopping;
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (ServiceProvider.GetService<IHostApplicationLifetime>() is { } lifetime)
+        {
+            var scheduler = TaskScheduler.Current;
+            _onStopping = lifetime.ApplicationStopping.Register(() => _ = Task.Factory.StartNew(
+                Stop, CancellationToken.None, TaskCreationOptions.None, scheduler));
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _onStopping.Dispose();
+        return Task.CompletedTask;
+    }
+
+    private void Stop()
+    {
+        _stopping = true;
+        if (_arrived is { } arrived)
+        {
+            _arrived = null;
+            arrived.SetResult();
+        }
+    }
+
     public Task Enqueue(MemoryMessageData data)
     {
         if (_queue.Count >= Capacity)
@@ -63,7 +98,7 @@ public sealed class PushQueueGrain : Grain, IPushQueueGrain
 
     public async Task<List<MemoryMessageData>> Dequeue(int maxCount, TimeSpan wait, CancellationToken cancellationToken = default)
     {
-        if (_queue.Count == 0 && wait > TimeSpan.Zero)
+        if (_queue.Count == 0 && wait > TimeSpan.Zero && !_stopping)
         {
             var arrived = _arrived ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
 
