@@ -105,8 +105,8 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 
     public MqttQualityOfServiceLevel QosOf(string topic) => QosOf(topic, replayed: false, out _);
 
-    /// <summary>The QoS of <paramref name="topic"/>; <paramref name="retain"/>: a <paramref name="replayed"/> message is
-    /// the first one replayed to a subscription made without a resume point (then no later one is).</summary>
+    /// <summary>The QoS of <paramref name="topic"/>; <paramref name="retain"/>: the first message of a subscription made
+    /// without a resume point is a replayed one (its latest value). Any later message, replayed or live, is not.</summary>
     private MqttQualityOfServiceLevel QosOf(string topic, bool replayed, out bool retain)
     {
         lock (_topics)
@@ -114,7 +114,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
             if (_topics.TryGetValue(topic, out var state))
             {
                 retain = replayed && state.Fresh;
-                state.Fresh &= !replayed;
+                state.Fresh = false;
                 return state.Qos;
             }
 

@@ -16,6 +16,10 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
     // whole by a subscribe), so the entries need no lock.
     private readonly ConcurrentDictionary<string, DeltaState> _delta = new(StringComparer.Ordinal);
 
+    // Set once this connection first asks for deltas: until then a message is encoded without looking at _delta
+    // (ConcurrentDictionary.IsEmpty takes every lock of the dictionary when it is empty, once per message).
+    private volatile bool _usesDelta;
+
     /// <summary>Queues a reply frame; replies share the bound with messages, so a flood of requests from a client
     /// that does not read its replies ends like any slow client.</summary>
     public bool Reply(byte[] frame) => Enqueue(frame, frame.Length);
@@ -31,6 +35,7 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
         if (on)
         {
             _delta[topic] = new DeltaState();
+            _usesDelta = true;
         }
         else
         {
@@ -47,7 +52,7 @@ internal sealed class WebSocketConnection(WebSocket socket, string? userId, stri
 
     private byte[] Encode(OutboundMessage message, bool whole, out int size)
     {
-        var frame = _delta.IsEmpty || !_delta.TryGetValue(message.Message.Topic, out var state)
+        var frame = !_usesDelta || !_delta.TryGetValue(message.Message.Topic, out var state)
             ? message.Encoded(WsFrames.Message)
             : state.Next(message, whole);
         size = frame.Length;
