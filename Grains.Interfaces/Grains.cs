@@ -2,7 +2,7 @@ namespace OrleansPush;
 
 /// <summary>
 /// One topic (key: the topic name). The single writer of the topic's sequence.
-/// <para>Guarantees: <see cref="PublishAsync"/> gives each message the next <c>seq</c> of the current epoch, keeps it
+/// <para>Guarantees: <see cref="PublishAsync(byte[], PayloadFormat, string?)"/> gives each message the next <c>seq</c> of the current epoch, keeps it
 /// in the recent history, and writes it once to the stream of every gateway holding a live interest lease, in seq
 /// order. The answer comes after the message is sequenced; stream delivery is at-most-once, which is why gateways
 /// check seq continuity and read gaps back through <see cref="ReadAsync"/>.</para>
@@ -16,6 +16,12 @@ public interface ITopicGrain : IGrainWithStringKey
     /// position is returned.</summary>
     [Alias("Publish")]
     Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey);
+
+    /// <summary>As <see cref="PublishAsync(byte[], string?)"/>, with the payload's format: <see cref="PayloadFormat.Json"/>
+    /// must be one UTF-8 JSON value, <see cref="PayloadFormat.Binary"/> may be any bytes (even none). The format travels
+    /// with the message to history and to every subscriber.</summary>
+    [Alias("PublishFormatted")]
+    Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey);
 
     /// <summary>Registers or renews a gateway's interest lease and returns the position at that instant: every
     /// message after it is routed to the gateway while the lease lives.</summary>
@@ -72,10 +78,14 @@ public interface IUserGrain : IGrainWithStringKey
     [Alias("Detach")]
     Task DetachAsync(string gatewayId);
 
-    /// <summary>Publishes to the user's personal channel, as <see cref="ITopicGrain.PublishAsync"/> does (one JSON
+    /// <summary>Publishes to the user's personal channel, as <see cref="ITopicGrain.PublishAsync(byte[], string?)"/> does (one JSON
     /// value, else <c>bad_request</c>).</summary>
     [Alias("Push")]
     Task<TopicPosition> PushAsync(byte[] data, string? idempotencyKey);
+
+    /// <summary>As <see cref="ITopicGrain.PublishAsync(byte[], PayloadFormat, string?)"/>, on the user's personal channel.</summary>
+    [Alias("PushFormatted")]
+    Task<TopicPosition> PushAsync(byte[] data, PayloadFormat format, string? idempotencyKey);
 
     /// <summary>Adds a server-side subscription; true when it was not there before. Idempotent. The change is stored
     /// before it is announced; when storing fails the grain's list is as it was, so a retry stores and announces it.</summary>

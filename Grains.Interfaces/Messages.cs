@@ -10,7 +10,7 @@ public sealed record TopicPosition([property: Id(0)] string Epoch, [property: Id
 public abstract record GatewayEvent;
 
 /// <summary>One sequenced message. <see cref="Data"/> is the publisher's payload, byte for byte: one UTF-8 JSON value
-/// when <see cref="Format"/> is <see cref="PayloadFormat.Json"/> (the default, and the only format published today),
+/// when <see cref="Format"/> is <see cref="PayloadFormat.Json"/> (the default),
 /// any bytes when it is <see cref="PayloadFormat.Binary"/>.</summary>
 [GenerateSerializer, Immutable, Alias("OrleansPush.TopicMessage")]
 public sealed record TopicMessage(
@@ -29,7 +29,7 @@ public enum PayloadFormat
     /// <summary>One UTF-8 JSON value; JSON wire forms carry it as <c>data</c>, byte for byte.</summary>
     Json = 0,
 
-    /// <summary>Any bytes (JSON wire forms will carry it as <c>data_b64</c>; issue 15).</summary>
+    /// <summary>Any bytes; JSON wire forms carry it base64-encoded as <c>data_b64</c>, MQTT and MessagePack as the bytes.</summary>
     Binary = 1,
 }
 

@@ -123,15 +123,22 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    public Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey)
+    public Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey) => PublishAsync(data, PayloadFormat.Json, idempotencyKey);
+
+    public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey)
     {
         EnsureValid();
-        if (data is null || !JsonPayload.IsOneValue(data))
+        if (data is null || format is not (PayloadFormat.Json or PayloadFormat.Binary))
+        {
+            throw new PushRejectedException(WireCodes.BadRequest, "A message is one JSON value or binary bytes.");
+        }
+
+        if (format == PayloadFormat.Json && !JsonPayload.IsOneValue(data))
         {
             throw new PushRejectedException(WireCodes.BadRequest, "The message must be one JSON value.");
         }
 
-        var pending = new Pending(data, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
+        var pending = new Pending(data, format, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
         if (idempotencyKey is null)
         {
             Enqueue(pending);
@@ -497,7 +504,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         for (var i = 0; i < messages.Length; i++)
         {
             var p = batch[i];
-            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs);
+            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs, p.Format);
         }
 
         return messages;
@@ -615,9 +622,11 @@ public sealed class TopicGrain : Grain, ITopicGrain
         Unknown,
     }
 
-    private sealed class Pending(byte[] data, long publishedAtUnixMs, string? key)
+    private sealed class Pending(byte[] data, PayloadFormat format, long publishedAtUnixMs, string? key)
     {
         public byte[] Data { get; } = data;
+
+        public PayloadFormat Format { get; } = format;
 
         public long PublishedAtUnixMs { get; } = publishedAtUnixMs;
 

@@ -50,10 +50,12 @@ public sealed class UserGrain : Grain, IUserGrain
         return Task.CompletedTask;
     }
 
-    public Task<TopicPosition> PushAsync(byte[] data, string? idempotencyKey)
+    public Task<TopicPosition> PushAsync(byte[] data, string? idempotencyKey) => PushAsync(data, PayloadFormat.Json, idempotencyKey);
+
+    public Task<TopicPosition> PushAsync(byte[] data, PayloadFormat format, string? idempotencyKey)
     {
         EnsureValid();
-        return GrainFactory.GetGrain<ITopicGrain>(TopicName.Personal(_userId)).PublishAsync(data, idempotencyKey);
+        return GrainFactory.GetGrain<ITopicGrain>(TopicName.Personal(_userId)).PublishAsync(data, format, idempotencyKey);
     }
 
     public async Task<bool> SubscribeAsync(string topic)

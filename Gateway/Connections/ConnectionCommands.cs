@@ -196,7 +196,7 @@ public sealed class ConnectionCommands
     }
 
     /// <summary>A client's own publish, where the topic's namespace allows it.</summary>
-    public Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> json)
+    public Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format = PayloadFormat.Json)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -205,7 +205,7 @@ public sealed class ConnectionCommands
 
         _security.CheckClientPublish(connection, topic!);
 
-        return _publisher.PublishAsync(topic!, json, idempotencyKey: null);
+        return _publisher.PublishAsync(topic!, data, idempotencyKey: null, format);
     }
 
     private void OnServerSubscriptionChanged(PushConnection connection, string topic, bool subscribed)

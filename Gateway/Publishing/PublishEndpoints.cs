@@ -30,7 +30,7 @@ internal static class PublishEndpoints
         try
         {
             var body = await ReadBodyAsync(request, options.Value.MaxMessageBytes);
-            var position = await publisher.PublishAsync(topic, body, Key(request));
+            var position = await publisher.PublishAsync(topic, body, Key(request), FormatOf(request));
             return Results.Ok(new PublishAnswer(topic, position.Epoch, position.Seq));
         }
         catch (PushRejectedException rejected)
@@ -44,7 +44,7 @@ internal static class PublishEndpoints
         try
         {
             var body = await ReadBodyAsync(request, options.Value.MaxMessageBytes);
-            var position = await publisher.PushToUserAsync(userId, body, Key(request));
+            var position = await publisher.PushToUserAsync(userId, body, Key(request), FormatOf(request));
             return Results.Ok(new PublishAnswer(TopicName.Personal(userId), position.Epoch, position.Seq));
         }
         catch (PushRejectedException rejected)
@@ -53,7 +53,8 @@ internal static class PublishEndpoints
         }
     }
 
-    /// <summary><c>[{"topic":..,"data":..,"key":..}, ...]</c>. Items of one topic are published in the order given;
+    /// <summary><c>[{"topic":..,"data":..,"key":..}, ...]</c>; an item with <c>"data_b64"</c> (base64) in place of
+    /// <c>"data"</c> publishes those bytes as binary. Items of one topic are published in the order given;
     /// topics proceed in parallel. Each item gets its own answer, so one bad item does not sink the rest.</summary>
     private static async Task<IResult> PublishBatch(HttpRequest request, Publisher publisher, IOptions<GatewayOptions> options)
     {
@@ -81,7 +82,7 @@ internal static class PublishEndpoints
             {
                 try
                 {
-                    var position = await publisher.PublishAsync(item.Topic, item.Data, item.Key);
+                    var position = await publisher.PublishAsync(item.Topic, item.Data, item.Key, item.Format);
                     answers[index] = new PublishAnswer(item.Topic, position.Epoch, position.Seq);
                 }
                 catch (PushRejectedException rejected)
@@ -190,6 +191,14 @@ internal static class PublishEndpoints
         }
     }
 
+    /// <summary>The body of a publish is binary with <c>Content-Type: application/octet-stream</c>; with any other type,
+    /// or none, it must be one JSON value (so <c>curl -d '{...}'</c>, which says form-urlencoded, keeps working).</summary>
+    private static PayloadFormat FormatOf(HttpRequest request) =>
+        Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(request.ContentType, out var type)
+        && type.MediaType.Equals(OctetStream, StringComparison.OrdinalIgnoreCase) ? PayloadFormat.Binary : PayloadFormat.Json;
+
+    private const string OctetStream = "application/octet-stream";
+
     private static string? Key(HttpRequest request) =>
         request.Headers.TryGetValue(IdempotencyHeader, out var key) && !string.IsNullOrEmpty(key) ? key.ToString() : null;
 
@@ -251,13 +260,13 @@ internal static class PublishEndpoints
             {
                 if (e.ValueKind != JsonValueKind.Object
                     || !e.TryGetProperty("topic", out var topic) || topic.ValueKind != JsonValueKind.String
-                    || !e.TryGetProperty("data", out var data))
+                    || Payload(e) is not var (bytes, format))
                 {
-                    throw new PushRejectedException(WireCodes.BadRequest, "Each batch item needs a string \"topic\" and a \"data\" value.");
+                    throw new PushRejectedException(WireCodes.BadRequest, "Each batch item needs a string \"topic\" and either a \"data\" value or a base64 string \"data_b64\".");
                 }
 
                 string? key = e.TryGetProperty("key", out var k) && k.ValueKind == JsonValueKind.String ? k.GetString() : null;
-                items.Add(new BatchItem(topic.GetString()!, System.Text.Encoding.UTF8.GetBytes(data.GetRawText()), key));
+                items.Add(new BatchItem(topic.GetString()!, bytes, format, key));
             }
 
             return items;
@@ -268,7 +277,25 @@ internal static class PublishEndpoints
         }
     }
 
-    private sealed record BatchItem(string Topic, byte[] Data, string? Key);
+    /// <summary>An item's payload: <c>"data"</c> (JSON) or <c>"data_b64"</c> (binary), exactly one of them.</summary>
+    private static (byte[] Bytes, PayloadFormat Format)? Payload(JsonElement item)
+    {
+        var hasJson = item.TryGetProperty("data"u8, out var data);
+        var hasBinary = item.TryGetProperty("data_b64"u8, out var base64);
+        if (hasJson == hasBinary)
+        {
+            return null;
+        }
+
+        if (hasJson)
+        {
+            return (System.Text.Encoding.UTF8.GetBytes(data.GetRawText()), PayloadFormat.Json);
+        }
+
+        return base64.ValueKind == JsonValueKind.String && base64.TryGetBytesFromBase64(out var bytes) ? (bytes, PayloadFormat.Binary) : null;
+    }
+
+    private sealed record BatchItem(string Topic, byte[] Data, PayloadFormat Format, string? Key);
 
     private sealed record PublishAnswer(string Topic, string Epoch, long Seq);
 

@@ -4,8 +4,9 @@ using OrleansPush.Gateway.Hosting;
 namespace OrleansPush.Gateway.Publishing;
 
 /// <summary>
-/// Publishes on behalf of backends (HTTP API) and clients. Checks what the gateway can check (name, size, JSON) and
-/// hands the message to its topic grain; the answer is the position the grain gave it.
+/// Publishes on behalf of backends (HTTP API) and clients. Checks what the gateway can check (name, size in bytes, and
+/// for a JSON payload that it is one JSON value) and hands the message to its topic grain; the answer is the position
+/// the grain gave it.
 /// </summary>
 public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> options, ILogger<Publisher> logger)
 {
@@ -13,44 +14,45 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     private readonly TimeSpan _attemptTimeout = options.Value.PublishAttemptTimeout;
     private readonly TimeSpan _publishTimeout = options.Value.PublishTimeout;
 
-    /// <summary>Publishes <paramref name="json"/> to <paramref name="topic"/>.</summary>
+    /// <summary>Publishes <paramref name="data"/> to <paramref name="topic"/>: one JSON value when
+    /// <paramref name="format"/> is <see cref="PayloadFormat.Json"/>, any bytes when it is <see cref="PayloadFormat.Binary"/>.</summary>
     /// <exception cref="PushRejectedException">With the protocol's error code when the publish is refused.</exception>
-    public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> json, string? idempotencyKey)
+    public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> data, string? idempotencyKey, PayloadFormat format = PayloadFormat.Json)
     {
         if (!TopicName.IsValid(topic))
         {
             throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
-        var data = Validate(json);
-        return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(data, idempotencyKey));
+        var bytes = Validate(data, format);
+        return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, idempotencyKey));
     }
 
     /// <summary>Publishes to a user's personal channel.</summary>
-    public Task<TopicPosition> PushToUserAsync(string userId, ReadOnlyMemory<byte> json, string? idempotencyKey)
+    public Task<TopicPosition> PushToUserAsync(string userId, ReadOnlyMemory<byte> data, string? idempotencyKey, PayloadFormat format = PayloadFormat.Json)
     {
         if (!TopicName.IsValidUserId(userId))
         {
             throw new PushRejectedException(WireCodes.BadRequest, "A user id is 1-195 characters of A-Z a-z 0-9 _ - . / @ (no ':').");
         }
 
-        var data = Validate(json);
-        return CallAsync(TopicName.Personal(userId), idempotencyKey, () => cluster.GetGrain<IUserGrain>(userId).PushAsync(data, idempotencyKey));
+        var bytes = Validate(data, format);
+        return CallAsync(TopicName.Personal(userId), idempotencyKey, () => cluster.GetGrain<IUserGrain>(userId).PushAsync(bytes, format, idempotencyKey));
     }
 
-    private byte[] Validate(ReadOnlyMemory<byte> json)
+    private byte[] Validate(ReadOnlyMemory<byte> data, PayloadFormat format)
     {
-        if (json.Length > _maxBytes)
+        if (data.Length > _maxBytes)
         {
             throw new PushRejectedException(WireCodes.TooLarge, $"A message is at most {_maxBytes} bytes.");
         }
 
-        if (!JsonPayload.IsOneValue(json.Span))
+        if (format == PayloadFormat.Json && !JsonPayload.IsOneValue(data.Span))
         {
             throw new PushRejectedException(WireCodes.BadRequest, "The message must be one JSON value.");
         }
 
-        return json.ToArray();
+        return data.ToArray();
     }
 
     /// <summary>Calls the grain. A call left unanswered for <see cref="GatewayOptions.PublishAttemptTimeout"/> (the

@@ -99,11 +99,17 @@ internal sealed class PollConnection(string? userId, string? remoteAddress, int 
 
     public sealed record Collected(TopicMessage[] Messages, Dictionary<string, TopicPosition> FirstDropped);
 
-    /// <summary>Checks, once per message, that its payload is one JSON value (the answer embeds it as is).</summary>
+    /// <summary>Checks, once per message, that a JSON payload is one JSON value (the answer embeds it as is; a binary one
+    /// goes base64-encoded).</summary>
     private sealed class JsonChecked : WireForm<byte[]>
     {
         public override byte[] Encode(TopicMessage message)
         {
+            if (message.Format == PayloadFormat.Binary)
+            {
+                return message.Data;
+            }
+
             var reader = new System.Text.Json.Utf8JsonReader(message.Data);
             if (!reader.Read())
             {

@@ -421,9 +421,12 @@ internal sealed class MqttBridge
                 }
             }
 
+            // MQTT payloads are bytes: one UTF-8 JSON value is published as JSON (so JSON clients get it as data),
+            // anything else as binary; MQTT subscribers get the same bytes either way.
             var payload = message.Payload;
-            var json = payload.IsSingleSegment ? payload.First : payload.ToArray();
-            await _commands.PublishAsync(connection, message.Topic, json);
+            var bytes = payload.IsSingleSegment ? payload.First : payload.ToArray();
+            var format = JsonPayload.IsOneValue(bytes.Span) ? PayloadFormat.Json : PayloadFormat.Binary;
+            await _commands.PublishAsync(connection, message.Topic, bytes, format);
             e.Response.ReasonCode = MqttPubAckReasonCode.Success;
         }
         catch (PushRejectedException rejected)

@@ -248,7 +248,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 /// <summary>Where a topic of a gone client resumes.</summary>
 internal sealed record ResumePoint(string Topic, MqttQualityOfServiceLevel Qos, Since Since);
 
-/// <summary>A message's MQTT forms: the same payload (the publisher's JSON) at QoS 0 and at QoS 1, each built on first
+/// <summary>A message's MQTT forms: the same payload (the published bytes, JSON or binary) at QoS 0 and at QoS 1, each built on first
 /// use. MQTT 5 clients also get the position as user properties <c>epoch</c> and <c>seq</c>.</summary>
 internal sealed class MqttForms(TopicMessage message)
 {
@@ -265,8 +265,8 @@ internal sealed class MqttForms(TopicMessage message)
         .WithPayload(message.Data)
         .WithQualityOfServiceLevel(qos)
         .WithRetainFlag(retain)
-        .WithContentType("application/json")
-        .WithPayloadFormatIndicator(MqttPayloadFormatIndicator.CharacterData)
+        .WithContentType(message.Format == PayloadFormat.Binary ? "application/octet-stream" : "application/json")
+        .WithPayloadFormatIndicator(message.Format == PayloadFormat.Binary ? MqttPayloadFormatIndicator.Unspecified : MqttPayloadFormatIndicator.CharacterData)
         .WithUserProperty("epoch", Encoding.UTF8.GetBytes(message.Epoch))
         .WithUserProperty("seq", Encoding.UTF8.GetBytes(message.Seq.ToString(CultureInfo.InvariantCulture)))
         .Build();

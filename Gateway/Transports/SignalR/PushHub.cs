@@ -56,11 +56,13 @@ public sealed class PushHub(ConnectionCommands commands, SignalRConnections conn
         return Task.CompletedTask;
     });
 
-    /// <summary>Publishes, where the topic's namespace lets clients publish.</summary>
+    /// <summary>Publishes, where the topic's namespace lets clients publish. Bytes (a MessagePack <c>bin</c> value) are
+    /// published as binary; any other value as JSON.</summary>
     public Task<PublishReply> Publish(string topic, object? data) => Guard(async () =>
     {
-        var json = HubData.ToJson(data);
-        var position = await commands.PublishAsync(Connection, topic, json);
+        var position = data is byte[] bytes
+            ? await commands.PublishAsync(Connection, topic, bytes, PayloadFormat.Binary)
+            : await commands.PublishAsync(Connection, topic, HubData.ToJson(data));
         return new PublishReply { Topic = topic, Epoch = position.Epoch, Seq = position.Seq };
     });
 

@@ -39,6 +39,8 @@ public sealed class SignalRConnection(HubConnectionContext context, string? user
 
     protected override void Abort() => context.Abort();
 
+    /// <summary><c>{topic, epoch, seq, data}</c>; a binary payload goes as <c>data_b64</c> in place of <c>data</c>: the
+    /// JSON hub protocol writes the bytes as a base64 string, MessagePack as a <c>bin</c> value.</summary>
     private sealed class MessageForm : WireForm<SerializedHubMessage>
     {
         public override SerializedHubMessage Encode(TopicMessage m) =>
@@ -47,8 +49,11 @@ public sealed class SignalRConnection(HubConnectionContext context, string? user
                 ["topic"] = m.Topic,
                 ["epoch"] = m.Epoch,
                 ["seq"] = m.Seq,
-                ["data"] = HubData.FromJson(m.Data),
+                [m.Format == PayloadFormat.Binary ? BinaryData : JsonData] = m.Format == PayloadFormat.Binary ? m.Data : HubData.FromJson(m.Data),
             }]));
+
+        private static readonly string JsonData = System.Text.Encoding.UTF8.GetString(MessageJson.JsonData);
+        private static readonly string BinaryData = System.Text.Encoding.UTF8.GetString(MessageJson.BinaryData);
     }
 }
 

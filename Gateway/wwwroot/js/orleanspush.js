@@ -18,12 +18,35 @@
 //
 // Delta compression (namespaces with Delta on): subscribe(topic, handler, { delta: true }) asks for Fossil deltas; the
 // module applies them, and the handler gets `data` and `text`, the publisher's JSON exactly as published.
+//
+// Binary payloads (published as application/octet-stream, or over MQTT when not one JSON value) arrive as a
+// Uint8Array in `data`, with `binary: true`; the wire carries them as base64 in `data_b64`.
 
 import { applyDelta } from './fossil.js';
 
 const SUBPROTOCOL = 'orleanspush.v1.json';
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The base64 of a frame's data_b64 as the bytes published. */
+function fromBase64(base64) {
+  const chars = atob(base64);
+  const bytes = new Uint8Array(chars.length);
+  for (let i = 0; i < chars.length; i++) {
+    bytes[i] = chars.charCodeAt(i);
+  }
+  return bytes;
+}
+
+/** The message a handler gets from a msg frame (raw WebSocket or SSE): data is the JSON value, or a Uint8Array. */
+function messageOf(frame) {
+  const m = { topic: frame.topic, epoch: frame.epoch, seq: frame.seq, data: frame.data };
+  if (typeof frame.data_b64 === 'string') {
+    m.data = fromBase64(frame.data_b64);
+    m.binary = true;
+  }
+  return m;
+}
 
 /** Calls options[name](...args) when set; an exception it throws is rethrown outside, so it cannot break the client. */
 function notify(options, name, args) {
@@ -241,7 +264,7 @@ export class PushClient {
         }
         entry.position = { epoch: frame.epoch, seq: frame.seq };
         try {
-          const m = { topic: frame.topic, epoch: frame.epoch, seq: frame.seq, data: frame.data };
+          const m = messageOf(frame);
           if (text !== undefined) {
             m.text = text;
             m.data = JSON.parse(text);
@@ -359,7 +382,7 @@ export class PushClient {
 export class PushEventStream {
   /**
    * @param {string[]} topics
-   * @param {(m: {topic: string, epoch: string, seq: number, data: any}) => void} handler
+   * @param {(m: {topic: string, epoch: string, seq: number, data: any, binary?: boolean}) => void} handler
    * @param {object} [options]
    * @param {string} [options.url] stream URL; default: /sse on this page's host.
    * @param {string} [options.user] development identity (?user=), for gateways running open.
@@ -383,8 +406,7 @@ export class PushEventStream {
     this._source.onerror = () =>
       this._notify('onStatus', this._source.readyState === EventSource.CLOSED ? 'closed' : 'connecting');
     this._source.onmessage = (event) => {
-      const m = JSON.parse(event.data);
-      notify({ handler }, 'handler', [{ topic: m.topic, epoch: m.epoch, seq: m.seq, data: m.data }]);
+      notify({ handler }, 'handler', [messageOf(JSON.parse(event.data))]);
     };
     this._source.addEventListener('subscribed', (event) => {
       const s = JSON.parse(event.data);
