@@ -458,6 +458,7 @@ public sealed class PushClient : IAsyncDisposable
         long seq = 0;
         ReadOnlyMemory<byte> data = default;
         string? text = null, delta = null;
+        byte[]? binary = null;
         try
         {
             var reader = new Utf8JsonReader(frame.Span);
@@ -488,6 +489,9 @@ public sealed class PushClient : IAsyncDisposable
                         reader.Skip();
                         data = frame[start..(int)reader.BytesConsumed];
                         break;
+                    case "data_b64":
+                        binary = reader.GetBytesFromBase64();
+                        break;
                     case "text":
                         text = reader.GetString();
                         break;
@@ -509,7 +513,11 @@ public sealed class PushClient : IAsyncDisposable
         switch (op)
         {
             case "msg" when topic is not null && epoch is not null:
-                if ((text is null && delta is null ? data.ToArray() : Payload(session, topic, epoch, seq, text, delta)) is { } payload)
+                if (binary is not null)
+                {
+                    await OnMessageAsync(new PushMessage(topic, epoch, seq, binary, isBinary: true)).ConfigureAwait(false);
+                }
+                else if ((text is null && delta is null ? data.ToArray() : Payload(session, topic, epoch, seq, text, delta)) is { } payload)
                 {
                     await OnMessageAsync(new PushMessage(topic, epoch, seq, payload)).ConfigureAwait(false);
                 }

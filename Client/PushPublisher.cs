@@ -72,6 +72,14 @@ public sealed class PushPublisher
         return PostOneAsync("api/topics/" + topic, json, idempotencyKey, cancellationToken);
     }
 
+    /// <summary>Publishes <paramref name="bytes"/> as a binary message (any bytes; sent as <c>application/octet-stream</c>).
+    /// JSON subscribers get them base64-encoded in <c>data_b64</c>, MQTT subscribers as they are.</summary>
+    public Task<PushPosition> PublishBytesAsync(string topic, ReadOnlyMemory<byte> bytes, string? idempotencyKey = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topic);
+        return PostOneAsync("api/topics/" + topic, bytes, idempotencyKey, cancellationToken, OctetStream);
+    }
+
     /// <summary>Pushes <paramref name="data"/> to one user's personal channel (<c>user:{userId}</c>).</summary>
     public Task<PushPosition> PushToUserAsync<T>(string userId, T data, string? idempotencyKey = null, CancellationToken cancellationToken = default)
     {
@@ -116,18 +124,20 @@ public sealed class PushPublisher
         return results;
     }
 
-    private async Task<PushPosition> PostOneAsync(string path, ReadOnlyMemory<byte> json, string? key, CancellationToken cancellationToken)
+    private const string OctetStream = "application/octet-stream";
+
+    private async Task<PushPosition> PostOneAsync(string path, ReadOnlyMemory<byte> body, string? key, CancellationToken cancellationToken, string contentType = "application/json")
     {
-        var answer = await SendAsync(path, json, key ?? NewKey(), cancellationToken).ConfigureAwait(false);
+        var answer = await SendAsync(path, body, key ?? NewKey(), cancellationToken, contentType).ConfigureAwait(false);
         return new PushPosition(answer.GetProperty("epoch").GetString()!, answer.GetProperty("seq").GetInt64());
     }
 
-    private async Task<JsonElement> SendAsync(string path, ReadOnlyMemory<byte> body, string? key, CancellationToken cancellationToken)
+    private async Task<JsonElement> SendAsync(string path, ReadOnlyMemory<byte> body, string? key, CancellationToken cancellationToken, string contentType = "application/json")
     {
         for (var attempt = 1; ; attempt++)
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new ReadOnlyMemoryContent(body) };
-            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue(contentType);
             if (key is not null)
             {
                 request.Headers.TryAddWithoutValidation(IdempotencyHeader, key);

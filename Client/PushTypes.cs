@@ -12,11 +12,17 @@ public sealed class PushMessage
     private JsonElement? _data;
 
     public PushMessage(string topic, string epoch, long seq, ReadOnlyMemory<byte> rawData)
+        : this(topic, epoch, seq, rawData, isBinary: false)
+    {
+    }
+
+    public PushMessage(string topic, string epoch, long seq, ReadOnlyMemory<byte> rawData, bool isBinary)
     {
         Topic = topic;
         Epoch = epoch;
         Seq = seq;
         RawData = rawData;
+        IsBinary = isBinary;
     }
 
     public string Topic { get; }
@@ -25,13 +31,22 @@ public sealed class PushMessage
 
     public long Seq { get; }
 
-    /// <summary>The publisher's JSON (UTF-8), exactly as published.</summary>
+    /// <summary>The payload exactly as published: the publisher's JSON (UTF-8), or when <see cref="IsBinary"/> its bytes.</summary>
     public ReadOnlyMemory<byte> RawData { get; }
 
-    /// <summary>The data as a JSON element (parsed on first use).</summary>
-    public JsonElement Data => _data ??= JsonDocument.Parse(RawData).RootElement.Clone();
+    /// <summary>The message was published as binary (any bytes, in <see cref="RawData"/>), not as one JSON value.</summary>
+    public bool IsBinary { get; }
 
-    public T? Deserialize<T>(JsonSerializerOptions? options = null) => JsonSerializer.Deserialize<T>(RawData.Span, options);
+    /// <summary>The data as a JSON element (parsed on first use).</summary>
+    /// <exception cref="InvalidOperationException">The message is binary (<see cref="IsBinary"/>): read <see cref="RawData"/>.</exception>
+    public JsonElement Data => _data ??= JsonDocument.Parse(JsonBytes).RootElement.Clone();
+
+    /// <exception cref="InvalidOperationException">The message is binary (<see cref="IsBinary"/>): read <see cref="RawData"/>.</exception>
+    public T? Deserialize<T>(JsonSerializerOptions? options = null) => JsonSerializer.Deserialize<T>(JsonBytes.Span, options);
+
+    private ReadOnlyMemory<byte> JsonBytes => IsBinary
+        ? throw new InvalidOperationException($"{this} is a binary message, not JSON: read its bytes from RawData.")
+        : RawData;
 
     public override string ToString() => $"{Topic}#{Seq}@{Epoch}";
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -143,7 +144,8 @@ public sealed class MqttTests(MqttFixture fixture)
         Assert.Equal(MqttClientSubscribeResultCode.TopicFilterInvalid, await client.SubscribeAsync("sensors:+", MqttQualityOfServiceLevel.AtMostOnce));
         Assert.Equal(MqttClientSubscribeResultCode.NotAuthorized, await client.SubscribeAsync("user:someone-else", MqttQualityOfServiceLevel.AtMostOnce));
         Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, await client.PublishAsync(GatewayFixture.NewTopic("np"), "{}", MqttQualityOfServiceLevel.AtLeastOnce));
-        Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await client.PublishAsync("chat:" + Guid.NewGuid().ToString("N"), "not json", MqttQualityOfServiceLevel.AtLeastOnce));
+        // A payload need not be JSON (it is published as binary), but it must fit the size limit.
+        Assert.Equal(MqttClientPublishReasonCode.PayloadFormatInvalid, await client.PublishAsync("chat:" + Guid.NewGuid().ToString("N"), new string('x', 70_000), MqttQualityOfServiceLevel.AtLeastOnce));
         Assert.True(client.IsConnected);
     }
 
@@ -237,7 +239,8 @@ internal sealed class MqttTestClient : IAsyncDisposable
         client.ApplicationMessageReceivedAsync += e =>
         {
             e.AutoAcknowledge = acknowledge;
-            _received.Writer.TryWrite(new MqttReceived(e.ApplicationMessage.Topic, e.ApplicationMessage.ConvertPayloadToString(), e.ApplicationMessage.Retain));
+            _received.Writer.TryWrite(new MqttReceived(e.ApplicationMessage.Topic, e.ApplicationMessage.ConvertPayloadToString(), e.ApplicationMessage.Retain,
+                e.ApplicationMessage.Payload.ToArray()));
             return Task.CompletedTask;
         };
     }
@@ -293,6 +296,14 @@ internal sealed class MqttTestClient : IAsyncDisposable
         return result.ReasonCode;
     }
 
+    /// <summary>Publishes <paramref name="payload"/> as is (any bytes).</summary>
+    public async Task<MqttClientPublishReasonCode> PublishBytesAsync(string topic, byte[] payload, MqttQualityOfServiceLevel qos)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        var result = await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos).Build(), cts.Token);
+        return result.ReasonCode;
+    }
+
     public async Task<(string Topic, string Payload)> NextAsync()
     {
         var m = await NextMessageAsync();
@@ -345,5 +356,6 @@ internal sealed class MqttTestClient : IAsyncDisposable
     }
 }
 
-/// <summary>A message an <see cref="MqttTestClient"/> received: its topic, payload and retain flag.</summary>
-internal readonly record struct MqttReceived(string Topic, string Payload, bool Retain);
+/// <summary>A message an <see cref="MqttTestClient"/> received: its topic, payload (as text, and as the bytes received)
+/// and retain flag.</summary>
+internal readonly record struct MqttReceived(string Topic, string Payload, bool Retain, byte[]? Bytes = null);
