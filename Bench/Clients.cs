@@ -1,8 +1,11 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Net.WebSockets;
 using System.Text.Json;
+using MQTTnet;
+using MQTTnet.Packets;
 using Microsoft.AspNetCore.Http.Connections;
 using Microsoft.AspNetCore.SignalR.Client;
 
@@ -251,6 +254,73 @@ internal sealed class SignalRSubscriber(LoadStats stats) : ISubscriber
     }
 }
 
+/// <summary>An MQTT 5 client (MQTTnet) over the gateway's MQTT WebSocket endpoint (<c>/mqtt</c>), subscribed at QoS 0.
+/// The position comes from the <c>seq</c> user property; the payload is the published bytes.</summary>
+internal sealed class MqttSubscriber(LoadStats stats) : ISubscriber
+{
+    private readonly IMqttClient _client = new MqttClientFactory().CreateMqttClient();
+    private long _lastSeq;
+
+    public long LastSeq => Volatile.Read(ref _lastSeq);
+
+    public string? Epoch { get; private set; }
+
+    public async Task<bool> ConnectAsync(string endpoint, string topic, string? sinceEpoch, long sinceSeq, CancellationToken cancellationToken)
+    {
+        _lastSeq = sinceSeq;
+        _client.ApplicationMessageReceivedAsync += e =>
+        {
+            var message = e.ApplicationMessage;
+            var payload = message.Payload.IsSingleSegment ? message.Payload.FirstSpan : message.Payload.ToArray();
+            Interlocked.Add(ref stats.WireBytes, payload.Length);
+            foreach (var property in message.UserProperties ?? [])
+            {
+                if (property.Name == "seq")
+                {
+                    stats.OnSeq(ref _lastSeq, long.Parse(property.ReadValueAsString(), System.Globalization.CultureInfo.InvariantCulture));
+                }
+                else if (property.Name == "epoch")
+                {
+                    Epoch ??= property.ReadValueAsString();
+                }
+            }
+
+            stats.OnMessage(Wire.SentAt(payload));
+            return Task.CompletedTask;
+        };
+        var options = new MqttClientOptionsBuilder()
+            .WithWebSocketServer(o => o.WithUri(endpoint.Replace("http://", "ws://", StringComparison.Ordinal) + "/mqtt"))
+            .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
+            .WithClientId("bench-" + Guid.NewGuid().ToString("N"))
+            .WithCleanSession()
+            .WithKeepAlivePeriod(TimeSpan.FromMinutes(5))
+            .Build();
+        await _client.ConnectAsync(options, cancellationToken);
+        await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(topic, MQTTnet.Protocol.MqttQualityOfServiceLevel.AtMostOnce).Build(), cancellationToken);
+        return false;
+    }
+
+    public void Abort() => _client.Dispose();
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            if (_client.IsConnected)
+            {
+                using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                await _client.DisconnectAsync(new MqttClientDisconnectOptions(), bounded.Token);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or MQTTnet.Exceptions.MqttCommunicationException)
+        {
+            // gone already
+        }
+
+        _client.Dispose();
+    }
+}
+
 /// <summary>Opens many connections: spread round-robin over the system's endpoints and, past what one loopback source
 /// address can hold, over 127.0.0.2, 127.0.0.3, …</summary>
 internal static class Loader
@@ -302,6 +372,7 @@ internal static class Loader
     public static ISubscriber Create(ClientKind kind, LoadStats stats, int index, bool delta = false) => kind switch
     {
         ClientKind.SignalR => new SignalRSubscriber(stats),
+        ClientKind.Mqtt => new MqttSubscriber(stats),
         _ => new RawSubscriber(stats, Invoker(index / ConnectionsPerSourceAddress), delta),
     };
 
@@ -309,7 +380,7 @@ internal static class Loader
     /// Bounded: each connection gets 30 s, the whole call <paramref name="timeout"/>; failures are counted, not thrown.</summary>
     public static async Task<(ISubscriber?[] Subscribers, int Connected, int Recovered)> ConnectAsync(
         SystemUnderTest sut, LoadStats stats, int count, Func<int, string> topicOf, TimeSpan timeout, int parallelism = 64,
-        Func<int, (string Epoch, long Seq)?>? since = null, bool delta = false)
+        Func<int, (string Epoch, long Seq)?>? since = null, bool delta = false, ClientKind? kind = null)
     {
         var subscribers = new ISubscriber?[count];
         var failed = 0;
@@ -319,7 +390,7 @@ internal static class Loader
         {
             await Parallel.ForEachAsync(Enumerable.Range(0, count), new ParallelOptions { MaxDegreeOfParallelism = parallelism, CancellationToken = overall.Token }, async (i, ct) =>
             {
-                var subscriber = Create(sut.Kind, stats, i, delta);
+                var subscriber = Create(kind ?? sut.Kind, stats, i, delta);
                 using var one = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 one.CancelAfter(TimeSpan.FromSeconds(30));
                 try

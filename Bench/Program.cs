@@ -102,6 +102,9 @@ internal static class Program
             // with Fossil deltas.
             new("state", 1000, 1, PublishMode.Http, 50, InFlight: 1, Workers: 1, State: true),
             new("state-delta", 1000, 1, PublishMode.Http, 50, InFlight: 1, Workers: 1, State: true, Delta: true),
+            // MQTT fan-out (run when named: --scenarios mqtt-fanout-1000): 1,000 MQTT 5 subscribers (QoS 0, over /mqtt)
+            // of one topic, published to over HTTP.
+            new("mqtt-fanout-1000", 1000, 1, PublishMode.Http, null, InFlight: 32, Workers: 16, Mqtt: true),
             new("p2p-1000", 1000, 1000, PublishMode.Batch, null, InFlight: 500, Workers: 4, BatchSize: 50),
             new("p2p-1000", 1000, 1000, PublishMode.Orleans, null, InFlight: 256, Workers: 32),
         ];
@@ -112,7 +115,7 @@ internal static class Program
                 var wanted = specs.Where(s => Wanted(s.Scenario)).Concat(optional.Where(s => only?.Contains(s.Scenario) == true)).ToList();
                 if (system.StartsWith("orleanspush", StringComparison.Ordinal))
                 {
-                    wanted.AddRange(orleansOnly.Where(s => s.State ? only?.Contains(s.Scenario) == true : Wanted(s.Scenario)));
+                    wanted.AddRange(orleansOnly.Where(s => s.State || s.Mqtt ? only?.Contains(s.Scenario) == true : Wanted(s.Scenario)));
                 }
 
                 var storms = system.StartsWith("orleanspush", StringComparison.Ordinal) && Wanted("storm");

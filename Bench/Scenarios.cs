@@ -8,8 +8,9 @@ namespace OrleansPush.Bench;
 /// <param name="State">Publishes a ~2 KB JSON game state changing a few fields per message (<see cref="StateFeed"/>) on
 /// topics of the <c>state</c> namespace instead of the ~100-byte timestamp payload; with <paramref name="Delta"/>,
 /// subscribers ask for Fossil deltas.</param>
+/// <param name="Mqtt">The subscribers are MQTT 5 clients over <c>/mqtt</c> (<see cref="MqttSubscriber"/>), not raw WebSockets.</param>
 internal sealed record LoadSpec(string Scenario, int Subscribers, int Topics, PublishMode Mode, double? Rate, int InFlight, int Workers, int BatchSize = 1,
-    bool State = false, bool Delta = false);
+    bool State = false, bool Delta = false, bool Mqtt = false);
 
 /// <summary>One row of results. CPU is user+system time of every process of the system under test.</summary>
 internal sealed record LoadRow(
@@ -39,7 +40,7 @@ internal sealed class Scenarios(TimeSpan warmup, TimeSpan measure)
         var run = Guid.NewGuid().ToString("N")[..6];
         var topics = Enumerable.Range(0, spec.Topics).Select(i => $"{(spec.State ? "state:" : "")}{spec.Scenario}-{run}-{i}").ToArray();
         var (subscribers, connected, _) = await Loader.ConnectAsync(sut, stats, spec.Subscribers, i => topics[i % topics.Length], TimeSpan.FromSeconds(120),
-            delta: spec.Delta);
+            delta: spec.Delta, kind: spec.Mqtt ? ClientKind.Mqtt : null);
         var feed = spec.State ? new StateFeed(seed: 42) : null;
         Func<byte[]> payload = feed is null ? () => Wire.Payload(Stopwatch.GetTimestamp()) : feed.Next;
         var subsOf = new int[topics.Length];

@@ -184,6 +184,9 @@ internal enum ClientKind
 {
     RawWebSocket,
     SignalR,
+
+    /// <summary>MQTT 5 over the gateway's <c>/mqtt</c> WebSocket (OrleansPush only: <see cref="LoadSpec.Mqtt"/>).</summary>
+    Mqtt,
 }
 
 /// <summary>One system under test: its processes (all of whose CPU is counted), where clients connect and where

@@ -52,4 +52,13 @@ public sealed class BrowserModuleTests
         });
         Assert.Contains("OK delta", output, StringComparison.Ordinal);
     }
+
+    /// <summary>Binary payloads in the browser: the module's WebSocket and Server-Sent Events handlers get each binary
+    /// message as a <c>Uint8Array</c> of the bytes published (every byte value, invalid UTF-8), and JSON as its value.</summary>
+    [Fact]
+    public async Task ModuleDeliversBinaryMessagesAsUint8ArraysOfTheBytesPublished()
+    {
+        var output = await BrowserTests.RunScriptAsync("module-binary.js", new Dictionary<string, string?>());
+        Assert.Contains("OK binary", output, StringComparison.Ordinal);
+    }
 }

@@ -4,11 +4,17 @@ using Orleans.TestingHost;
 
 namespace OrleansPush.Grains.Tests;
 
-/// <summary>A whole cluster stopped and started again on a durable store keeps history, epochs, user subscriptions and
-/// a user's token revocation.</summary>
+/// <summary>A whole cluster stopped and started again on a durable store (sealed with encryption at rest, or not) keeps
+/// history with each message's bytes and kind (JSON or binary), epochs, user subscriptions and a user's token
+/// revocation.</summary>
 public sealed class RestartTests
 {
-    public static TheoryData<string> Providers => new() { "Redis", "Postgres" };
+    public static TheoryData<string> Providers => new() { "Redis", "Postgres", "Redis" + Encrypted, "Postgres" + Encrypted };
+
+    private const string Encrypted = "+encrypted";
+
+    /// <summary>Not UTF-8, with zero bytes, and one that reads as JSON: published as binary, both stay binary.</summary>
+    private static readonly byte[][] Binary = [[0x00, 0xff, 0xc3, 0x28, 0x00], Encoding.UTF8.GetBytes("{\"i\":0}")];
 
     [Theory]
     [MemberData(nameof(Providers))]
@@ -26,6 +32,11 @@ public sealed class RestartTests
             for (var i = 1; i <= 5; i++)
             {
                 last = await first.Client.GetGrain<ITopicGrain>(topic).PublishAsync(Encoding.UTF8.GetBytes($"{{\"i\":{i}}}"), null);
+            }
+
+            foreach (var bytes in Binary)
+            {
+                await first.Client.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, PayloadFormat.Binary, null);
             }
 
             await first.Client.GetGrain<IUserGrain>(user).SubscribeAsync("team:blue");
@@ -46,10 +57,12 @@ public sealed class RestartTests
             var grain = second.Client.GetGrain<ITopicGrain>(topic);
             Assert.Equal(last, await grain.GetPositionAsync());
             var history = await grain.ReadAsync(0, 100);
-            Assert.Equal(Enumerable.Range(1, 5).Select(i => $"{{\"i\":{i}}}"), history.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
+            Assert.Equal(Enumerable.Range(1, 5).Select(i => $"{{\"i\":{i}}}"), history.Messages.Take(5).Select(m => Encoding.UTF8.GetString(m.Data)));
+            Assert.Equal(Binary.Select(Convert.ToHexString), history.Messages.Skip(5).Select(m => Convert.ToHexString(m.Data)));
+            Assert.Equal(Enumerable.Repeat(PayloadFormat.Json, 5).Concat(Enumerable.Repeat(PayloadFormat.Binary, 2)), history.Messages.Select(m => m.Format));
 
             var next = await grain.PublishAsync(Encoding.UTF8.GetBytes("{\"i\":6}"), null);
-            Assert.Equal(new TopicPosition(last.Epoch, 6), next);
+            Assert.Equal(new TopicPosition(last.Epoch, 8), next);
             Assert.Equal(["team:blue"], await second.Client.GetGrain<IUserGrain>(user).GetSubscriptionsAsync());
             Assert.Equal(revokedBefore, await second.Client.GetGrain<IUserGrain>(user).GetRevokedBeforeAsync());
             Assert.Equal(revokedBefore, (await second.Client.GetGrain<IUserGrain>(user).SyncAsync("gw-after-restart")).RevokedBefore);
@@ -78,9 +91,12 @@ public sealed class RestartTests
         public void Configure(ISiloBuilder siloBuilder)
         {
             var properties = siloBuilder.Configuration;
-            var provider = properties["provider"]!;
+            var encrypted = properties["provider"]!.EndsWith(Encrypted, StringComparison.Ordinal);
+            var provider = properties["provider"]!.Replace(Encrypted, string.Empty, StringComparison.Ordinal);
             var settings = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
             {
+                ["OrleansPush:Storage:Encryption:ActiveKey"] = encrypted ? "k1" : null,
+                ["OrleansPush:Storage:Encryption:Keys:k1"] = encrypted ? Convert.ToBase64String(Encoding.UTF8.GetBytes("restart-tests-key-of-32-bytes-ok")) : null,
                 ["OrleansPush:Storage:Provider"] = provider,
                 ["OrleansPush:Storage:Redis"] = provider == "Redis" ? TestServers.Redis : null,
                 ["OrleansPush:Storage:Postgres"] = provider == "Postgres" ? TestServers.Postgres : null,

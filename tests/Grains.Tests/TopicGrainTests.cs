@@ -103,6 +103,31 @@ public sealed class TopicGrainTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task BinaryPublishTakesAnyBytesAndKeepsItsKindWhileJsonIsStillChecked()
+    {
+        var topic = Topic("binary-" + Guid.NewGuid().ToString("N"));
+        byte[] garbled = [0x00, 0xff, 0xc3, 0x28];
+        Assert.Equal(1, (await topic.PublishAsync(garbled, PayloadFormat.Binary, null)).Seq);
+        Assert.Equal(2, (await topic.PublishAsync([], PayloadFormat.Binary, null)).Seq);
+        Assert.Equal("bad_request", (await Assert.ThrowsAsync<PushRejectedException>(() => topic.PublishAsync(garbled, PayloadFormat.Json, null))).Code);
+        Assert.Equal("bad_request", (await Assert.ThrowsAsync<PushRejectedException>(() => topic.PublishAsync(garbled, (PayloadFormat)7, null))).Code);
+        Assert.Equal(3, (await topic.PublishAsync(Json("[3]"), PayloadFormat.Json, null)).Seq);
+
+        // A keyed retry of a binary publish is answered with the first position, and stored once.
+        var keyed = await topic.PublishAsync(garbled, PayloadFormat.Binary, "k");
+        Assert.Equal(keyed, await topic.PublishAsync(garbled, PayloadFormat.Binary, "k"));
+
+        var user = "u" + Guid.NewGuid().ToString("N");
+        await fixture.Grains.GetGrain<IUserGrain>(user).PushAsync(garbled, PayloadFormat.Binary, null);
+        Assert.Equal((PayloadFormat.Binary, Convert.ToHexString(garbled)),
+            (await Topic("user:" + user).ReadAsync(0, 10)).Messages.Select(m => (m.Format, Convert.ToHexString(m.Data))).Single());
+
+        var history = (await topic.ReadAsync(0, 10)).Messages;
+        Assert.Equal([PayloadFormat.Binary, PayloadFormat.Binary, PayloadFormat.Json, PayloadFormat.Binary], history.Select(m => m.Format));
+        Assert.Equal([Convert.ToHexString(garbled), string.Empty, "5B335D", Convert.ToHexString(garbled)], history.Select(m => Convert.ToHexString(m.Data)));
+    }
+
+    [Fact]
     public async Task GatewayLeaseLapsesWhenNotRenewed()
     {
         var topic = Topic("lease-" + Guid.NewGuid().ToString("N"));
