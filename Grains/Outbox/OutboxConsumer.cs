@@ -100,6 +100,10 @@ public sealed class OutboxConsumer : BackgroundService
                 refused_at timestamptz NOT NULL DEFAULT now(),
                 code text NOT NULL,
                 reason text NOT NULL);
+            ALTER TABLE {table} ADD COLUMN IF NOT EXISTS data_bytes bytea;
+            ALTER TABLE {table} ALTER COLUMN data DROP NOT NULL;
+            ALTER TABLE {refused} ADD COLUMN IF NOT EXISTS data_bytes bytea;
+            ALTER TABLE {refused} ALTER COLUMN data DROP NOT NULL;
             CREATE OR REPLACE FUNCTION {notify}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 PERFORM pg_notify('{table.ToLowerInvariant()}', '');
@@ -192,14 +196,15 @@ public sealed class OutboxConsumer : BackgroundService
         }
 
         var rows = new List<OutboxRow>();
-        await using (var read = new NpgsqlCommand($"SELECT id, topic, data::text, key FROM {_table} WHERE id <= $1 ORDER BY id LIMIT $2", connection))
+        await using (var read = new NpgsqlCommand($"SELECT id, topic, data::text, key, data_bytes FROM {_table} WHERE id <= $1 ORDER BY id LIMIT $2", connection))
         {
             read.Parameters.Add(new NpgsqlParameter<long> { TypedValue = watermark });
             read.Parameters.Add(new NpgsqlParameter<int> { TypedValue = _options.BatchSize });
             await using var reader = await read.ExecuteReaderAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
-                rows.Add(new OutboxRow(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.IsDBNull(3) ? null : reader.GetString(3)));
+                rows.Add(new OutboxRow(reader.GetInt64(0), reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2),
+                    reader.IsDBNull(3) ? null : reader.GetString(3), reader.IsDBNull(4) ? null : (byte[])reader[4]));
             }
         }
 
@@ -283,17 +288,22 @@ public sealed class OutboxConsumer : BackgroundService
 
     private Task<TopicPosition> PublishAsync(OutboxRow row)
     {
-        var data = Encoding.UTF8.GetBytes(row.Data);
+        var (data, format) = (row.Data, row.Bytes) switch
+        {
+            ({ } json, null) => (Encoding.UTF8.GetBytes(json), PayloadFormat.Json),
+            (null, { } bytes) => (bytes, PayloadFormat.Binary),
+            _ => throw new PushRejectedException(WireCodes.BadRequest, "A row has either data (JSON) or data_bytes (binary), not both or neither."),
+        };
         var key = row.Key ?? "outbox:" + row.Id.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (TopicName.PersonalOwner(row.Topic) is { } user)
         {
             return TopicName.IsValidUserId(user)
-                ? _grains.GetGrain<IUserGrain>(user).PushAsync(data, key)
+                ? _grains.GetGrain<IUserGrain>(user).PushAsync(data, format, key)
                 : throw new PushRejectedException(WireCodes.BadTopic, "The user id of a user:{id} topic is not valid.");
         }
 
         return TopicName.IsValid(row.Topic)
-            ? _grains.GetGrain<ITopicGrain>(row.Topic).PublishAsync(data, key)
+            ? _grains.GetGrain<ITopicGrain>(row.Topic).PublishAsync(data, format, key)
             : throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
     }
 
@@ -307,7 +317,7 @@ public sealed class OutboxConsumer : BackgroundService
         {
             OutboxLog.Refused(_logger, row.Id, row.Topic, reason.Code, reason.Message, _refused);
             await using var move = new NpgsqlCommand(
-                $"INSERT INTO {_refused} (id, topic, data, key, created_at, code, reason) SELECT id, topic, data, key, created_at, $2, $3 FROM {_table} WHERE id = $1 ON CONFLICT (id) DO NOTHING",
+                $"INSERT INTO {_refused} (id, topic, data, data_bytes, key, created_at, code, reason) SELECT id, topic, data, data_bytes, key, created_at, $2, $3 FROM {_table} WHERE id = $1 ON CONFLICT (id) DO NOTHING",
                 connection, transaction);
             move.Parameters.Add(new NpgsqlParameter<long> { TypedValue = row.Id });
             move.Parameters.Add(new NpgsqlParameter<string> { TypedValue = reason.Code });
@@ -326,5 +336,7 @@ public sealed class OutboxConsumer : BackgroundService
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
-    private sealed record OutboxRow(long Id, string Topic, string Data, string? Key);
+    /// <summary>A row: its payload is <see cref="Data"/> (the <c>data</c> json column) or <see cref="Bytes"/> (the
+    /// <c>data_bytes</c> bytea column, published as binary).</summary>
+    private sealed record OutboxRow(long Id, string Topic, string? Data, string? Key, byte[]? Bytes);
 }

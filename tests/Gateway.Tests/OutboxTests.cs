@@ -47,6 +47,39 @@ public sealed class OutboxTests(ITestOutputHelper output)
         await WaitUntilEmptyAsync(db, prefix);
     }
 
+    /// <summary>A row with <c>data_bytes</c> in place of <c>data</c> is published as binary; a row with both or neither
+    /// is refused (moved to the refused table) and the rows after it still go out.</summary>
+    [Fact]
+    public async Task BinaryRowsArriveAsTheirBytesAndRowsWithBothOrNoPayloadAreRefused()
+    {
+        var (settings, prefix) = Settings();
+        await using var gateway = await TestGateway.StartEmbeddedAsync(settings);
+        await using var db = NpgsqlDataSource.Create(Postgres());
+        var (topic, subscriber) = await SubscribeWhenTableIsThereAsync(gateway, db, prefix);
+        await using var _ = subscriber;
+        byte[] garbled = [0x00, 0xff, 0xc3, 0x28, 0x00];
+
+        await using (var connection = await db.OpenConnectionAsync())
+        {
+            foreach (var (json, bytes) in new (string?, byte[]?)[] { (null, garbled), ("{\"both\":1}", garbled), (null, null), ("{\"n\":2}", null) })
+            {
+                await using var insert = new NpgsqlCommand($"INSERT INTO {prefix}_outbox (topic, data, data_bytes) VALUES ($1, $2::json, $3)", connection);
+                insert.Parameters.Add(new NpgsqlParameter<string> { TypedValue = topic });
+                insert.Parameters.Add(new NpgsqlParameter { Value = (object?)json ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
+                insert.Parameters.Add(new NpgsqlParameter { Value = (object?)bytes ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Bytea });
+                await insert.ExecuteNonQueryAsync();
+            }
+        }
+
+        var messages = await subscriber.MessagesAsync(2);
+        Assert.Equal(Convert.ToBase64String(garbled), messages[0].Json.GetProperty("data_b64").GetString());
+        Assert.Equal("{\"n\":2}", messages[1].RawData);
+        Assert.True(await subscriber.IsQuietAsync(TimeSpan.FromMilliseconds(500)), "a refused row was published");
+        await WaitUntilEmptyAsync(db, prefix);
+        await using var refused = db.CreateCommand($"SELECT count(*) FROM {prefix}_outbox_refused WHERE code = 'bad_request'");
+        Assert.Equal(2L, (long)(await refused.ExecuteScalarAsync())!);
+    }
+
     /// <summary>Row-to-subscriber latency (commit to the subscriber's receipt), one row per transaction; printed for the
     /// README and the note, not asserted.</summary>
     [Fact]
