@@ -175,6 +175,23 @@ public sealed class BinaryPayloadTests(BinaryPayloadFixture fixture)
     }
 
     [Fact]
+    public async Task SignalRMessagePackClientPublishesBytesAsBinary()
+    {
+        var topic = GatewayFixture.NewTopic("srbin");
+        await using var raw = await WsClient.ConnectAsync(Gateway.WebSocketUri());
+        await raw.SubscribeAsync(topic);
+        var (hub, _) = await ConnectHubAsync<Dictionary<object, object?>>(messagePack: true);
+        await using var hubScope = hub;
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        await hub.InvokeAsync<object?>("Publish", topic, Garbled, cts.Token);
+        await hub.InvokeAsync<object?>("Publish", topic, new Dictionary<string, int> { ["n"] = 2 }, cts.Token);
+
+        var frames = await raw.MessagesAsync(2);
+        Assert.Equal(Convert.ToHexString(Garbled), Convert.ToHexString(Convert.FromBase64String(frames[0].Json.GetProperty("data_b64").GetString()!)));
+        Assert.Equal("{\"n\":2}", frames[1].RawData);
+    }
+
+    [Fact]
     public async Task ResumeReplaysBinaryMessagesFromHistoryAsTheSameBytes()
     {
         var topic = GatewayFixture.NewTopic("binres");
