@@ -3,7 +3,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using Orleans.Storage;
 using OrleansPush.Grains.History;
-using OrleansPush.Grains.Streams;
 using OrleansPush.Hosting;
 using StackExchange.Redis;
 
