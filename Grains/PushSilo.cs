@@ -6,7 +6,6 @@ using Orleans.Storage;
 using OrleansPush.Grains.History;
 using OrleansPush.Grains.Outbox;
 using OrleansPush.Grains.Webhooks;
-using OrleansPush.Grains.Streams;
 using OrleansPush.Hosting;
 using OrleansPush.Hosting.Webhooks;
 using StackExchange.Redis;
