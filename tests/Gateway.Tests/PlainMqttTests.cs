@@ -367,6 +367,26 @@ public sealed class PlainMqttDeliveryTests(PlainMqttFixture fixture)
     }
 }
 
+/// <summary>MQTT.js (npm <c>mqtt</c>, installed by test.sh in tests/browser) receives a retained value with the retain
+/// flag and the will of a client it kills.</summary>
+[Collection(PlainMqttCollection.Name)]
+public sealed class MqttJsTests(PlainMqttFixture fixture)
+{
+    [Fact]
+    public async Task MqttJsReceivesTheRetainedValueWithTheRetainFlagAndTheWillOfAKilledClient()
+    {
+        var scripts = Path.Combine(BrowserTests.RepositoryRoot(), "tests", "browser");
+        Assert.True(Directory.Exists(Path.Combine(scripts, "node_modules", "mqtt")), "MQTT.js is not installed: run ./test.sh (it runs npm install in tests/browser).");
+        var state = "state:js" + Guid.NewGuid().ToString("N")[..10];
+        var willTopic = "jswill" + Guid.NewGuid().ToString("N")[..10];
+        await fixture.Gateway.PublishAsync(state, "{\"hp\":7}");
+        var (exitCode, output) = await ChildProcess.RunAsync("node", ["mqtt-js.mjs", fixture.Port, state, "{\"hp\":7}", willTopic], scripts, TimeSpan.FromSeconds(60));
+        Assert.True(exitCode == 0, $"mqtt-js.mjs exited {exitCode}:\n{output}");
+        Assert.Contains("retained ok", output, StringComparison.Ordinal);
+        Assert.Contains("will ok", output, StringComparison.Ordinal);
+    }
+}
+
 /// <summary>MQTT packets written by hand, for what no client library lets a test do (send a QoS 2 PUBLISH twice, die
 /// without DISCONNECT).</summary>
 internal sealed class RawMqtt : IDisposable
