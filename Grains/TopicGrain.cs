@@ -110,7 +110,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         // tells clients that older positions cannot be resumed.
         Adopt(await _store.LoadAsync(_topic, _bounds, cancellationToken));
 
-        if (ns.Wildcards && TopicName.NamespaceOf(_topic).Length > 0 && TopicName.PersonalOwner(_topic) is null)
+        if (ns.Wildcards && TopicName.PersonalOwner(_topic) is null)
         {
             await AnnounceAsync();
         }
@@ -122,7 +122,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     {
         try
         {
-            await GrainFactory.GetGrain<INamespaceGrain>(TopicName.NamespaceOf(_topic)).AnnounceAsync(_topic, _epoch, _durableSeq);
+            await GrainFactory.GetGrain<INamespaceGrain>(TopicName.DirectoryOf(TopicName.NamespaceOf(_topic))).AnnounceAsync(_topic, _epoch, _durableSeq);
         }
         catch (Exception ex)
         {
