@@ -1,8 +1,10 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 using Orleans.Storage;
 using OrleansPush.Grains.History;
+using OrleansPush.Grains.Outbox;
 using OrleansPush.Grains.Streams;
 using OrleansPush.Hosting;
 using StackExchange.Redis;
@@ -79,6 +81,7 @@ public static class PushSilo
     private static void AddHistoryAndState(this ISiloBuilder silo, IConfiguration configuration)
     {
         var storage = SharedOptions.ReadStorage(configuration);
+        var outbox = SharedOptions.Read(configuration, OutboxOptions.Section, new OutboxOptionsValidator(storage.Provider));
         switch (storage.Provider)
         {
             case StorageProvider.Memory:
@@ -97,6 +100,12 @@ public static class PushSilo
                 silo.Services.AddSingleton<IHistoryStore>(sp => new PostgresHistoryStore(sp.GetRequiredService<NpgsqlDataSource>(), storage.Prefix));
                 silo.Services.AddKeyedSingleton<IGrainStorage>(PushNames.StateStore,
                     (sp, _) => new PostgresGrainStorage(sp.GetRequiredService<NpgsqlDataSource>(), storage.Prefix, sp.GetRequiredService<IGrainStorageSerializer>()));
+                if (outbox.Enabled)
+                {
+                    silo.Services.AddHostedService(sp => new OutboxConsumer(postgres, storage.Prefix, outbox,
+                        sp.GetRequiredService<IGrainFactory>(), sp.GetRequiredService<ILogger<OutboxConsumer>>()));
+                }
+
                 break;
             default:
                 throw new InvalidOperationException($"{StorageOptions.Section}:Provider must be Memory, Redis or Postgres.");

@@ -302,7 +302,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         return await reader.ReadAsync(cancellationToken) ? new TopicPosition(reader.GetString(0), reader.GetInt64(1)) : null;
     }
 
-    private static string Identifier(string name)
+    internal static string Identifier(string name)
     {
         if (name.Length == 0 || name.Length > 60 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
         {

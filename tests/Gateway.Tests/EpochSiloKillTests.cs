@@ -44,12 +44,7 @@ public sealed class EpochSiloKillTests(ITestOutputHelper output)
         // Both silos must be active members before topics are placed: a silo still joining hosts nothing, and would
         // not take over when the other dies.
         var management = gateway.Services.GetRequiredService<IClusterClient>().GetGrain<IManagementGrain>(0);
-        var joined = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while ((await management.GetHosts(onlyActive: true)).Count < 2)
-        {
-            Assert.True(DateTime.UtcNow < joined, "the two silos did not form a cluster within 60 s:\n" + first.Tail() + "\n" + second.Tail());
-            await Task.Delay(500);
-        }
+        await SiloKillTests.WaitForActiveSilosAsync(gateway, first, second);
 
         var topics = Enumerable.Range(0, Topics).Select(i => $"epk-{i}-{Guid.NewGuid():N}").ToArray();
         await using var subscriber = await WsClient.ConnectAsync(gateway.WebSocketUri());

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 using System.Net;
 using System.Text;
@@ -111,6 +112,20 @@ public sealed class SiloKillTests(ITestOutputHelper output)
     }
 
     /// <summary>The silos need a moment to form a cluster; the gateway's client retries until they answer.</summary>
+    /// <summary>Waits until every silo is an active member: a silo still joining hosts nothing, and would not take over
+    /// when another dies.</summary>
+    internal static async Task WaitForActiveSilosAsync(TestGateway gateway, params SiloProcess[] silos)
+    {
+        var management = gateway.Services.GetRequiredService<IClusterClient>().GetGrain<IManagementGrain>(0);
+        var joined = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while ((await management.GetHosts(onlyActive: true)).Count < silos.Length)
+        {
+            Assert.True(DateTime.UtcNow < joined, $"the {silos.Length} silos did not form a cluster within 60 s:\n"
+                + string.Join("\n", silos.Select(s => s.Tail())));
+            await Task.Delay(500);
+        }
+    }
+
     internal static async Task<TestGateway> StartGatewayWhenClusterIsUpAsync(Dictionary<string, string?> settings)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
