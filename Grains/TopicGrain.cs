@@ -72,6 +72,8 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private IdempotencyWindow _dedupe = null!;
     private readonly Dictionary<string, Dictionary<string, int>> _presence = new(StringComparer.Ordinal);
     private IGrainTimer? _presenceTimer;
+    private TimeSpan _announceEvery;
+    private DateTimeOffset _announceAgainAt;
     private List<Pending> _batch = [];
     private bool _flushing;
 
@@ -112,7 +114,18 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
         if (ns.Wildcards && TopicName.PersonalOwner(_topic) is null)
         {
+            _announceEvery = NamespaceGrain.LifetimeOf(ns) / 2;
             await AnnounceAsync();
+        }
+    }
+
+    /// <summary>A topic that is published to stays in its namespace's directory: its entry lasts a position's lifetime
+    /// after the last announcement, so the topic announces itself again once half of that has passed.</summary>
+    private void AnnounceAgainIfDue()
+    {
+        if (_announceEvery > TimeSpan.Zero && _time.GetUtcNow() >= _announceAgainAt)
+        {
+            _ = AnnounceAsync();
         }
     }
 
@@ -120,6 +133,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     /// subscriber that hears of it subscribes from this position, so it misses nothing published from now on.</summary>
     private async Task AnnounceAsync()
     {
+        _announceAgainAt = _time.GetUtcNow() + _announceEvery;
         try
         {
             await GrainFactory.GetGrain<INamespaceGrain>(TopicName.DirectoryOf(TopicName.NamespaceOf(_topic))).AnnounceAsync(_topic, _epoch, _durableSeq);
@@ -390,6 +404,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
                 }
 
                 _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
+                AnnounceAgainIfDue();
                 return (AppendOutcome.Stored, messages);
             }
             catch (HistoryConflictException ex)

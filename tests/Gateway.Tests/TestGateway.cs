@@ -28,6 +28,9 @@ public sealed class TestGateway : IAsyncDisposable
 
     public IServiceProvider Services => _host.App.Services;
 
+    /// <summary>The embedded silo's services (null for a gateway that is a client of other silos).</summary>
+    public IServiceProvider? SiloServices => _host.Silo?.Services;
+
     public Uri WebSocketUri(string? query = null) =>
         new($"ws://{BaseAddress.Authority}/ws{(query is null ? string.Empty : "?" + query)}");
 
