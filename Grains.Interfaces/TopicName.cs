@@ -34,6 +34,10 @@ public static class TopicName
         return true;
     }
 
+    /// <summary>Topics of a namespace that starts with <c>_</c> (such as <c>_webhooks</c>) are OrleansPush's own: no
+    /// client subscribes or publishes to them, and no backend publishes to them through the API.</summary>
+    public static bool IsReserved(string topic) => topic.StartsWith('_') && topic.Contains(':', StringComparison.Ordinal);
+
     /// <summary>A user id is a topic name without a namespace separator, so that <c>user:{id}</c> is one channel.</summary>
     public static bool IsValidUserId(string? userId) =>
         !string.IsNullOrEmpty(userId)

@@ -28,6 +28,9 @@ public sealed class TestGateway : IAsyncDisposable
 
     public IServiceProvider Services => _host.App.Services;
 
+    /// <summary>The embedded silo's services (null for a gateway that is a client of other silos).</summary>
+    public IServiceProvider? SiloServices => _host.Silo?.Services;
+
     public Uri WebSocketUri(string? query = null) =>
         new($"ws://{BaseAddress.Authority}/ws{(query is null ? string.Empty : "?" + query)}");
 
@@ -57,6 +60,23 @@ public sealed class TestGateway : IAsyncDisposable
 
     /// <summary>Starts a gateway with exactly these settings (on top of the test defaults).</summary>
     public static Task<TestGateway> StartCustomAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null) => StartAsync(settings, services);
+
+    /// <summary>Starts a gateway with these settings, retrying for up to a minute while its cluster is still coming up.</summary>
+    public static async Task<TestGateway> StartWhenClusterIsUpAsync(Dictionary<string, string?> settings)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            try
+            {
+                return await StartCustomAsync(settings);
+            }
+            catch (Exception) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(1000);
+            }
+        }
+    }
 
     private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null,
         ILoggerProvider? logs = null)

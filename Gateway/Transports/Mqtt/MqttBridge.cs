@@ -32,7 +32,7 @@ namespace OrleansPush.Gateway.Transports.Mqtt;
 /// </list>
 /// An MQTT client gets only what it subscribes to: its personal channel is <c>user:{id}</c>, subscribed explicitly.
 /// </summary>
-internal sealed class MqttBridge
+internal sealed class MqttBridge : IDisposable
 {
     private const string InfoKey = "orleanspush.mqtt";
     private readonly ConnectionCommands _commands;
@@ -50,6 +50,7 @@ internal sealed class MqttBridge
     private readonly ConcurrentDictionary<string, GoneSession> _gone = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _delayedWills = new(StringComparer.Ordinal);
     private readonly Lock _lifecycle = new();
+    private readonly ITimer _goneSweeper;
     private MqttServer? _server;
 
     public MqttBridge(ConnectionCommands commands, MqttWildcards wildcards, ConnectionDoor door, Security.TokenValidator validator,
@@ -66,9 +67,18 @@ internal sealed class MqttBridge
         _topics = topics.Value;
         _time = time;
         _logger = logger;
+
+        // Kept positions are bounded by age as well as by count: a quarter of the window after it ends, at most.
+        var sweep = TimeSpan.FromTicks(Math.Clamp(_options.SessionResumeWindow.Ticks / 4, TimeSpan.TicksPerSecond, TimeSpan.TicksPerMinute));
+        _goneSweeper = time.CreateTimer(static state => ((MqttBridge)state!).ForgetLapsedSessions(), this, sweep, sweep);
     }
 
+    public void Dispose() => _goneSweeper.Dispose();
+
     public int Count => _connections.Count;
+
+    /// <summary>Persistent sessions whose positions are kept for a resume.</summary>
+    internal int ResumableSessions => _gone.Count;
 
     public void Attach(MqttServer server)
     {
@@ -312,13 +322,7 @@ internal sealed class MqttBridge
         var now = _time.GetUtcNow();
         if (_gone.Count >= _options.MaxResumableSessions)
         {
-            foreach (var (id, old) in _gone)
-            {
-                if (old.Until <= now)
-                {
-                    _gone.TryRemove(id, out _);
-                }
-            }
+            ForgetLapsedSessions();
         }
 
         if (_gone.Count < _options.MaxResumableSessions)
@@ -329,6 +333,18 @@ internal sealed class MqttBridge
         else
         {
             MqttLog.ResumeDropped(_logger, connection.ClientId);
+        }
+    }
+
+    private void ForgetLapsedSessions()
+    {
+        var now = _time.GetUtcNow();
+        foreach (var (id, old) in _gone)
+        {
+            if (old.Until <= now)
+            {
+                _gone.TryRemove(new KeyValuePair<string, GoneSession>(id, old));
+            }
         }
     }
 
