@@ -283,6 +283,44 @@ public sealed class PlainMqttDeliveryTests(PlainMqttFixture fixture)
         await second.AssertQuietAsync(TimeSpan.FromMilliseconds(300));
     }
 
+    [Theory]
+    [InlineData(MqttProtocolVersion.V311)]
+    [InlineData(MqttProtocolVersion.V500)]
+    public async Task APersistentSessionComesBackWithItsSubscriptionsAndWhatWasPublishedWhileAway(MqttProtocolVersion protocol)
+    {
+        var p = Unique();
+        var clientId = "ps-" + Guid.NewGuid().ToString("N")[..10];
+        await using (var first = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false, protocol: protocol))
+        {
+            Assert.False(first.Connected.IsSessionPresent);
+            // QoS 0: a message counts as delivered once handed over, so n:1 is not sent again (at QoS 1 or 2 it would be
+            // until its PUBACK / PUBCOMP arrived, which may come after this client's DISCONNECT).
+            await first.SubscribeAsync(p + "/+", MqttQualityOfServiceLevel.AtMostOnce);
+            await first.SubscribeAsync(p + "-plain", MqttQualityOfServiceLevel.AtLeastOnce);
+            await Gateway.PublishAsync(p + "/a", "{\"n\":1}");
+            Assert.Equal((p + "/a", "{\"n\":1}"), await first.NextAsync());
+        }
+
+        await Gateway.PublishAsync(p + "/a", "{\"n\":2}"); // while it is away
+        await Gateway.PublishAsync(p + "-plain", "{\"n\":3}");
+
+        // It subscribes nothing: the session's subscriptions came back with it.
+        await using var second = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false, protocol: protocol);
+        Assert.True(second.Connected.IsSessionPresent);
+        var received = new[] { await second.NextAsync(), await second.NextAsync() }.OrderBy(m => m.Payload, StringComparer.Ordinal).ToArray();
+        Assert.Equal(new[] { (p + "/a", "{\"n\":2}"), (p + "-plain", "{\"n\":3}") }, received);
+        await Gateway.PublishAsync(p + "/b", "{\"n\":4}"); // a new topic of the restored wildcard filter
+        Assert.Equal((p + "/b", "{\"n\":4}"), await second.NextAsync());
+        await second.AssertQuietAsync(TimeSpan.FromMilliseconds(300));
+
+        // A clean session discards it.
+        await second.DisposeAsync();
+        await using var clean = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: true, protocol: protocol);
+        Assert.False(clean.Connected.IsSessionPresent);
+        await Gateway.PublishAsync(p + "/a", "{\"n\":5}");
+        await clean.AssertQuietAsync(TimeSpan.FromMilliseconds(300));
+    }
+
     [Fact]
     public async Task AWillWithADelayWaitsAndIsCancelledByAReconnectWithinIt()
     {
