@@ -33,6 +33,13 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
 
     public bool Remove(string gatewayId) => _routes?.Remove(gatewayId) == true;
 
+    /// <summary>How many gateways hold a lease that has not lapsed.</summary>
+    public int LiveCount()
+    {
+        DropExpired();
+        return _routes.Count;
+    }
+
     public string[] LiveGateways()
     {
         DropExpired();

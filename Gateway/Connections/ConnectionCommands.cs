@@ -3,6 +3,7 @@ using OrleansPush.Gateway.Hosting;
 using OrleansPush.Gateway.Publishing;
 using OrleansPush.Gateway.Routing;
 using OrleansPush.Gateway.Security;
+using OrleansPush.Hosting.Webhooks;
 
 namespace OrleansPush.Gateway.Connections;
 
@@ -20,11 +21,13 @@ public sealed class ConnectionCommands
     private readonly ILogger<ConnectionCommands> _logger;
     private readonly ConnectionDrain _drain;
     private readonly ConnectionSecurity _security;
+    private readonly WebhookEvents _webhooks;
 
     public ConnectionCommands(TopicRouter router, UserConnections users, Publisher publisher, IOptions<GatewayOptions> options,
         IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger, ConnectionDrain drain,
-        ConnectionSecurity security)
+        ConnectionSecurity security, WebhookEvents webhooks)
     {
+        _webhooks = webhooks;
         _security = security;
         _drain = drain;
         _router = router;
@@ -127,6 +130,11 @@ public sealed class ConnectionCommands
             throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
+        if (TopicName.IsReserved(topic!))
+        {
+            throw new PushRejectedException(WireCodes.Forbidden, "Topics of a namespace that starts with _ are reserved.");
+        }
+
         if (TopicName.PersonalOwner(topic!) is { } owner && owner != connection.UserId)
         {
             throw new PushRejectedException(WireCodes.Forbidden, "A personal channel is for its user alone.");
@@ -195,8 +203,9 @@ public sealed class ConnectionCommands
         }
     }
 
-    /// <summary>A client's own publish, where the topic's namespace allows it.</summary>
-    public Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> json)
+    /// <summary>A client's own publish, where the topic's namespace allows it; a <c>message.published</c> webhook event
+    /// follows it when an endpoint wants those.</summary>
+    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> json)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -205,7 +214,9 @@ public sealed class ConnectionCommands
 
         _security.CheckClientPublish(connection, topic!);
 
-        return _publisher.PublishAsync(topic!, json, idempotencyKey: null);
+        var position = await _publisher.PublishAsync(topic!, json, idempotencyKey: null);
+        await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, json);
+        return position;
     }
 
     private void OnServerSubscriptionChanged(PushConnection connection, string topic, bool subscribed)

@@ -9,7 +9,6 @@ using OrleansPush.Gateway.Transports.Http;
 using OrleansPush.Gateway.Transports.Mqtt;
 using OrleansPush.Gateway.Transports.SignalR;
 using OrleansPush.Gateway.Transports.WebSockets;
-using OrleansPush.Grains.Streams;
 using OrleansPush.Hosting;
 
 namespace OrleansPush.Gateway.Hosting;

@@ -1,34 +1,13 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Orleans.Concurrency;
 using Orleans.Placement;
 using Orleans.Providers;
+using OrleansPush.Hosting;
 
 namespace OrleansPush.Grains.Streams;
 
 /// <summary>
-/// One partition of the push stream: the events its producers enqueued and its pulling agent has not read yet. The
-/// contract is the memory stream's (<see cref="MemoryStreamQueueGrain"/>): at most once, in enqueue order, at most
-/// <see cref="PushQueueGrain.Capacity"/> batches held, lost when the silo holding the queue dies (gateways repair gaps from history).
-/// What differs is reading: a read of an empty queue waits until an event arrives, or until its bounded wait is over,
-/// instead of answering empty at once to a reader that polls.
-/// </summary>
-[Alias("OrleansPush.IPushQueueGrain")]
-public interface IPushQueueGrain : IGrainWithGuidKey
-{
-    /// <summary>Appends one event batch. Throws when the queue already holds <see cref="PushQueueGrain.Capacity"/>
-    /// batches (its reader is gone or far behind): the producer counts the write as failed.</summary>
-    [Alias("Enqueue")]
-    Task Enqueue(MemoryMessageData data);
-
-    /// <summary>Takes up to <paramref name="maxCount"/> batches in enqueue order. An empty queue answers when a batch
-    /// arrives, after <paramref name="wait"/> (empty), or when the call is cancelled (empty); interleaved with
-    /// enqueues, so a waiting read never holds a producer up.</summary>
-    [AlwaysInterleave, Alias("Dequeue")]
-    Task<List<MemoryMessageData>> Dequeue(int maxCount, TimeSpan wait, CancellationToken cancellationToken = default);
-}
-
-/// <summary>
+/// The push stream's queue (contract: <see cref="IPushQueueGrain"/>, wired by <see cref="PushStreams"/>).
 /// Placed on the silo that first calls it, which is the silo whose pulling agent reads it (the agent's first read
 /// comes before any producer knows the queue in the usual order), so a read costs no network hop.
 /// </summary>

@@ -32,8 +32,8 @@ public sealed class DeployClusterTests
         await using var first = SiloProcess.Start(null, TestGateway.Merge(settings, new Dictionary<string, string?> { ["OrleansPush:Cluster:SiloName"] = "first" }));
         await using var second = SiloProcess.Start(null, TestGateway.Merge(settings, new Dictionary<string, string?> { ["OrleansPush:Cluster:SiloName"] = "second" }));
         var gatewaySettings = TestGateway.Merge(settings, new Dictionary<string, string?> { ["OrleansPush:Cluster:Mode"] = "Cluster" });
-        await using var publisherGateway = await StartWhenClusterIsUpAsync(gatewaySettings);
-        await using var subscriberGateway = await StartWhenClusterIsUpAsync(gatewaySettings);
+        await using var publisherGateway = await TestGateway.StartWhenClusterIsUpAsync(gatewaySettings);
+        await using var subscriberGateway = await TestGateway.StartWhenClusterIsUpAsync(gatewaySettings);
 
         var management = subscriberGateway.Services.GetRequiredService<IClusterClient>().GetGrain<IManagementGrain>(0);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
@@ -71,22 +71,6 @@ public sealed class DeployClusterTests
         foreach (var topic in topics)
         {
             Assert.Equal([1L, 2L, 3L], received.Where(m => m.Topic == topic).Select(m => m.Seq));
-        }
-    }
-
-    private static async Task<TestGateway> StartWhenClusterIsUpAsync(Dictionary<string, string?> settings)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            try
-            {
-                return await TestGateway.StartCustomAsync(settings);
-            }
-            catch (Exception) when (DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(1000);
-            }
         }
     }
 }

@@ -21,10 +21,12 @@ public sealed class SiloProcess : IAsyncDisposable
     public int Pid => _process.Pid;
 
     /// <summary>Starts a silo; the first of a cluster passes its own silo port as <paramref name="primarySiloPort"/>.</summary>
-    public static SiloProcess Start(int? primarySiloPort, IDictionary<string, string?> settings)
+    public static SiloProcess Start(int? primarySiloPort, IDictionary<string, string?> settings) =>
+        Start(primarySiloPort, settings, Ports.Free(), Ports.Free());
+
+    /// <summary>Starts a silo on these ports (a restart in place: clients that knew the old one find the new one there).</summary>
+    public static SiloProcess Start(int? primarySiloPort, IDictionary<string, string?> settings, int siloPort, int gatewayPort)
     {
-        var siloPort = Ports.Free();
-        var gatewayPort = Ports.Free();
         var all = TestGateway.Merge(TestSettings.Common(), TestGateway.Merge(new Dictionary<string, string?>
         {
             ["OrleansPush:Cluster:SiloPort"] = siloPort.ToString(),
@@ -36,6 +38,9 @@ public sealed class SiloProcess : IAsyncDisposable
 
     /// <summary>The last lines the process wrote.</summary>
     public string Tail() => _process.Tail();
+
+    /// <summary>SIGTERM, and waits for the silo to leave the cluster and exit.</summary>
+    public Task StopAsync() => _process.StopAsync(TimeSpan.FromSeconds(60));
 
     /// <summary>SIGKILL: no goodbye, no graceful shutdown.</summary>
     public void Kill() => _process.KillNow();

@@ -36,9 +36,10 @@ public sealed class TestGateway : IAsyncDisposable
 
     /// <summary>Starts an embedded gateway (gateway and silo in one process).</summary>
     /// <param name="services">Registers test seams (fault filters) before the gateway's own wiring.</param>
-    public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
+    public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null,
+        ILoggerProvider? logs = null)
     {
-        return StartAsync(Merge(EmbeddedSettings(), settings), services);
+        return StartAsync(Merge(EmbeddedSettings(), settings), services, logs);
     }
 
     /// <summary>An embedded gateway's own silo on free loopback ports (its own silo is the primary by default).</summary>
@@ -60,9 +61,27 @@ public sealed class TestGateway : IAsyncDisposable
     /// <summary>Starts a gateway with exactly these settings (on top of the test defaults).</summary>
     public static Task<TestGateway> StartCustomAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null) => StartAsync(settings, services);
 
-    private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null)
+    /// <summary>Starts a gateway with these settings, retrying for up to a minute while its cluster is still coming up.</summary>
+    public static async Task<TestGateway> StartWhenClusterIsUpAsync(Dictionary<string, string?> settings)
     {
-        var (host, address) = await StartHostAsync(Merge(TestSettings.Common(), settings), services: services);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            try
+            {
+                return await StartCustomAsync(settings);
+            }
+            catch (Exception) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(1000);
+            }
+        }
+    }
+
+    private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null,
+        ILoggerProvider? logs = null)
+    {
+        var (host, address) = await StartHostAsync(Merge(TestSettings.Common(), settings), logs: logs, services: services);
         return new TestGateway(host, address);
     }
 

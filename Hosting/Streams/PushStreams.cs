@@ -1,15 +1,38 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
 using Orleans.Configuration;
 using Orleans.Providers;
 using Orleans.Streams;
 
-namespace OrleansPush.Grains.Streams;
+namespace OrleansPush.Hosting;
+
+/// <summary>
+/// One partition of the push stream: the events its producers enqueued and its pulling agent has not read yet. The
+/// contract is the memory stream's (Orleans' <c>MemoryStreamQueueGrain</c>): at most once, in enqueue order, at most
+/// its capacity (the memory stream queue's bound) batches held, lost when the silo holding the queue dies (gateways repair gaps from history).
+/// What differs is reading: a read of an empty queue waits until an event arrives, or until its bounded wait is over,
+/// instead of answering empty at once to a reader that polls.
+/// </summary>
+[Alias("OrleansPush.IPushQueueGrain")]
+public interface IPushQueueGrain : IGrainWithGuidKey
+{
+    /// <summary>Appends one event batch. Throws when the queue already holds its capacity (the memory stream queue's bound)
+    /// batches (its reader is gone or far behind): the producer counts the write as failed.</summary>
+    [Alias("Enqueue")]
+    Task Enqueue(MemoryMessageData data);
+
+    /// <summary>Takes up to <paramref name="maxCount"/> batches in enqueue order. An empty queue answers when a batch
+    /// arrives, after <paramref name="wait"/> (empty), or when the call is cancelled (empty); interleaved with
+    /// enqueues, so a waiting read never holds a producer up.</summary>
+    [AlwaysInterleave, Alias("Dequeue")]
+    Task<List<MemoryMessageData>> Dequeue(int maxCount, TimeSpan wait, CancellationToken cancellationToken = default);
+}
 
 /// <summary>
 /// The push stream provider (<see cref="PushNames.StreamProvider"/>): Orleans' memory stream with its queue replaced by
-/// <see cref="PushQueueGrain"/>, whose empty reads wait for the next event.
+/// the push queue grain (<see cref="IPushQueueGrain"/>, implemented in Grains), whose empty reads wait for the next event.
 /// </summary>
 /// <remarks>
 /// Orleans' pulling agent awaits each <c>GetQueueMessagesAsync</c> and starts no other read while one is pending; it
@@ -20,7 +43,7 @@ namespace OrleansPush.Grains.Streams;
 /// per wait.
 /// <para>The memory stream's receiver, cache and batch container are internal to Orleans, and its factory takes its
 /// queue grains from the <see cref="IGrainFactory"/> it is given; so the factory is Orleans' own, given a grain factory
-/// that hands out <see cref="PushQueueGrain"/>s behind the memory queue's interface. Event bytes, sequence tokens,
+/// that hands out push queue grains behind the memory queue's interface. Event bytes, sequence tokens,
 /// caching and delivery stay exactly the memory stream's.</para>
 /// </remarks>
 public static class PushStreams
@@ -68,7 +91,7 @@ public static class PushStreams
         return factory;
     }
 
-    /// <summary>The memory queue's interface over a <see cref="PushQueueGrain"/>.</summary>
+    /// <summary>The memory queue's interface over a push queue grain.</summary>
     private sealed class QueueHandle(IPushQueueGrain queue, TimeSpan wait) : IMemoryStreamQueueGrain
     {
         public Task Enqueue(MemoryMessageData data) => queue.Enqueue(data);
@@ -80,7 +103,7 @@ public static class PushStreams
         public Task<List<MemoryMessageData>> Dequeue(int maxCount, CancellationToken cancellationToken) => queue.Dequeue(maxCount, wait, cancellationToken);
     }
 
-    /// <summary>Hands out <see cref="PushQueueGrain"/>s where the memory adapter asks for its queue grains; everything
+    /// <summary>Hands out push queue grains where the memory adapter asks for its queue grains; everything
     /// else goes to the real grain factory (the adapter asks for nothing else today).</summary>
     private sealed class QueueGrainFactory(IGrainFactory inner, TimeSpan wait) : IGrainFactory
     {

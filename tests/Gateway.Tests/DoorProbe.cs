@@ -1,0 +1,43 @@
+using System.Net;
+using System.Net.WebSockets;
+using MQTTnet;
+
+namespace OrleansPush.Gateway.Tests;
+
+/// <summary>What a client sees at the door: the HTTP status of a raw WebSocket handshake, the CONNACK code of an MQTT
+/// connect.</summary>
+internal static class DoorProbe
+{
+    /// <summary>Opens a raw-protocol socket and closes it again; the handshake's HTTP status.</summary>
+    public static async Task<HttpStatusCode> WebSocketStatusAsync(Uri uri)
+    {
+        using var socket = new ClientWebSocket();
+        socket.Options.AddSubProtocol("orleanspush.v1.json");
+        socket.Options.CollectHttpResponseDetails = true;
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        try
+        {
+            await socket.ConnectAsync(uri, cts.Token);
+            await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, null, cts.Token);
+        }
+        catch (WebSocketException)
+        {
+        }
+
+        return socket.HttpStatusCode;
+    }
+
+    /// <summary>Connects; the CONNACK's code, whether the connect succeeded or was refused.</summary>
+    public static async Task<MqttClientConnectResultCode?> MqttConnectCodeAsync(IMqttClient client, MqttClientOptionsBuilder options)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        try
+        {
+            return (await client.ConnectAsync(options.Build(), cts.Token)).ResultCode;
+        }
+        catch (Exception ex) when (ex.GetType().Name == "MqttConnectingFailedException")
+        {
+            return ((MqttClientConnectResult?)ex.GetType().GetProperty("Result")!.GetValue(ex))?.ResultCode;
+        }
+    }
+}
