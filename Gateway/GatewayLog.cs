@@ -24,6 +24,9 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 2006, Level = LogLevel.Debug, Message = "Dropping the lease of {Topic} failed; it will lapse by itself")]
     public static partial void RemoveInterestFailed(ILogger logger, string topic, Exception exception);
 
+    [LoggerMessage(EventId = 2040, Level = LogLevel.Debug, Message = "Giving back the lease of user {UserId} failed; it will lapse by itself")]
+    public static partial void UserDetachFailed(ILogger logger, string userId, Exception exception);
+
     [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "Registering interest in {Topic} failed")]
     public static partial void RegisterFailed(ILogger logger, string topic, Exception? exception);
 

@@ -120,8 +120,9 @@ public interface IUserGrain : IGrainWithStringKey
 }
 
 /// <summary>
-/// The directory of one namespace (key: the namespace) whose options allow wildcard subscriptions: the topics that have
-/// been active since the directory started. Topics announce themselves when they activate; gateways that serve a
+/// The directory of one namespace (key: the namespace) whose options allow wildcard subscriptions: the topics that are
+/// alive (announced within the namespace's <c>HistoryTtl</c> + <c>PositionTtl</c>). Topics announce themselves when they
+/// activate and again while they are published to; gateways that serve a
 /// wildcard subscription in the namespace watch it with a lease and hear of each new topic on their stream.
 /// <para>Soft state: a directory that restarts (its silo died) knows again each topic as it next activates.</para>
 /// </summary>
@@ -139,7 +140,10 @@ public interface INamespaceGrain : IGrainWithStringKey
     [Alias("WatchPositions")]
     Task<TopicAnnounced[]> WatchPositionsAsync(string gatewayId);
 
-    /// <summary>A topic of the namespace activated at this position; new ones are announced to watching gateways.</summary>
+    /// <summary>A topic of the namespace activated at this position; new ones are announced to watching gateways. A topic
+    /// already known keeps the position it first announced and is kept for another lifetime: an entry lasts the
+    /// namespace's <c>HistoryTtl</c> + <c>PositionTtl</c> after its topic last announced itself (a topic announces itself
+    /// again while it is published to), so the directory holds the topics that are alive, not every topic ever seen.</summary>
     [Alias("Announce")]
     Task AnnounceAsync(string topic, string epoch, long head);
 }

@@ -9,6 +9,12 @@ public static class TopicName
     public const int MaxLength = 200;
     public const string PersonalPrefix = "user:";
 
+    /// <summary>The key of the default namespace's directory (topics without <c>:</c>); <c>(</c> is in no namespace's name.</summary>
+    public const string DefaultNamespaceDirectory = "(default)";
+
+    /// <summary>The key of the directory grain of <paramref name="ns"/> (<see cref="NamespaceOf"/>).</summary>
+    public static string DirectoryOf(string ns) => ns.Length == 0 ? DefaultNamespaceDirectory : ns;
+
     public static bool IsValid(string? topic)
     {
         if (string.IsNullOrEmpty(topic) || topic.Length > MaxLength)
@@ -16,9 +22,10 @@ public static class TopicName
             return false;
         }
 
-        foreach (var c in topic)
+        // '$' only as the first character: MQTT's reserved topics, which a filter starting with a wildcard never matches.
+        for (var i = topic[0] == '$' ? 1 : 0; i < topic.Length; i++)
         {
-            if (!IsAllowed(c))
+            if (!IsAllowed(topic[i]))
             {
                 return false;
             }
@@ -26,6 +33,10 @@ public static class TopicName
 
         return true;
     }
+
+    /// <summary>Topics of a namespace that starts with <c>_</c> (such as <c>_webhooks</c>) are OrleansPush's own: no
+    /// client subscribes or publishes to them, and no backend publishes to them through the API.</summary>
+    public static bool IsReserved(string topic) => topic.StartsWith('_') && topic.Contains(':', StringComparison.Ordinal);
 
     /// <summary>A user id is a topic name without a namespace separator, so that <c>user:{id}</c> is one channel.</summary>
     public static bool IsValidUserId(string? userId) =>

@@ -32,6 +32,13 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
 
     public bool Remove(string gatewayId) => _routes.Remove(gatewayId);
 
+    /// <summary>How many gateways hold a lease that has not lapsed.</summary>
+    public int LiveCount()
+    {
+        DropExpired();
+        return _routes.Count;
+    }
+
     public string[] LiveGateways()
     {
         DropExpired();

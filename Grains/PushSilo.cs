@@ -5,7 +5,9 @@ using Npgsql;
 using Orleans.Storage;
 using OrleansPush.Grains.History;
 using OrleansPush.Grains.Outbox;
+using OrleansPush.Grains.Webhooks;
 using OrleansPush.Hosting;
+using OrleansPush.Hosting.Webhooks;
 using StackExchange.Redis;
 
 namespace OrleansPush.Grains;
@@ -50,6 +52,11 @@ public static class PushSilo
         // Failure detection (probe timeouts, missed probes): how fast a dead silo's grains move elsewhere.
         silo.Services.Configure<Orleans.Configuration.ClusterMembershipOptions>(configuration.GetSection(ClusterSettings.Section + ":Membership"));
         silo.Services.AddSharedOptions(configuration);
+        silo.Services.AddSingleton<WebhookHttp>();
+        if (configuration.GetSection(WebhookOptions.Section + ":Endpoints").GetChildren().Any())
+        {
+            silo.Services.AddHostedService<WebhookWaker>();
+        }
         silo.Services.AddSingleton(TimeProvider.System);
         silo.CollectIdleGrains(configuration);
         return silo;

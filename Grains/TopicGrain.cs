@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using OrleansPush.Grains.Webhooks;
+using OrleansPush.Hosting.Webhooks;
 using Orleans.Concurrency;
 using OrleansPush.Grains.History;
 
@@ -54,6 +56,8 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private readonly TopicOptions _topics;
     private readonly RoutingOptions _routing;
     private readonly IHistoryStore _store;
+    private readonly WebhookEvents _webhooks;
+    private LeaseOccupancy _occupancy = null!;
     private readonly Action<string, Exception> _onRouteFailure;
     private string _topic = string.Empty;
     private bool _valid;
@@ -68,11 +72,15 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private IdempotencyWindow _dedupe = null!;
     private readonly Dictionary<string, Dictionary<string, int>> _presence = new(StringComparer.Ordinal);
     private IGrainTimer? _presenceTimer;
+    private TimeSpan _announceEvery;
+    private DateTimeOffset _announceAgainAt;
     private List<Pending> _batch = [];
     private bool _flushing;
 
-    public TopicGrain(ILogger<TopicGrain> logger, IOptions<TopicOptions> topics, IOptions<RoutingOptions> routing, IHistoryStore store, TimeProvider time)
+    public TopicGrain(ILogger<TopicGrain> logger, IOptions<TopicOptions> topics, IOptions<RoutingOptions> routing, IHistoryStore store, TimeProvider time,
+        WebhookEvents webhooks)
     {
+        _webhooks = webhooks;
         _logger = logger;
         _topics = topics.Value;
         _routing = routing.Value;
@@ -89,6 +97,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow, ns.PositionTtl, ns.KeepLatest);
         _history = new RecentHistory(ns.HistorySize, ns.HistoryTtl);
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
+        _occupancy = new LeaseOccupancy(_routes, _webhooks, WebhookEventTypes.TopicOccupied, WebhookEventTypes.TopicVacated, _topic, null, _routing.Lease);
         _dedupe = new IdempotencyWindow(_topics.DedupeWindow, _time);
         if (!_valid)
         {
@@ -103,9 +112,20 @@ public sealed class TopicGrain : Grain, ITopicGrain
         // tells clients that older positions cannot be resumed.
         Adopt(await _store.LoadAsync(_topic, _bounds, cancellationToken));
 
-        if (ns.Wildcards && TopicName.NamespaceOf(_topic).Length > 0 && TopicName.PersonalOwner(_topic) is null)
+        if (ns.Wildcards && TopicName.PersonalOwner(_topic) is null)
         {
+            _announceEvery = NamespaceGrain.LifetimeOf(ns) / 2;
             await AnnounceAsync();
+        }
+    }
+
+    /// <summary>A topic that is published to stays in its namespace's directory: its entry lasts a position's lifetime
+    /// after the last announcement, so the topic announces itself again once half of that has passed.</summary>
+    private void AnnounceAgainIfDue()
+    {
+        if (_announceEvery > TimeSpan.Zero && _time.GetUtcNow() >= _announceAgainAt)
+        {
+            _ = AnnounceAsync();
         }
     }
 
@@ -113,9 +133,10 @@ public sealed class TopicGrain : Grain, ITopicGrain
     /// subscriber that hears of it subscribes from this position, so it misses nothing published from now on.</summary>
     private async Task AnnounceAsync()
     {
+        _announceAgainAt = _time.GetUtcNow() + _announceEvery;
         try
         {
-            await GrainFactory.GetGrain<INamespaceGrain>(TopicName.NamespaceOf(_topic)).AnnounceAsync(_topic, _epoch, _durableSeq);
+            await GrainFactory.GetGrain<INamespaceGrain>(TopicName.DirectoryOf(TopicName.NamespaceOf(_topic))).AnnounceAsync(_topic, _epoch, _durableSeq);
         }
         catch (Exception ex)
         {
@@ -200,17 +221,18 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
-    public Task<TopicPosition> AddInterestAsync(string gatewayId)
+    public async Task<TopicPosition> AddInterestAsync(string gatewayId)
     {
         EnsureValid();
         _routes.Renew(gatewayId);
-        return Task.FromResult(new TopicPosition(_epoch, _durableSeq));
+        await _occupancy.ChangedAsync(this);
+        return new TopicPosition(_epoch, _durableSeq);
     }
 
     public Task RemoveInterestAsync(string gatewayId)
     {
         _routes.Remove(gatewayId);
-        return Task.CompletedTask;
+        return _occupancy.ChangedAsync(this);
     }
 
     public Task<HistorySlice> ReadAsync(long afterSeq, int max)
@@ -263,6 +285,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         if (member.Length > 0 && (before == 0) != (after == 0))
         {
             await _routes.SendAsync(new PresenceChanged(_topic, member, Joined: after > 0), _onRouteFailure);
+            await _webhooks.EmitAsync(after > 0 ? WebhookEventTypes.PresenceJoin : WebhookEventTypes.PresenceLeave, _topic, _topic, member);
         }
     }
 
@@ -306,6 +329,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         foreach (var member in left ?? [])
         {
             await _routes.SendAsync(new PresenceChanged(_topic, member, Joined: false), _onRouteFailure);
+            await _webhooks.EmitAsync(WebhookEventTypes.PresenceLeave, _topic, _topic, member);
         }
     }
 
@@ -380,6 +404,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
                 }
 
                 _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
+                AnnounceAgainIfDue();
                 return (AppendOutcome.Stored, messages);
             }
             catch (HistoryConflictException ex)

@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using OrleansPush.Grains.Webhooks;
+using OrleansPush.Hosting.Webhooks;
 
 namespace OrleansPush.Grains;
 
@@ -14,13 +16,17 @@ public sealed class UserGrain : Grain, IUserGrain
     private readonly Dictionary<string, int> _connections = new(StringComparer.Ordinal);
     private string _userId = string.Empty;
     private GatewayRoutes _routes = null!;
+    private readonly WebhookEvents _webhooks;
+    private LeaseOccupancy _occupancy = null!;
 
     public UserGrain(
         [PersistentState("user", PushNames.StateStore)] IPersistentState<UserState> state,
         ILogger<UserGrain> logger,
         IOptions<RoutingOptions> routing,
-        TimeProvider time)
+        TimeProvider time,
+        WebhookEvents webhooks)
     {
+        _webhooks = webhooks;
         _state = state;
         _logger = logger;
         _routing = routing.Value;
@@ -32,22 +38,24 @@ public sealed class UserGrain : Grain, IUserGrain
     {
         _userId = this.GetPrimaryKeyString();
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
+        _occupancy = new LeaseOccupancy(_routes, _webhooks, WebhookEventTypes.UserConnected, WebhookEventTypes.UserDisconnected, null, _userId, _routing.Lease);
         return Task.CompletedTask;
     }
 
     public async Task<string[]> AttachAsync(string gatewayId) => (await SyncAsync(gatewayId)).Topics;
 
-    public Task<UserSubscriptions> SyncAsync(string gatewayId)
+    public async Task<UserSubscriptions> SyncAsync(string gatewayId)
     {
         EnsureValid();
         _routes.Renew(gatewayId);
-        return Task.FromResult(new UserSubscriptions([.. _state.State.Subscriptions], _state.State.Version) { RevokedBefore = _state.State.RevokedBefore });
+        await _occupancy.ChangedAsync(this);
+        return new UserSubscriptions([.. _state.State.Subscriptions], _state.State.Version) { RevokedBefore = _state.State.RevokedBefore };
     }
 
     public Task DetachAsync(string gatewayId)
     {
         _routes.Remove(gatewayId);
-        return Task.CompletedTask;
+        return _occupancy.ChangedAsync(this);
     }
 
     public Task<TopicPosition> PushAsync(byte[] data, string? idempotencyKey)

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using OrleansPush.Hosting.Webhooks;
 
 namespace OrleansPush.Hosting;
 
@@ -25,6 +26,7 @@ public static class SharedOptions
     {
         services.AddValidatedOptions<TopicOptions, TopicOptionsValidator>(configuration, TopicOptions.Section);
         services.AddValidatedOptions<RoutingOptions, RoutingOptionsValidator>(configuration, RoutingOptions.Section);
+        services.AddWebhooks(configuration);
         return services;
     }
 

@@ -3,6 +3,7 @@ using OrleansPush.Gateway.Hosting;
 using OrleansPush.Gateway.Publishing;
 using OrleansPush.Gateway.Routing;
 using OrleansPush.Gateway.Security;
+using OrleansPush.Hosting.Webhooks;
 
 namespace OrleansPush.Gateway.Connections;
 
@@ -20,12 +21,14 @@ public sealed class ConnectionCommands
     private readonly ILogger<ConnectionCommands> _logger;
     private readonly ConnectionDrain _drain;
     private readonly ConnectionSecurity _security;
+    private readonly WebhookEvents _webhooks;
     private readonly Proxies.BackendProxies _proxies;
 
     public ConnectionCommands(TopicRouter router, UserConnections users, Publisher publisher, IOptions<GatewayOptions> options,
         IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger, ConnectionDrain drain,
-        ConnectionSecurity security, Proxies.BackendProxies proxies)
+        ConnectionSecurity security, WebhookEvents webhooks, Proxies.BackendProxies proxies)
     {
+        _webhooks = webhooks;
         _security = security;
         _proxies = proxies;
         _drain = drain;
@@ -131,6 +134,11 @@ public sealed class ConnectionCommands
         if (!TopicName.IsValid(topic))
         {
             throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
+        }
+
+        if (TopicName.IsReserved(topic!))
+        {
+            throw new PushRejectedException(WireCodes.Forbidden, "Topics of a namespace that starts with _ are reserved.");
         }
 
         if (TopicName.PersonalOwner(topic!) is { } owner && owner != connection.UserId)
@@ -248,8 +256,9 @@ public sealed class ConnectionCommands
         }
     }
 
-    /// <summary>A client's own publish, where the topic's namespace allows it.</summary>
-    public Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> json)
+    /// <summary>A client's own publish, where the topic's namespace allows it; a <c>message.published</c> webhook event
+    /// follows it when an endpoint wants those.</summary>
+    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> json)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -259,14 +268,17 @@ public sealed class ConnectionCommands
         _security.CheckClientPublish(connection, topic!);
         if (_proxies.PublishEnabled)
         {
-            return PublishIfProxyAllowsAsync(connection, topic!, json);
+            json = await PublishProxyAllowsAsync(connection, topic!, json);
         }
 
-        return _publisher.PublishAsync(topic!, json, idempotencyKey: null);
+        var position = await _publisher.PublishAsync(topic!, json, idempotencyKey: null);
+        await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, json);
+        return position;
     }
 
-    /// <summary>A client publish the backend's publish proxy sees first: it may refuse it or replace its payload.</summary>
-    private async Task<TopicPosition> PublishIfProxyAllowsAsync(PushConnection connection, string topic, ReadOnlyMemory<byte> json)
+    /// <summary>A client publish the backend's publish proxy sees first: it may refuse it (throws) or replace its
+    /// payload (returned).</summary>
+    private async Task<ReadOnlyMemory<byte>> PublishProxyAllowsAsync(PushConnection connection, string topic, ReadOnlyMemory<byte> json)
     {
         var (payload, refused) = await _proxies.PublishAsync(connection.UserId, topic, json);
         if (refused is not null)
@@ -279,7 +291,7 @@ public sealed class ConnectionCommands
             throw new PushRejectedException(refused.Code, refused.Message);
         }
 
-        return await _publisher.PublishAsync(topic, payload, idempotencyKey: null);
+        return payload;
     }
 
     private void OnServerSubscriptionChanged(PushConnection connection, string topic, bool subscribed)

@@ -13,6 +13,9 @@ public sealed class EmbeddedSilo : IAsyncDisposable
 
     private EmbeddedSilo(IHost host) => _host = host;
 
+    /// <summary>The silo's own services (its history store, its grain catalog), for tests and diagnostics.</summary>
+    public IServiceProvider Services => _host.Services;
+
     public static async Task<EmbeddedSilo> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });

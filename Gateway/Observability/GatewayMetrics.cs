@@ -48,6 +48,12 @@ public static class GatewayMetrics
     private static readonly Counter<long> AuthFailures = Meter.CreateCounter<long>(
         "orleanspush.auth.failures", "{request}", "Refused tokens, by reason.");
 
+    private static readonly Counter<long> RefusedPublishes = Meter.CreateCounter<long>(
+        "orleanspush.publishes.refused", "{message}", "Client publishes refused, by transport and wire code.");
+
+    public static void PublishRefused(string transport, string code) =>
+        RefusedPublishes.Add(1, new KeyValuePair<string, object?>("transport", transport), new KeyValuePair<string, object?>("code", code));
+
     public static void ConnectionOpened(string transport) => Connections.Add(1, new KeyValuePair<string, object?>("transport", transport));
 
     public static void ConnectionClosed(string transport) => Connections.Add(-1, new KeyValuePair<string, object?>("transport", transport));

@@ -22,6 +22,11 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
             throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
+        if (TopicName.IsReserved(topic))
+        {
+            throw new PushRejectedException(WireCodes.Forbidden, "Topics of a namespace that starts with _ are reserved.");
+        }
+
         var data = Validate(json);
         return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(data, idempotencyKey));
     }

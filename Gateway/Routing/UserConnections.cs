@@ -1,4 +1,6 @@
+using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Connections;
+using OrleansPush.Gateway.Hosting;
 
 namespace OrleansPush.Gateway.Routing;
 
@@ -13,7 +15,7 @@ namespace OrleansPush.Gateway.Routing;
 /// newer change: an event or answer older than the version applied is ignored; an answer with version 0 (no stored
 /// list) is authoritative.</para>
 /// </summary>
-public sealed class UserConnections(IClusterClient cluster, GatewayIdentity identity, ILogger<UserConnections> logger)
+public sealed class UserConnections(IClusterClient cluster, GatewayIdentity identity, IOptions<GatewayOptions> options, ILogger<UserConnections> logger)
 {
     private readonly Dictionary<string, UserEntry> _byUser = new(StringComparer.Ordinal);
 
@@ -67,9 +69,45 @@ public sealed class UserConnections(IClusterClient cluster, GatewayIdentity iden
         {
             if (_byUser.TryGetValue(userId, out var entry) && entry.Connections.Remove(connection) && entry.Connections.Count == 0)
             {
-                // The lease lapses by itself; a user who comes back quickly keeps it.
                 _byUser.Remove(userId);
+                _ = DetachAfterLingerAsync(userId);
             }
+        }
+    }
+
+    /// <summary>Gives the user's lease back when the user has had no connection here for the linger (a user who comes
+    /// back sooner keeps it), so the user's grain knows at once when its last connection in the cluster went
+    /// (<c>user.disconnected</c>) rather than when the lease lapses. A connection that arrived while the detach was on
+    /// its way attaches again.</summary>
+    private async Task DetachAfterLingerAsync(string userId)
+    {
+        try
+        {
+            await Task.Delay(options.Value.EmptyTopicLinger);
+            if (HasConnections(userId))
+            {
+                return;
+            }
+
+            var grain = cluster.GetGrain<IUserGrain>(userId);
+            await grain.DetachAsync(identity.Id);
+            if (HasConnections(userId))
+            {
+                await grain.SyncAsync(identity.Id);
+            }
+        }
+        catch (Exception ex)
+        {
+            // The lease lapses by itself; this only makes it go sooner.
+            GatewayLog.UserDetachFailed(logger, userId, ex);
+        }
+    }
+
+    private bool HasConnections(string userId)
+    {
+        lock (_byUser)
+        {
+            return _byUser.ContainsKey(userId);
         }
     }
 

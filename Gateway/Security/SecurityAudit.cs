@@ -24,6 +24,11 @@ public sealed partial class SecurityAudit(ILoggerFactory loggers)
     public void PublishForbidden(string? user, string topic, string where, string? remote) =>
         LogPublishForbidden(_audit, user ?? "-", topic, where, remote ?? "-");
 
+    /// <summary>A client's publish was refused and, since its protocol cannot say so (MQTT 3.1.1 has no negative PUBACK),
+    /// its connection closed instead of acknowledging the publish.</summary>
+    public void PublishRefusedConnectionClosed(string? user, string topic, string code, string where, string? remote) =>
+        LogPublishRefusedConnectionClosed(_audit, user ?? "-", topic, code, where, remote ?? "-");
+
     public void LimitExceeded(string limit, string? user, string where, string? remote) =>
         LogLimitExceeded(_audit, limit, user ?? "-", where, remote ?? "-");
 
@@ -39,6 +44,10 @@ public sealed partial class SecurityAudit(ILoggerFactory loggers)
 
     public void AdminForbidden(string? user, string action, string target, string? remote) =>
         LogAdminForbidden(_audit, user ?? "-", action, target, remote ?? "-");
+
+    [LoggerMessage(EventId = 2311, Level = LogLevel.Warning,
+        Message = "Publish by {User} to {Topic} refused ({Code}) on {Where} from {Remote}; the connection was closed (the protocol has no refusal)")]
+    private static partial void LogPublishRefusedConnectionClosed(ILogger logger, string user, string topic, string code, string where, string remote);
 
     [LoggerMessage(EventId = 2300, Level = LogLevel.Warning, Message = "Token refused ({Reason}) on {Where} from {Remote}")]
     private static partial void LogTokenRefused(ILogger logger, string reason, string where, string remote);

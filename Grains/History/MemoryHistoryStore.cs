@@ -1,10 +1,12 @@
 using System.Collections.Concurrent;
+using Microsoft.Extensions.Options;
 
 namespace OrleansPush.Grains.History;
 
 /// <summary>History in the silo's memory: survives a grain's deactivation, not the silo. The default, for
 /// development and tests. Memory follows what is alive: an append drops the topic's expired messages, and a sweep every
-/// <see cref="SweepPeriod"/> drops those of quiet topics and forgets a topic altogether once its position has outlived
+/// <see cref="SweepPeriod"/> (sooner when some namespace's position lifetime is short: a quarter of the shortest, at least
+/// a second) drops those of quiet topics and forgets a topic altogether once its position has outlived
 /// <see cref="HistoryBounds.PositionLifetime"/> and its idempotency keys their window. Idempotency keys are kept per topic
 /// for the dedupe window, at most <see cref="MaxKeysPerTopic"/> of them (the oldest go first).</summary>
 public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
@@ -20,9 +22,28 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
     private readonly ITimer _sweeper;
 
     public MemoryHistoryStore(TimeProvider time)
+        : this(time, SweepPeriod)
+    {
+    }
+
+    public MemoryHistoryStore(TimeProvider time, IOptions<TopicOptions> topics)
+        : this(time, SweepPeriodFor(topics.Value))
+    {
+    }
+
+    private MemoryHistoryStore(TimeProvider time, TimeSpan period)
     {
         _time = time;
-        _sweeper = time.CreateTimer(static state => ((MemoryHistoryStore)state!).Sweep(), this, SweepPeriod, SweepPeriod);
+        _sweeper = time.CreateTimer(static state => ((MemoryHistoryStore)state!).Sweep(), this, period, period);
+    }
+
+    /// <summary>A quarter of the shortest time anything of a topic is kept (its position, an idempotency key), between a
+    /// second and <see cref="SweepPeriod"/>.</summary>
+    public static TimeSpan SweepPeriodFor(TopicOptions topics)
+    {
+        var shortest = topics.Namespaces.Values.Append(topics.Default).Append(topics.Personal)
+            .Select(ns => ns.HistoryTtl + ns.PositionTtl).Append(topics.DedupeWindow).Where(t => t > TimeSpan.Zero).DefaultIfEmpty(SweepPeriod).Min();
+        return TimeSpan.FromTicks(Math.Clamp(shortest.Ticks / 4, TimeSpan.TicksPerSecond, SweepPeriod.Ticks));
     }
 
     /// <summary>Topics held now (for tests and gauges).</summary>

@@ -28,14 +28,18 @@ public sealed class TestGateway : IAsyncDisposable
 
     public IServiceProvider Services => _host.App.Services;
 
+    /// <summary>The embedded silo's services (null for a gateway that is a client of other silos).</summary>
+    public IServiceProvider? SiloServices => _host.Silo?.Services;
+
     public Uri WebSocketUri(string? query = null) =>
         new($"ws://{BaseAddress.Authority}/ws{(query is null ? string.Empty : "?" + query)}");
 
     /// <summary>Starts an embedded gateway (gateway and silo in one process).</summary>
     /// <param name="services">Registers test seams (fault filters) before the gateway's own wiring.</param>
-    public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
+    public static Task<TestGateway> StartEmbeddedAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null,
+        ILoggerProvider? logs = null)
     {
-        return StartAsync(Merge(EmbeddedSettings(), settings), services);
+        return StartAsync(Merge(EmbeddedSettings(), settings), services, logs);
     }
 
     /// <summary>An embedded gateway's own silo on free loopback ports (its own silo is the primary by default).</summary>
@@ -74,9 +78,10 @@ public sealed class TestGateway : IAsyncDisposable
         }
     }
 
-    private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null)
+    private static async Task<TestGateway> StartAsync(Dictionary<string, string?> settings, Action<IServiceCollection>? services = null,
+        ILoggerProvider? logs = null)
     {
-        var (host, address) = await StartHostAsync(Merge(TestSettings.Common(), settings), services: services);
+        var (host, address) = await StartHostAsync(Merge(TestSettings.Common(), settings), logs: logs, services: services);
         return new TestGateway(host, address);
     }
 

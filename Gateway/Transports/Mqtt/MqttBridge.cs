@@ -6,6 +6,7 @@ using MQTTnet.Protocol;
 using MQTTnet.Server;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Observability;
 using OrleansPush.Gateway.Routing;
 
 namespace OrleansPush.Gateway.Transports.Mqtt;
@@ -16,18 +17,22 @@ namespace OrleansPush.Gateway.Transports.Mqtt;
 /// <list type="bullet">
 /// <item>SUBSCRIBE to a topic filter is a topic subscribe; a wildcard filter (<c>+</c>, <c>#</c>) is served by
 /// <see cref="MqttWildcards"/> where its namespace allows wildcards, and refused with reason "wildcard subscriptions
-/// not supported" (0xA2; MQTT 3.1.1 clients see failure 0x80) elsewhere. QoS 2 is granted as 1.</item>
+/// not supported" (0xA2; MQTT 3.1.1 clients see failure 0x80) elsewhere. QoS 0, 1 and 2 are granted as asked.</item>
 /// <item>PUBLISH is a client publish (where the namespace allows it). The broker never routes a PUBLISH itself: the
 /// message goes to its topic grain, is sequenced, and comes back to every subscriber on every transport, MQTT
 /// included, exactly once. Deliveries are handed to sessions directly and never pass through here, so nothing loops.
-/// A QoS 1 PUBLISH is acknowledged after the message is durably sequenced; a refused one gets a PUBACK reason code
-/// (MQTT 5) and is not published.</item>
+/// A QoS 1 PUBLISH is acknowledged (a QoS 2 one: PUBREC) after the message is durably sequenced; a QoS 2 PUBLISH sent
+/// again before its PUBREL is acknowledged without being published twice. A refused one is not published: MQTT 5 gets
+/// a reason code; MQTT 3.1.1, which has none, is disconnected (audited and counted) rather than acknowledged.</item>
+/// <item>Wills are taken out of the CONNECT (<see cref="MqttClientChannel"/>) and published here, through the ordinary
+/// publish path with the client's own permissions, when the client goes without DISCONNECT (MQTT 5: or with reason
+/// 0x04), after the MQTT 5 will delay; a reconnect with the same client id within the delay cancels it.</item>
 /// <item>CONNECT passes the same <see cref="ConnectionDoor"/> as every transport (see <see cref="AuthenticateAsync"/>);
 /// the connection is registered and torn down by <see cref="ConnectionCommands"/> like any other.</item>
 /// </list>
 /// An MQTT client gets only what it subscribes to: its personal channel is <c>user:{id}</c>, subscribed explicitly.
 /// </summary>
-internal sealed class MqttBridge
+internal sealed class MqttBridge : IDisposable
 {
     private const string InfoKey = "orleanspush.mqtt";
     private readonly ConnectionCommands _commands;
@@ -43,7 +48,9 @@ internal sealed class MqttBridge
     private readonly ILogger<MqttBridge> _logger;
     private readonly ConcurrentDictionary<string, MqttConnection> _connections = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, GoneSession> _gone = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, CancellationTokenSource> _delayedWills = new(StringComparer.Ordinal);
     private readonly Lock _lifecycle = new();
+    private readonly ITimer _goneSweeper;
     private MqttServer? _server;
 
     public MqttBridge(ConnectionCommands commands, MqttWildcards wildcards, ConnectionDoor door, Security.TokenValidator validator,
@@ -60,9 +67,18 @@ internal sealed class MqttBridge
         _topics = topics.Value;
         _time = time;
         _logger = logger;
+
+        // Kept positions are bounded by age as well as by count: a quarter of the window after it ends, at most.
+        var sweep = TimeSpan.FromTicks(Math.Clamp(_options.SessionResumeWindow.Ticks / 4, TimeSpan.TicksPerSecond, TimeSpan.TicksPerMinute));
+        _goneSweeper = time.CreateTimer(static state => ((MqttBridge)state!).ForgetLapsedSessions(), this, sweep, sweep);
     }
 
+    public void Dispose() => _goneSweeper.Dispose();
+
     public int Count => _connections.Count;
+
+    /// <summary>Persistent sessions whose positions are kept for a resume.</summary>
+    internal int ResumableSessions => _gone.Count;
 
     public void Attach(MqttServer server)
     {
@@ -74,6 +90,7 @@ internal sealed class MqttBridge
         server.InterceptingUnsubscriptionAsync += OnUnsubscribeAsync;
         server.InterceptingPublishAsync += OnPublishAsync;
         server.ClientAcknowledgedPublishPacketAsync += OnAcknowledgedAsync;
+        server.InterceptingInboundPacketAsync += OnInboundPacketAsync;
     }
 
     /// <summary>CONNECT passes the <see cref="ConnectionDoor"/> like every other transport's connection: drain, handshake
@@ -115,14 +132,16 @@ internal sealed class MqttBridge
             return;
         }
 
-        if (string.IsNullOrEmpty(e.ClientId))
+        var mqtt5 = e.ProtocolVersion == MQTTnet.Formatter.MqttProtocolVersion.V500;
+        if (string.IsNullOrEmpty(e.ClientId) && mqtt5)
         {
-            // MQTT 5 lets the server assign a client id; MQTTnet refuses an empty one from an MQTT 3.1.1 client
-            // ("identifier rejected"), so those must send one (mosquitto_sub: -i).
-            e.AssignedClientIdentifier = "orleanspush-" + Guid.NewGuid().ToString("N");
+            // MQTT 5: the CONNACK carries it (Assigned Client Identifier). An MQTT 3.1.1 client with a clean session was
+            // given one before the broker read its CONNECT (MqttClientChannel); without one it is refused.
+            e.AssignedClientIdentifier = MqttClientChannel.NewClientId();
         }
 
-        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots);
+        var will = (e.ChannelAdapter as MqttClientChannel)?.Will;
+        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will);
     }
 
     private async Task OnConnectedAsync(ClientConnectedEventArgs e)
@@ -139,7 +158,15 @@ internal sealed class MqttBridge
             _gateway.Outbound, DisconnectAsync)
         {
             Access = info.Access,
+            Mqtt5 = info.Mqtt5,
+            Will = info.Will,
         };
+        if (_delayedWills.TryRemove(e.ClientId, out var delayedWill))
+        {
+            // Back within its will delay: the will is not published (MQTT 5 §3.1.2.5).
+            delayedWill.Cancel();
+        }
+
         connection.HoldSlots(info.Slots);
         MqttConnection? previous;
         lock (_lifecycle)
@@ -149,6 +176,11 @@ internal sealed class MqttBridge
             if (_connections.TryRemove(e.ClientId, out previous))
             {
                 KeepPositions(previous);
+            }
+
+            if (info.Persistent && _gone.TryGetValue(e.ClientId, out var gone) && gone.UserId == info.UserId)
+            {
+                connection.ResumeReleases(gone.PendingReleases);
             }
 
             _connections[e.ClientId] = connection;
@@ -190,15 +222,84 @@ internal sealed class MqttBridge
             KeepPositions(connection);
         }
 
+        var willDue = connection.Will is not null
+            && (e.DisconnectType == MqttClientDisconnectType.NotClean || e.ReasonCode == MqttDisconnectReasonCode.DisconnectWithWillMessage);
+        if (!willDue)
+        {
+            Forget(connection);
+            return Task.CompletedTask;
+        }
+
+        return PublishWillAsync(connection);
+    }
+
+    /// <summary>Publishes the will of a client gone without DISCONNECT, with the client's own permissions, at once or
+    /// after its delay (unless the client id connects again meanwhile). A refused will is logged, never published.</summary>
+    private async Task PublishWillAsync(MqttConnection connection)
+    {
+        var will = connection.Will!;
+        if (will.Delay <= TimeSpan.Zero)
+        {
+            await PublishWillNowAsync(connection, will);
+            Forget(connection);
+            return;
+        }
+
         Forget(connection);
-        return Task.CompletedTask;
+        var cancel = new CancellationTokenSource();
+        if (_delayedWills.TryGetValue(connection.ClientId, out var older))
+        {
+            older.Cancel();
+        }
+
+        _delayedWills[connection.ClientId] = cancel;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await Task.Delay(will.Delay, _time, cancel.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            if (_delayedWills.TryRemove(new KeyValuePair<string, CancellationTokenSource>(connection.ClientId, cancel)))
+            {
+                await PublishWillNowAsync(connection, will);
+            }
+        });
+    }
+
+    private async Task PublishWillNowAsync(MqttConnection connection, MqttWill will)
+    {
+        try
+        {
+            await PublishAsync(connection, will.Topic, new ReadOnlySequence<byte>(will.Payload), will.Retain);
+        }
+        catch (PushRejectedException rejected)
+        {
+            GatewayMetrics.PublishRefused(Transport, rejected.Code);
+            MqttLog.WillRefused(_logger, connection.ClientId, will.Topic, rejected.Code);
+        }
+        catch (Exception ex)
+        {
+            GatewayLog.RequestFailed(_logger, connection.Id, ex);
+        }
     }
 
     /// <summary>Keeps where a persistent-session client was in each topic, for its next connection (under
     /// <see cref="_lifecycle"/>, so that a reconnect's subscribe never runs between the removal and this).</summary>
     private void KeepPositions(MqttConnection connection)
     {
-        if (!connection.PersistentSession || _options.SessionResumeWindow <= TimeSpan.Zero || connection.Positions() is not { Count: > 0 } positions)
+        if (!connection.PersistentSession || _options.SessionResumeWindow <= TimeSpan.Zero)
+        {
+            return;
+        }
+
+        var positions = connection.Positions();
+        var pending = connection.PendingReleases();
+        if (positions.Count == 0 && pending.Length == 0)
         {
             return;
         }
@@ -206,23 +307,29 @@ internal sealed class MqttBridge
         var now = _time.GetUtcNow();
         if (_gone.Count >= _options.MaxResumableSessions)
         {
-            foreach (var (id, old) in _gone)
-            {
-                if (old.Until <= now)
-                {
-                    _gone.TryRemove(id, out _);
-                }
-            }
+            ForgetLapsedSessions();
         }
 
         if (_gone.Count < _options.MaxResumableSessions)
         {
             _gone[connection.ClientId] = new GoneSession(connection.UserId, now + _options.SessionResumeWindow,
-                positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal));
+                positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal), pending);
         }
         else
         {
             MqttLog.ResumeDropped(_logger, connection.ClientId);
+        }
+    }
+
+    private void ForgetLapsedSessions()
+    {
+        var now = _time.GetUtcNow();
+        foreach (var (id, old) in _gone)
+        {
+            if (old.Until <= now)
+            {
+                _gone.TryRemove(new KeyValuePair<string, GoneSession>(id, old));
+            }
         }
     }
 
@@ -262,8 +369,13 @@ internal sealed class MqttBridge
         }
 
         connection.Attach(e.Session);
-        var qos = e.TopicFilter.QualityOfServiceLevel == MqttQualityOfServiceLevel.AtMostOnce ? MqttQualityOfServiceLevel.AtMostOnce : MqttQualityOfServiceLevel.AtLeastOnce;
-        var granted = qos == MqttQualityOfServiceLevel.AtMostOnce ? MqttSubscribeReasonCode.GrantedQoS0 : MqttSubscribeReasonCode.GrantedQoS1;
+        var qos = e.TopicFilter.QualityOfServiceLevel;
+        var granted = qos switch
+        {
+            MqttQualityOfServiceLevel.AtMostOnce => MqttSubscribeReasonCode.GrantedQoS0,
+            MqttQualityOfServiceLevel.AtLeastOnce => MqttSubscribeReasonCode.GrantedQoS1,
+            _ => MqttSubscribeReasonCode.GrantedQoS2,
+        };
         if (wildcard)
         {
             try
@@ -399,6 +511,13 @@ internal sealed class MqttBridge
             return;
         }
 
+        if (connection.TakeDuplicate())
+        {
+            // A QoS 2 message sent again before its PUBREL: published once already, acknowledged again (PUBREC).
+            e.Response.ReasonCode = MqttPubAckReasonCode.Success;
+            return;
+        }
+
         try
         {
             var message = e.ApplicationMessage;
@@ -407,29 +526,12 @@ internal sealed class MqttBridge
                 throw new PushRejectedException(WireCodes.RateLimited, "Too many messages; slow down.");
             }
 
-            if (message.Retain)
-            {
-                // In a KeepLatest namespace every publish becomes the topic's latest value, which is what a retained
-                // message is: published as any other. Elsewhere there is nothing to retain it in.
-                if (!TopicName.IsValid(message.Topic) || !_topics.For(message.Topic).KeepLatest)
-                {
-                    throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with KeepLatest; elsewhere subscribers resume from history instead.");
-                }
-
-                if (message.Payload.IsEmpty)
-                {
-                    throw new PushRejectedException(WireCodes.BadRequest, "Clearing a latest value (an empty retained message) is not supported yet.");
-                }
-            }
-
-            var payload = message.Payload;
-            var json = payload.IsSingleSegment ? payload.First : payload.ToArray();
-            await _commands.PublishAsync(connection, message.Topic, json);
+            await PublishAsync(connection, message.Topic, message.Payload, message.Retain);
             e.Response.ReasonCode = MqttPubAckReasonCode.Success;
         }
         catch (PushRejectedException rejected)
         {
-            MqttLog.PublishRefused(_logger, connection.Id, e.ApplicationMessage.Topic, rejected.Code);
+            Refused(e, connection, rejected.Code);
             e.Response.ReasonCode = rejected.Code switch
             {
                 WireCodes.BadTopic => MqttPubAckReasonCode.TopicNameInvalid,
@@ -443,9 +545,65 @@ internal sealed class MqttBridge
         catch (Exception ex)
         {
             GatewayLog.RequestFailed(_logger, connection.Id, ex);
+            Refused(e, connection, WireCodes.Unavailable);
             e.Response.ReasonCode = MqttPubAckReasonCode.UnspecifiedError;
             e.Response.ReasonString = "unavailable: the message was not published; try again.";
         }
+    }
+
+    /// <summary>A publish that was not published is never acknowledged as if it were: MQTT 5 hears the reason code; an
+    /// MQTT 3.1.1 client, whose PUBACK cannot refuse, is disconnected (its spec's other permitted answer, §3.3.5), and
+    /// that is audited.</summary>
+    private void Refused(InterceptingPublishEventArgs e, MqttConnection connection, string code)
+    {
+        var topic = e.ApplicationMessage.Topic ?? string.Empty;
+        MqttLog.PublishRefused(_logger, connection.Id, topic, code);
+        GatewayMetrics.PublishRefused(Transport, code);
+        if (!connection.Mqtt5)
+        {
+            e.CloseConnection = true;
+            _security.Audit.PublishRefusedConnectionClosed(connection.UserId, topic, code, Transport, connection.RemoteAddress);
+        }
+    }
+
+    /// <summary>Publishes a client's message (a PUBLISH or its will) through the ordinary publish path; throws
+    /// <see cref="PushRejectedException"/> when it is refused.</summary>
+    private async Task PublishAsync(MqttConnection connection, string topic, ReadOnlySequence<byte> payload, bool retain)
+    {
+        if (retain)
+        {
+            // In a KeepLatest namespace every publish becomes the topic's latest value, which is what a retained
+            // message is: published as any other. Elsewhere there is nothing to retain it in.
+            if (!TopicName.IsValid(topic) || !_topics.For(topic).KeepLatest)
+            {
+                throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with KeepLatest; elsewhere subscribers resume from history instead.");
+            }
+
+            if (payload.IsEmpty)
+            {
+                throw new PushRejectedException(WireCodes.BadRequest, "Clearing a latest value (an empty retained message) is not supported yet.");
+            }
+        }
+
+        var json = payload.IsSingleSegment ? payload.First : payload.ToArray();
+        await _commands.PublishAsync(connection, topic, json);
+    }
+
+    /// <summary>Sees each inbound packet before the broker handles it: QoS 2 packet ids (see
+    /// <see cref="MqttConnection.Qos2Received"/>).</summary>
+    private Task OnInboundPacketAsync(InterceptingPacketEventArgs e)
+    {
+        if (e.Packet is MQTTnet.Packets.MqttPublishPacket { QualityOfServiceLevel: MqttQualityOfServiceLevel.ExactlyOnce } publish
+            && _connections.TryGetValue(e.ClientId, out var connection))
+        {
+            connection.Qos2Received(publish.PacketIdentifier);
+        }
+        else if (e.Packet is MQTTnet.Packets.MqttPubRelPacket release && _connections.TryGetValue(e.ClientId, out var releasing))
+        {
+            releasing.Qos2Released(release.PacketIdentifier);
+        }
+
+        return Task.CompletedTask;
     }
 
     private Task OnAcknowledgedAsync(ClientAcknowledgedPublishPacketEventArgs e)
@@ -504,7 +662,10 @@ internal sealed class MqttBridge
     };
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
-    private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots);
+    private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots, bool Mqtt5,
+        MqttWill? Will);
 
-    private sealed record GoneSession(string? UserId, DateTimeOffset Until, Dictionary<string, Since> Topics);
+    /// <summary>What a persistent session leaves for its next connection: per topic where it was, and the QoS 2 packet
+    /// ids it had sent and not yet released.</summary>
+    private sealed record GoneSession(string? UserId, DateTimeOffset Until, Dictionary<string, Since> Topics, ushort[] PendingReleases);
 }

@@ -9,13 +9,13 @@ using OrleansPush.Gateway.Routing;
 namespace OrleansPush.Gateway.Transports.Mqtt;
 
 /// <summary>What an MQTT connection queues: the shared application message and the position it carries.</summary>
-internal readonly record struct MqttFrame(MqttApplicationMessage Message, string Topic, string Epoch, long Seq, bool AtLeastOnce);
+internal readonly record struct MqttFrame(MqttApplicationMessage Message, string Topic, string Epoch, long Seq, bool Acknowledged);
 
 /// <summary>
 /// One MQTT client (TCP or WebSocket). Its bounded queue feeds the broker's session for the client; a message's MQTT
 /// form (the publisher's JSON as payload) is built once per message and QoS level and shared by every MQTT subscriber.
-/// <para>Per topic it remembers the last message the client has: for QoS 1 the last one it acknowledged (PUBACKs come
-/// in the order the PUBLISHes went out, MQTT 3.1.1 §4.6), for QoS 0 the last one handed to the broker. That position
+/// <para>Per topic it remembers the last message the client has: for QoS 1 and 2 the last one it acknowledged (PUBACK,
+/// PUBCOMP; they come in the order the PUBLISHes went out, MQTT 3.1.1 §4.6), for QoS 0 the last one handed to the broker. That position
 /// outlives the connection (see <see cref="MqttBridge"/>), so a client with a persistent session that reconnects and
 /// subscribes again is replayed what it had not acknowledged: an unacknowledged QoS 1 message is sent again, not
 /// dropped.</para>
@@ -34,8 +34,10 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
     private readonly Func<MqttConnection, string, Task> _disconnect;
     private readonly CancellationTokenSource _gone = new();
+    private readonly HashSet<ushort> _releasePending = [];
     private MqttSessionStatus? _session;
     private int _unawaited;
+    private bool _duplicate;
 
     public MqttConnection(string clientId, string? endpoint, string? userId, string? remoteAddress, bool persistentSession, OutboundLimits limits,
         Func<MqttConnection, string, Task> disconnect)
@@ -55,6 +57,61 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 
     /// <summary>The client connected with clean session (MQTT 5: clean start) off.</summary>
     public bool PersistentSession { get; }
+
+    /// <summary>The client speaks MQTT 5 (which has reason codes in PUBACK and DISCONNECT).</summary>
+    public bool Mqtt5 { get; init; }
+
+    /// <summary>The will of its CONNECT, published if it goes without DISCONNECT.</summary>
+    public MqttWill? Will { get; init; }
+
+    /// <summary>An inbound QoS 2 PUBLISH arrived (before the broker handles it): a packet id already received and not yet
+    /// released (PUBREL) is the same message sent again, and is not published twice (MQTT 3.1.1 §4.3.3).</summary>
+    public void Qos2Received(ushort packetId)
+    {
+        lock (_releasePending)
+        {
+            _duplicate = !_releasePending.Add(packetId);
+        }
+    }
+
+    /// <summary>PUBREL: the packet id may name a new message from now on.</summary>
+    public void Qos2Released(ushort packetId)
+    {
+        lock (_releasePending)
+        {
+            _releasePending.Remove(packetId);
+        }
+    }
+
+    /// <summary>Whether the PUBLISH being handled is a QoS 2 message already received (see <see cref="Qos2Received"/>);
+    /// the broker handles one packet of a client at a time, so this belongs to the current one.</summary>
+    public bool TakeDuplicate()
+    {
+        lock (_releasePending)
+        {
+            var duplicate = _duplicate;
+            _duplicate = false;
+            return duplicate;
+        }
+    }
+
+    /// <summary>QoS 2 packet ids received and not yet released: kept for a persistent session's next connection.</summary>
+    public ushort[] PendingReleases()
+    {
+        lock (_releasePending)
+        {
+            return [.. _releasePending];
+        }
+    }
+
+    /// <summary>A persistent session resumed: its unreleased QoS 2 packet ids still name messages already published.</summary>
+    public void ResumeReleases(IEnumerable<ushort> packetIds)
+    {
+        lock (_releasePending)
+        {
+            _releasePending.UnionWith(packetIds);
+        }
+    }
 
     /// <summary>Cancelled when the client has gone: ends the writer.</summary>
     public CancellationToken Gone => _gone.Token;
@@ -100,6 +157,19 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         lock (_topics)
         {
             return _topics.ContainsKey(topic);
+        }
+    }
+
+    /// <summary>Another filter of the client matches <paramref name="topic"/>, which it already follows: its messages go
+    /// once, at the highest QoS of the matching subscriptions (MQTT 3.1.1 §3.3.5).</summary>
+    public void RaiseQos(string topic, MqttQualityOfServiceLevel qos)
+    {
+        lock (_topics)
+        {
+            if (_topics.TryGetValue(topic, out var state) && state.Qos < qos)
+            {
+                state.Qos = qos;
+            }
         }
     }
 
@@ -164,9 +234,12 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
 
         var forms = message.Encoded(Message);
-        return qos == MqttQualityOfServiceLevel.AtMostOnce
-            ? new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false)
-            : new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true);
+        return qos switch
+        {
+            MqttQualityOfServiceLevel.AtMostOnce => new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false),
+            MqttQualityOfServiceLevel.AtLeastOnce => new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true),
+            _ => new MqttFrame(forms.ExactlyOnce, m.Topic, m.Epoch, m.Seq, true),
+        };
     }
 
     protected override async ValueTask WriteAsync(MqttFrame frame, bool moreQueued, CancellationToken cancellationToken)
@@ -214,7 +287,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
                 state.Acked = frame.Seq - 1;
             }
 
-            if (frame.AtLeastOnce)
+            if (frame.Acknowledged)
             {
                 state.Inflight.Enqueue(frame.Seq);
             }
@@ -227,7 +300,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 
     private sealed class TopicState(MqttQualityOfServiceLevel qos, string? epoch, long acked)
     {
-        public MqttQualityOfServiceLevel Qos { get; } = qos;
+        public MqttQualityOfServiceLevel Qos { get; set; } = qos;
 
         public string? Epoch { get; set; } = epoch;
 
@@ -248,16 +321,19 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 /// <summary>Where a topic of a gone client resumes.</summary>
 internal sealed record ResumePoint(string Topic, MqttQualityOfServiceLevel Qos, Since Since);
 
-/// <summary>A message's MQTT forms: the same payload (the publisher's JSON) at QoS 0 and at QoS 1, each built on first
+/// <summary>A message's MQTT forms: the same payload (the publisher's JSON) at QoS 0, 1 and 2, each built on first
 /// use. MQTT 5 clients also get the position as user properties <c>epoch</c> and <c>seq</c>.</summary>
 internal sealed class MqttForms(TopicMessage message)
 {
     private MqttApplicationMessage? _atMostOnce;
     private MqttApplicationMessage? _atLeastOnce;
+    private MqttApplicationMessage? _exactlyOnce;
 
     public MqttApplicationMessage AtMostOnce => _atMostOnce ??= Build(message, MqttQualityOfServiceLevel.AtMostOnce, retain: false);
 
     public MqttApplicationMessage AtLeastOnce => _atLeastOnce ??= Build(message, MqttQualityOfServiceLevel.AtLeastOnce, retain: false);
+
+    public MqttApplicationMessage ExactlyOnce => _exactlyOnce ??= Build(message, MqttQualityOfServiceLevel.ExactlyOnce, retain: false);
 
     /// <summary>The message's MQTT form; <paramref name="retain"/> marks the latest value sent at SUBSCRIBE.</summary>
     public static MqttApplicationMessage Build(TopicMessage message, MqttQualityOfServiceLevel qos, bool retain) => new MqttApplicationMessageBuilder()

@@ -52,7 +52,7 @@ internal sealed class MqttBroker(MqttBridge bridge, MqttConnectionHandler webSoc
             .WithMaxPendingMessagesPerClient(1000)
             .WithPendingMessagesOverflowStrategy(MqttPendingMessagesOverflowStrategy.DropNewMessage)
             .WithPersistentSessions(false);
-        var adapters = new List<IMqttServerAdapter> { webSockets };
+        var adapters = new List<IMqttServerAdapter> { new MqttChannelListener(webSockets) };
         if (o.Port > 0)
         {
             // MQTTnet opens an IPv4 and an IPv6 listener unless told otherwise: bind exactly the configured address.
@@ -62,7 +62,7 @@ internal sealed class MqttBroker(MqttBridge bridge, MqttConnectionHandler webSoc
                 .WithDefaultEndpointBoundIPAddress(v6 ? System.Net.IPAddress.None : address)
                 .WithDefaultEndpointBoundIPV6Address(v6 ? address : System.Net.IPAddress.None)
                 .WithDefaultEndpointPort(o.Port);
-            adapters.Add(new TolerantAdapter(new MqttTcpServerAdapter(), o, logger));
+            adapters.Add(new MqttChannelListener(new TolerantAdapter(new MqttTcpServerAdapter(), o, logger)));
         }
         else
         {

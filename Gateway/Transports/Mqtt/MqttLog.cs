@@ -28,4 +28,7 @@ internal static partial class MqttLog
 
     [LoggerMessage(EventId = 2207, Level = LogLevel.Debug, Message = "MQTT client {ClientId}: topic {Topic} matches a wildcard filter but was left out: {Reason}")]
     public static partial void WildcardTopicSkipped(ILogger logger, string clientId, string topic, string reason);
+
+    [LoggerMessage(EventId = 2208, Level = LogLevel.Warning, Message = "MQTT client {ClientId}: its will to {Topic} was not published ({Code})")]
+    public static partial void WillRefused(ILogger logger, string clientId, string topic, string code);
 }

@@ -8,11 +8,13 @@ namespace OrleansPush.Gateway.Transports.Mqtt;
 
 /// <summary>
 /// MQTT wildcard subscriptions (<c>+</c>, <c>#</c>) in namespaces that allow them. A filter stays within one namespace
-/// (its first level names it: <c>sensors:building1/+/temp</c>); it becomes one topic subscription per matching topic:
+/// (its first level names it: <c>sensors:building1/+/temp</c>; a filter without <c>:</c> is in the default namespace and
+/// may start with a wildcard: <c>+/C</c>, <c>#</c>, which match only topics without <c>:</c>, never <c>user:…</c> or
+/// another namespace's, and never a topic that starts with <c>$</c>); it becomes one topic subscription per matching topic:
 /// those the namespace's directory knows when the filter arrives (from now on), and each new topic the directory
 /// announces later (from the position it announced, so its first messages are not missed). Topics the connection may
 /// not read are left out. Overlapping filters and topic subscriptions of one connection share one subscription per
-/// topic, as MQTT allows.
+/// topic, delivered at the highest QoS of the filters that match it (MQTT 3.1.1 §3.3.5).
 /// </summary>
 internal sealed class MqttWildcards
 {
@@ -41,7 +43,7 @@ internal sealed class MqttWildcards
         var ns = NamespaceOf(filter);
         if (ns is null)
         {
-            return (MqttSubscribeReasonCode.TopicFilterInvalid, "bad_topic: a wildcard filter starts with its namespace as a plain first level, e.g. sensors:building1/+/temp.");
+            return (MqttSubscribeReasonCode.TopicFilterInvalid, "bad_topic: a wildcard filter starts with its namespace as a plain first level, e.g. sensors:building1/+/temp (or has no ':' at all: the default namespace).");
         }
 
         var levels = filter.Split('/');
@@ -59,9 +61,11 @@ internal sealed class MqttWildcards
             return (MqttSubscribeReasonCode.TopicFilterInvalid, "bad_topic: a topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
         }
 
-        return _topics.Namespaces.TryGetValue(ns, out var options) && options.Wildcards
+        var allowed = ns.Length == 0 ? _topics.Default.Wildcards : _topics.Namespaces.TryGetValue(ns, out var options) && options.Wildcards;
+        return allowed
             ? null
-            : (MqttSubscribeReasonCode.WildcardSubscriptionsNotSupported, $"bad_topic: namespace {ns} does not allow wildcard filters; subscribe to each topic.");
+            : (MqttSubscribeReasonCode.WildcardSubscriptionsNotSupported,
+                $"bad_topic: {(ns.Length == 0 ? "the default namespace" : "namespace " + ns)} does not allow wildcard filters; subscribe to each topic.");
     }
 
     /// <summary>Adds a (valid, see <see cref="Refusal"/>) filter and joins the topics that match it now.</summary>
@@ -74,9 +78,9 @@ internal sealed class MqttWildcards
             _filters.Add(new Filter(connection, filter, ns, qos));
         }
 
-        foreach (var topic in await _directory.WatchAsync(ns))
+        foreach (var topic in await _directory.WatchAsync(TopicName.DirectoryOf(ns)))
         {
-            if (Matches(topic, filter))
+            if (Matches(topic, filter, ns))
             {
                 await JoinAsync(connection, topic, qos, since: null);
             }
@@ -92,8 +96,9 @@ internal sealed class MqttWildcards
             _filters.RemoveAll(f => f.Connection == connection && f.Text == filter);
             if (_joined.TryGetValue(connection, out var joined))
             {
+                var ns = NamespaceOf(filter)!;
                 var others = _filters.Where(f => f.Connection == connection).ToArray();
-                leave = [.. joined.Where(t => Matches(t, filter) && !others.Any(f => Matches(t, f.Text)))];
+                leave = [.. joined.Where(t => Matches(t, filter, ns) && !others.Any(f => Matches(t, f.Text, f.Namespace)))];
                 joined.ExceptWith(leave);
             }
 
@@ -132,9 +137,11 @@ internal sealed class MqttWildcards
         Filter[] hits;
         lock (_lock)
         {
+            // One subscription per connection, at the highest QoS of its filters that match.
             hits = [.. _filters
-                .Where(f => Matches(topic, f.Text) && !(_joined.TryGetValue(f.Connection, out var joined) && joined.Contains(topic)))
-                .DistinctBy(f => f.Connection)];
+                .Where(f => Matches(topic, f.Text, f.Namespace) && !(_joined.TryGetValue(f.Connection, out var joined) && joined.Contains(topic)))
+                .GroupBy(f => f.Connection)
+                .Select(g => g.MaxBy(f => f.Qos)!)];
         }
 
         foreach (var hit in hits)
@@ -152,9 +159,11 @@ internal sealed class MqttWildcards
                 _joined[connection] = joined = new HashSet<string>(StringComparer.Ordinal);
             }
 
-            // Already followed, through another filter or a subscription of its own: one subscription per topic.
+            // Already followed, through another filter or a subscription of its own: one subscription per topic, at the
+            // highest QoS asked for it.
             if (connection.Gone.IsCancellationRequested || connection.Follows(topic) || !joined.Add(topic))
             {
+                connection.RaiseQos(topic, qos);
                 return;
             }
         }
@@ -189,16 +198,27 @@ internal sealed class MqttWildcards
     {
         if (!_filters.Any(f => f.Namespace == ns))
         {
-            _directory.Unwatch(ns);
+            _directory.Unwatch(TopicName.DirectoryOf(ns));
         }
     }
 
-    private static bool Matches(string topic, string filter) =>
-        MqttTopicFilterComparer.Compare(topic, filter) == MqttTopicFilterCompareResult.IsMatch;
+    /// <summary>Whether <paramref name="topic"/> matches <paramref name="filter"/> of namespace <paramref name="ns"/>: the
+    /// same namespace, MQTT's matching, and a filter that starts with a wildcard matches no topic that starts with
+    /// <c>$</c> (MQTT 3.1.1 §4.7.2).</summary>
+    private static bool Matches(string topic, string filter, string ns) =>
+        TopicName.NamespaceOf(topic) == ns
+        && !(topic.StartsWith('$') && filter.Length > 0 && filter[0] is '+' or '#')
+        && MqttTopicFilterComparer.Compare(topic, filter) == MqttTopicFilterCompareResult.IsMatch;
 
-    /// <summary>The namespace a filter's first level names, or null when that level is not plain.</summary>
+    /// <summary>The namespace a filter names: the default namespace (empty) when it has no <c>:</c>; otherwise the one its
+    /// first level names, or null when that level is not plain.</summary>
     private static string? NamespaceOf(string filter)
     {
+        if (!filter.Contains(':', StringComparison.Ordinal))
+        {
+            return string.Empty;
+        }
+
         var colon = filter.IndexOf(':', StringComparison.Ordinal);
         var slash = filter.IndexOf('/', StringComparison.Ordinal);
         if (colon <= 0 || (slash >= 0 && slash < colon))
