@@ -26,7 +26,7 @@ public sealed class ConnectionCommands
 
     public ConnectionCommands(TopicRouter router, UserConnections users, Publisher publisher, IOptions<GatewayOptions> options,
         IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger, ConnectionDrain drain,
-        ConnectionSecurity security, Proxies.BackendProxies proxies, WebhookEvents webhooks)
+        ConnectionSecurity security, WebhookEvents webhooks, Proxies.BackendProxies proxies)
     {
         _webhooks = webhooks;
         _security = security;
@@ -268,23 +268,30 @@ public sealed class ConnectionCommands
         _security.CheckClientPublish(connection, topic!);
         if (_proxies.PublishEnabled)
         {
-            var (payload, refused) = await _proxies.PublishAsync(connection.UserId, topic!, json);
-            if (refused is not null)
-            {
-                if (refused.Code == WireCodes.Forbidden)
-                {
-                    _security.Audit.PublishForbidden(connection.UserId, topic!, connection.Transport, connection.RemoteAddress);
-                }
-
-                throw new PushRejectedException(refused.Code, refused.Message);
-            }
-
-            json = payload;
+            json = await PublishProxyAllowsAsync(connection, topic!, json);
         }
 
         var position = await _publisher.PublishAsync(topic!, json, idempotencyKey: null);
         await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, json);
         return position;
+    }
+
+    /// <summary>A client publish the backend's publish proxy sees first: it may refuse it (throws) or replace its
+    /// payload (returned).</summary>
+    private async Task<ReadOnlyMemory<byte>> PublishProxyAllowsAsync(PushConnection connection, string topic, ReadOnlyMemory<byte> json)
+    {
+        var (payload, refused) = await _proxies.PublishAsync(connection.UserId, topic, json);
+        if (refused is not null)
+        {
+            if (refused.Code == WireCodes.Forbidden)
+            {
+                _security.Audit.PublishForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
+            }
+
+            throw new PushRejectedException(refused.Code, refused.Message);
+        }
+
+        return payload;
     }
 
     private void OnServerSubscriptionChanged(PushConnection connection, string topic, bool subscribed)
