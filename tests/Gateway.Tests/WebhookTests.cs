@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Diagnostics;
 using Xunit.Abstractions;
 
@@ -146,6 +147,60 @@ public sealed class WebhookTests(ITestOutputHelper output)
         output.WriteLine($"client publish latency with the receiver up ({up.Length}): p50 {up[up.Length / 2]:F1} ms, p99 {up[up.Length * 99 / 100]:F1} ms; "
             + $"down ({down.Length}): p50 {down[down.Length / 2]:F1} ms, p99 {down[down.Length * 99 / 100]:F1} ms");
     }
+
+    /// <summary>Events outlive the silo that stored and was delivering them: with the receiver down, 20 topics are
+    /// occupied; the silo hosting most of the endpoint's dispatchers is killed (SIGKILL); once the receiver is back,
+    /// every topic's <c>topic.occupied</c> arrives (at least once: a topic grain that moved may announce it again).</summary>
+    [Fact]
+    public async Task EventsOutliveTheSiloThatWasDeliveringThem()
+    {
+        const int Topics = 20;
+        await using var receiver = await WebhookReceiver.StartAsync();
+        await receiver.StopAsync();
+        var id = "wh" + Guid.NewGuid().ToString("N")[..8];
+        var redis = SiloKillTests.Redis();
+        var settings = TestGateway.Merge(TestGateway.Merge(receiver.Settings("backend", "topic.occupied"), SiloKillTests.FastFailoverCluster(id)), new Dictionary<string, string?>
+        {
+            ["OrleansPush:Storage:Provider"] = "Redis",
+            ["OrleansPush:Storage:Redis"] = redis,
+            ["OrleansPush:Storage:Prefix"] = id,
+        });
+        await using var first = SiloProcess.Start(null, settings);
+        await using var second = SiloProcess.Start(null, settings);
+        await using var gateway = await SiloKillTests.StartGatewayWhenClusterIsUpAsync(TestGateway.Merge(settings, new Dictionary<string, string?>
+        {
+            ["OrleansPush:Cluster:Mode"] = "Cluster",
+        }));
+        await SiloKillTests.WaitForActiveSilosAsync(gateway, first, second);
+
+        // A subscribe is answered after its topic's grain stored the event: all 20 are stored once these are ok.
+        var topics = Enumerable.Range(0, Topics).Select(i => GatewayFixture.NewTopic($"survive-{i}")).ToArray();
+        await using var subscriber = await WsClient.ConnectAsync(gateway.WebSocketUri());
+        foreach (var topic in topics)
+        {
+            Assert.Equal("ok", (await subscriber.SubscribeAsync(topic)).Op);
+        }
+
+        var cluster = gateway.Services.GetRequiredService<IClusterClient>();
+        var management = cluster.GetGrain<IManagementGrain>(0);
+        var ports = new List<int>();
+        for (var shard = 0; shard < 8; shard++)
+        {
+            var address = await management.GetActivationAddress(cluster.GetGrain<IWebhookDispatcherGrain>(WebhookOptionsKey(shard)));
+            ports.Add(address?.Endpoint.Port ?? 0);
+        }
+
+        var victim = ports.Count(p => p == second.SiloPort) >= ports.Count(p => p == first.SiloPort) ? second : first;
+        output.WriteLine($"dispatchers per silo port: {string.Join(", ", ports.GroupBy(p => p).Select(g => $"{g.Key}: {g.Count()}"))}; killing {victim.SiloPort}");
+        victim.Kill();
+        await receiver.StartAgainAsync();
+
+        var events = await receiver.WaitForAsync(e => topics.All(t => e.Any(d => d.Topic == t)), TimeSpan.FromSeconds(60));
+        Assert.All(events, e => Assert.Equal("topic.occupied", e.Type));
+        Assert.Equal(0, receiver.BadSignatures);
+    }
+
+    private static string WebhookOptionsKey(int shard) => OrleansPush.Hosting.Webhooks.WebhookOptions.DispatcherKey("backend", shard);
 
     private static Dictionary<string, string?> Settings(WebhookReceiver receiver, params string[] events) =>
         TestGateway.Merge(receiver.Settings("backend", events), new Dictionary<string, string?>
