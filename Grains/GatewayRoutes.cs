@@ -37,7 +37,7 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
     public int LiveCount()
     {
         DropExpired();
-        return _routes.Count;
+        return Count;
     }
 
     public string[] LiveGateways()
