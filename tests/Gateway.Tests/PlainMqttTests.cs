@@ -378,8 +378,9 @@ public sealed class PlainMqttDeliveryTests(PlainMqttFixture fixture)
 
         await using var subscriber = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort);
         await subscriber.SubscribeAsync(willTopic, MqttQualityOfServiceLevel.AtLeastOnce);
+        var own = Unique();
         var start = new System.Diagnostics.ProcessStartInfo("mosquitto_sub") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "-h", "127.0.0.1", "-p", fixture.Port, "-t", Unique(), "--will-topic", willTopic, "--will-payload", "{\"gone\":true}" })
+        foreach (var a in new[] { "-h", "127.0.0.1", "-p", fixture.Port, "-t", own, "--will-topic", willTopic, "--will-payload", "{\"gone\":true}" })
         {
             start.ArgumentList.Add(a);
         }
@@ -387,13 +388,16 @@ public sealed class PlainMqttDeliveryTests(PlainMqttFixture fixture)
         using var process = System.Diagnostics.Process.Start(start)!;
         try
         {
-            // Connected once the gateway counts it; then killed (no DISCONNECT).
+            // Connected and subscribed once it prints a message of its own topic; then killed (no DISCONNECT).
             using var cts = new CancellationTokenSource(WsClient.DefaultWait);
-            while (!fixture.Logs.Lines.Any(l => l.Contains(willTopic, StringComparison.Ordinal)) && ObservabilityTests.Sample(
-                await ObservabilityTests.ScrapeAsync(Gateway), "orleanspush_connections", ("transport", "mqtt")) < 2)
+            var line = process.StandardOutput.ReadLineAsync(cts.Token).AsTask();
+            while (!line.IsCompleted)
             {
-                await Task.Delay(100, cts.Token);
+                await Gateway.PublishAsync(own, "{\"ping\":1}");
+                await Task.WhenAny(line, Task.Delay(200, cts.Token));
             }
+
+            Assert.Equal("{\"ping\":1}", await line);
         }
         finally
         {
