@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 
 namespace OrleansPush.Bench;
 
@@ -28,6 +29,7 @@ internal static class Program
                 return await RunSuiteAsync(options);
             default:
                 Console.Error.WriteLine("usage: OrleansPush.Bench run [--root DIR] [--out DIR] [--measure S] [--warmup S] [--idle N] [--storm N] [--systems a,b] [--scenarios a,b]");
+                Console.Error.WriteLine("       OrleansPush.Bench run --scenarios churn [--churn-minutes M] [--churn-rate N] [--churn-connections N] [--churn-memory-topics N] [--label L]");
                 Console.Error.WriteLine("       OrleansPush.Bench serve-limit --port N | serve-signalr --port N [--redis HOST:PORT]");
                 return 2;
         }
@@ -75,6 +77,26 @@ internal static class Program
             Environment.Exit(130);
         };
         AppDomain.CurrentDomain.ProcessExit += (_, _) => ServerProcess.StopAll();
+
+        if (only is ["churn"])
+        {
+            // The churn scenario (issue 16): its own report, results/<date>-churn[-label].md.
+            var minutes = double.Parse(options.GetValueOrDefault("churn-minutes") ?? "3", CultureInfo.InvariantCulture);
+            var spec = new ChurnSpec(minutes, int.Parse(options.GetValueOrDefault("churn-rate") ?? "5000", CultureInfo.InvariantCulture), PublishesPerTopic: 3,
+                ConnectionsPerSecond: int.Parse(options.GetValueOrDefault("churn-connections") ?? "20", CultureInfo.InvariantCulture), Hold: TimeSpan.FromSeconds(3),
+                MemoryTopics: int.Parse(options.GetValueOrDefault("churn-memory-topics") ?? "20000", CultureInfo.InvariantCulture), ExpiryWait: TimeSpan.FromMinutes(5),
+                Label: options.GetValueOrDefault("label") ?? "");
+            try
+            {
+                Console.WriteLine(await Churn.RunAsync(outDir, spec));
+            }
+            finally
+            {
+                ServerProcess.StopAll();
+            }
+
+            return 0;
+        }
 
         var started = Stopwatch.StartNew();
         var report = new Report(DateTime.Now, warmup, measure);

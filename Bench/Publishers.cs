@@ -85,6 +85,9 @@ internal sealed class OrleansPublisher : IPublisher
 
     public int BatchSize => 1;
 
+    /// <summary>The cluster client (the churn scenario asks the management grain for activations).</summary>
+    public IClusterClient Client => _client;
+
     public static async Task<OrleansPublisher> StartAsync(int gatewayPort)
     {
         var builder = Host.CreateApplicationBuilder();

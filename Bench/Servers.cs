@@ -233,6 +233,9 @@ internal sealed class SystemUnderTest : IAsyncDisposable
 
     public static string Root { get; set; } = Directory.GetCurrentDirectory();
 
+    /// <summary>More settings for the embedded node (a scenario's own lifetimes).</summary>
+    public static string[] ExtraArgs { get; set; } = [];
+
     private static string Dll(string project, string assembly) => Path.Combine(Root, project, "bin", "Release", "net10.0", assembly + ".dll");
 
     // Quiet logs, and no MQTT TCP listener: several gateways share this machine.
@@ -333,7 +336,7 @@ internal sealed class SystemUnderTest : IAsyncDisposable
         sut.Processes.Add(ServerProcess.Start(sut.Name, "dotnet",
         [
             Dll("Gateway", "OrleansPush.Gateway"), "--urls", $"http://127.0.0.1:{port}",
-            $"--OrleansPush:Cluster:SiloPort={silo}", $"--OrleansPush:Cluster:GatewayPort={gateway}", .. storeArgs, .. _quiet,
+            $"--OrleansPush:Cluster:SiloPort={silo}", $"--OrleansPush:Cluster:GatewayPort={gateway}", .. storeArgs, .. _quiet, .. ExtraArgs,
         ]));
         sut.Endpoints.Add($"http://127.0.0.1:{port}");
         sut.OrleansGatewayPort = gateway;

@@ -3,6 +3,8 @@
 # Release, starts every system under test itself (limit, signalr-redis + redis-server, orleanspush embedded and
 # cluster), loads each, stops each by PID, and writes Bench/results/<yyyy-MM-dd>.md and .png.
 # Extra arguments go to `OrleansPush.Bench run` (e.g. --systems limit,orleanspush --scenarios fanout-1000 --measure 5).
+# `--scenarios churn` runs the churn scenario alone (issue 16; 3 minutes of churn plus settling and expiry, about 10
+# minutes in all; `--churn-minutes 60` for the hour-long run) and writes Bench/results/<yyyy-MM-dd>-churn[-<label>].md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results=Bench/results
@@ -32,5 +34,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# bounded even if something hangs: SIGINT makes the benchmark stop its servers
-timeout -s INT 30m dotnet Bench/bin/Release/net10.0/OrleansPush.Bench.dll run --out "$results" "$@"
+# bounded even if something hangs: SIGINT makes the benchmark stop its servers (a long churn run gets its minutes on top)
+limit=30
+args=("$@")
+for ((i = 0; i < ${#args[@]} - 1; i++)); do
+  [[ ${args[i]} == --churn-minutes ]] && limit=$((30 + ${args[i + 1]%.*}))
+done
+timeout -s INT "${limit}m" dotnet Bench/bin/Release/net10.0/OrleansPush.Bench.dll run --out "$results" "$@"

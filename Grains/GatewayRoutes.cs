@@ -12,14 +12,15 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
     /// topic: the gateway finds the gap by seq and reads it from history.</summary>
     public static readonly TimeSpan WriteTimeout = TimeSpan.FromSeconds(2);
 
-    private readonly Dictionary<string, Route> _routes = new(StringComparer.Ordinal);
-    private readonly List<Route> _live = [];
+    // Made at the first lease: most topics are never routed to a gateway (issue 16: memory per topic).
+    private Dictionary<string, Route>? _routes;
 
-    public int Count => _routes.Count;
+    public int Count => _routes?.Count ?? 0;
 
     public void Renew(string gatewayId)
     {
         var expires = time.GetUtcNow() + lease;
+        _routes ??= new(StringComparer.Ordinal);
         if (_routes.TryGetValue(gatewayId, out var route))
         {
             route.Expires = expires;
@@ -30,42 +31,42 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
         _routes[gatewayId] = new Route(gatewayId, stream) { Expires = expires };
     }
 
-    public bool Remove(string gatewayId) => _routes.Remove(gatewayId);
+    public bool Remove(string gatewayId) => _routes?.Remove(gatewayId) == true;
 
     /// <summary>How many gateways hold a lease that has not lapsed.</summary>
     public int LiveCount()
     {
         DropExpired();
-        return _routes.Count;
+        return Count;
     }
 
     public string[] LiveGateways()
     {
         DropExpired();
-        return [.. _routes.Keys];
+        return _routes is null ? [] : [.. _routes.Keys];
     }
 
     /// <summary>Whether <paramref name="gatewayId"/> holds a lease that has not lapsed.</summary>
-    public bool IsLive(string gatewayId) => _routes.TryGetValue(gatewayId, out var route) && route.Expires > time.GetUtcNow();
+    public bool IsLive(string gatewayId) => _routes is not null && _routes.TryGetValue(gatewayId, out var route) && route.Expires > time.GetUtcNow();
 
     /// <summary>Writes the event once to each live gateway's stream. A failed write is reported through
     /// <paramref name="onFailure"/> and does not stop the others: gateways repair gaps from history.</summary>
     public Task SendAsync(GatewayEvent e, Action<string, Exception> onFailure)
     {
         DropExpired();
-        switch (_routes.Count)
+        switch (_routes?.Count ?? 0)
         {
             case 0:
                 return Task.CompletedTask;
             case 1:
-                foreach (var only in _routes.Values)
+                foreach (var only in _routes!.Values)
                 {
                     return SendOneAsync(only, e, onFailure);
                 }
 
                 return Task.CompletedTask;
             default:
-                var tasks = new Task[_routes.Count];
+                var tasks = new Task[_routes!.Count];
                 var i = 0;
                 foreach (var route in _routes.Values)
                 {
@@ -90,19 +91,18 @@ internal sealed class GatewayRoutes(IStreamProvider streams, TimeProvider time, 
 
     private void DropExpired()
     {
+        if (_routes is null)
+        {
+            return;
+        }
+
         var now = time.GetUtcNow();
-        _live.Clear();
-        foreach (var route in _routes.Values)
+        foreach (var (gatewayId, route) in _routes)
         {
             if (route.Expires <= now)
             {
-                _live.Add(route);
+                _routes.Remove(gatewayId); // removing while enumerating a Dictionary is allowed
             }
-        }
-
-        foreach (var expired in _live)
-        {
-            _routes.Remove(expired.GatewayId);
         }
     }
 

@@ -24,6 +24,20 @@ public sealed class NamespaceGrain(ILogger<NamespaceGrain> logger, IOptions<Rout
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), time, routing.Value.Lease);
         _onRouteFailure = (gateway, ex) => GrainsLog.RouteFailed(logger, ns + ":*", gateway, ex);
         _lifetime = LifetimeOf(topics.Value.For(ns + ":"));
+
+        // Lapsed entries go on a timer too: a directory nobody calls stays active until Orleans collects it, and its
+        // entries must not outlive their topics meanwhile (a timer tick does not keep the grain active).
+        var period = SweepPeriod();
+        this.RegisterGrainTimer(static (grain, _) => grain.Sweep(), this, new GrainTimerCreationOptions(period, period) { Interleave = true });
+        return Task.CompletedTask;
+    }
+
+    private TimeSpan SweepPeriod() => TimeSpan.FromTicks(Math.Clamp(_lifetime.Ticks / 4, TimeSpan.TicksPerSecond, TimeSpan.TicksPerMinute));
+
+    private Task Sweep()
+    {
+        _nextSweep = default;
+        SweepIfDue();
         return Task.CompletedTask;
     }
 
@@ -69,8 +83,7 @@ public sealed class NamespaceGrain(ILogger<NamespaceGrain> logger, IOptions<Rout
         await _routes.SendAsync(new TopicAnnounced(topic, epoch, head), _onRouteFailure);
     }
 
-    /// <summary>Drops lapsed entries, at most every quarter of their lifetime (and at least every minute while the
-    /// directory is called; one that nobody calls is deactivated by Orleans, entries and all).</summary>
+    /// <summary>Drops lapsed entries, at most every quarter of their lifetime (between a second and a minute).</summary>
     private void SweepIfDue()
     {
         var now = time.GetUtcNow();
@@ -79,7 +92,7 @@ public sealed class NamespaceGrain(ILogger<NamespaceGrain> logger, IOptions<Rout
             return;
         }
 
-        _nextSweep = now + TimeSpan.FromTicks(Math.Clamp(_lifetime.Ticks / 4, TimeSpan.TicksPerSecond, TimeSpan.TicksPerMinute));
+        _nextSweep = now + SweepPeriod();
         foreach (var lapsed in _topics.Where(t => t.Value.Expires <= now).Select(t => t.Key).ToArray())
         {
             _topics.Remove(lapsed);

@@ -70,7 +70,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private TopicMessage? _latest;
     private GatewayRoutes _routes = null!;
     private IdempotencyWindow _dedupe = null!;
-    private readonly Dictionary<string, Dictionary<string, int>> _presence = new(StringComparer.Ordinal);
+    private Dictionary<string, Dictionary<string, int>>? _presenceByGateway;
     private IGrainTimer? _presenceTimer;
     private TimeSpan _announceEvery;
     private DateTimeOffset _announceAgainAt;
@@ -268,14 +268,14 @@ public sealed class TopicGrain : Grain, ITopicGrain
     {
         EnsureValid();
         var before = MemberConnections(member);
-        if (!_presence.TryGetValue(gatewayId, out var members))
+        if (!Presence.TryGetValue(gatewayId, out var members))
         {
             if (connections <= 0)
             {
                 return;
             }
 
-            _presence[gatewayId] = members = new Dictionary<string, int>(StringComparer.Ordinal);
+            Presence[gatewayId] = members = new Dictionary<string, int>(StringComparer.Ordinal);
         }
 
         if (connections > 0)
@@ -284,7 +284,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
         else if (members.Remove(member) && members.Count == 0)
         {
-            _presence.Remove(gatewayId);
+            Presence.Remove(gatewayId);
         }
 
         WatchPresenceLeases();
@@ -303,7 +303,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     /// </summary>
     private void WatchPresenceLeases()
     {
-        if (_presence.Count == 0)
+        if (Presence.Count == 0)
         {
             _presenceTimer?.Dispose();
             _presenceTimer = null;
@@ -319,10 +319,10 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private async Task LeavePresenceOfLapsedGatewaysAsync()
     {
         List<string>? left = null;
-        foreach (var gone in _presence.Keys.Where(g => !_routes.IsLive(g)).ToArray())
+        foreach (var gone in Presence.Keys.Where(g => !_routes.IsLive(g)).ToArray())
         {
-            var members = _presence[gone];
-            _presence.Remove(gone);
+            var members = Presence[gone];
+            Presence.Remove(gone);
             foreach (var member in members.Keys)
             {
                 if (member.Length > 0 && MemberConnections(member) == 0)
@@ -345,7 +345,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         EnsureValid();
         await LeavePresenceOfLapsedGatewaysAsync();
         var totals = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var (member, count) in _presence.Values.SelectMany(m => m))
+        foreach (var (member, count) in Presence.Values.SelectMany(m => m))
         {
             totals[member] = totals.GetValueOrDefault(member) + count;
         }
@@ -355,7 +355,10 @@ public sealed class TopicGrain : Grain, ITopicGrain
         return new TopicPresence(users, totals.GetValueOrDefault(string.Empty));
     }
 
-    private int MemberConnections(string member) => _presence.Values.Sum(m => m.GetValueOrDefault(member));
+    /// <summary>Members per gateway; made at the first report (only topics with presence get any).</summary>
+    private Dictionary<string, Dictionary<string, int>> Presence => _presenceByGateway ??= new(StringComparer.Ordinal);
+
+    private int MemberConnections(string member) => Presence.Values.Sum(m => m.GetValueOrDefault(member));
 
     /// <summary>The one flush loop: sequence a batch, store it, route it, answer its publishers; repeat while more
     /// publishes arrived meanwhile.</summary>
@@ -687,11 +690,13 @@ internal static class Epochs
 internal sealed class IdempotencyWindow(TimeSpan window, TimeProvider time)
 {
     public const int MaxKeys = 100_000;
-    private readonly Dictionary<string, (Task<TopicPosition> Position, DateTimeOffset Expires)> _positions = new(StringComparer.Ordinal);
+
+    // Both made at the first key: most topics never see one.
+    private Dictionary<string, (Task<TopicPosition> Position, DateTimeOffset Expires)>? _positions;
 
     // Each Remember adds an entry; an entry whose key was forgotten or remembered again since no longer matches its
     // key's expiry and is skipped when it comes up.
-    private readonly Queue<(string Key, DateTimeOffset Expires)> _order = new();
+    private Queue<(string Key, DateTimeOffset Expires)>? _order;
     private DateTimeOffset _incompleteUntil;
 
     public bool IsComplete => time.GetUtcNow() >= _incompleteUntil;
@@ -702,16 +707,23 @@ internal sealed class IdempotencyWindow(TimeSpan window, TimeProvider time)
     public bool TryGet(string key, out Task<TopicPosition> position)
     {
         Expire();
-        var found = _positions.TryGetValue(key, out var entry);
-        position = entry.Position;
-        return found;
+        if (_positions is not null && _positions.TryGetValue(key, out var entry))
+        {
+            position = entry.Position;
+            return true;
+        }
+
+        position = null!;
+        return false;
     }
 
-    public void Forget(string key) => _positions.Remove(key);
+    public void Forget(string key) => _positions?.Remove(key);
 
     public void Remember(string key, Task<TopicPosition> position)
     {
         var expires = time.GetUtcNow() + window;
+        _positions ??= new(StringComparer.Ordinal);
+        _order ??= new();
         _positions[key] = (position, expires);
         _order.Enqueue((key, expires));
         while ((_positions.Count > MaxKeys || _order.Count > 2 * MaxKeys) && _order.TryDequeue(out var oldest))
@@ -726,19 +738,24 @@ internal sealed class IdempotencyWindow(TimeSpan window, TimeProvider time)
 
     private void Expire()
     {
+        if (_order is null)
+        {
+            return;
+        }
+
         var now = time.GetUtcNow();
         while (_order.TryPeek(out var head) && head.Expires <= now)
         {
             _order.Dequeue();
             if (Matches(head))
             {
-                _positions.Remove(head.Key);
+                _positions?.Remove(head.Key);
             }
         }
     }
 
     private bool Matches((string Key, DateTimeOffset Expires) entry) =>
-        _positions.TryGetValue(entry.Key, out var current) && current.Expires == entry.Expires;
+        _positions is not null && _positions.TryGetValue(entry.Key, out var current) && current.Expires == entry.Expires;
 
     private void Incomplete(DateTimeOffset until)
     {

@@ -22,13 +22,15 @@ public sealed class ConnectionCommands
     private readonly ConnectionDrain _drain;
     private readonly ConnectionSecurity _security;
     private readonly WebhookEvents _webhooks;
+    private readonly Proxies.BackendProxies _proxies;
 
     public ConnectionCommands(TopicRouter router, UserConnections users, Publisher publisher, IOptions<GatewayOptions> options,
         IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger, ConnectionDrain drain,
-        ConnectionSecurity security, WebhookEvents webhooks)
+        ConnectionSecurity security, WebhookEvents webhooks, Proxies.BackendProxies proxies)
     {
         _webhooks = webhooks;
         _security = security;
+        _proxies = proxies;
         _drain = drain;
         _router = router;
         _users = users;
@@ -86,10 +88,14 @@ public sealed class ConnectionCommands
             return [];
         }
 
+        // The connect proxy's subscriptions are this connection's alone: subscribed like the client's own (the access
+        // grants them), so reconciling the user's server-side subscriptions never touches them.
         string[] topics = [TopicName.Personal(userId), .. serverSide];
+        var proxied = connection.Access.Subscriptions.Where(t => !topics.Contains(t, StringComparer.Ordinal)).Distinct(StringComparer.Ordinal)
+            .Select(t => (t, BeginSubscribe(connection, t, resume?.Invoke(t), 0, hold: holdForResume))).ToArray();
         var subscribing = topics.Select(t => BeginSubscribe(connection, t, resume?.Invoke(t), 0, serverSide: true, hold: holdForResume)).ToArray();
-        await Task.WhenAll(subscribing.Select(s => s.AdmittedAsync()));
-        return [.. topics.Zip(subscribing)];
+        await Task.WhenAll(subscribing.Concat(proxied.Select(p => p.Item2)).Select(s => s.AdmittedAsync()));
+        return [.. topics.Zip(subscribing), .. proxied];
     }
 
     /// <summary>Teardown, the same for every transport; safe to call more than once and for a connection that was never
@@ -140,11 +146,58 @@ public sealed class ConnectionCommands
             throw new PushRejectedException(WireCodes.Forbidden, "A personal channel is for its user alone.");
         }
 
-        if (!serverSide && !connection.IsServerSide(topic!))
+        if (!serverSide && !connection.IsServerSide(topic!) && !_security.MaySubscribe(connection, topic!))
         {
-            _security.CheckSubscribe(connection, topic!);
+            if (!_proxies.SubscribeEnabled)
+            {
+                _security.CheckSubscribe(connection, topic!);
+            }
+
+            return SubscribeIfProxyAllows(connection, topic!, since, last, presenceEvents, hold);
         }
 
+        return BeginAllowedSubscribe(connection, topic!, since, last, presenceEvents, serverSide, hold);
+    }
+
+    /// <summary>A subscribe the connection's patterns do not cover, with a subscribe proxy configured: the backend
+    /// decides (no answer in time: <c>unavailable</c>).</summary>
+    private Subscribing SubscribeIfProxyAllows(PushConnection connection, string topic, Since? since, int last, bool presenceEvents, bool hold)
+    {
+        var started = StartAsync();
+        return new Subscribing(AdmittedAsync(), CompletedAsync());
+
+        async Task<Subscribing> StartAsync()
+        {
+            if (await _proxies.SubscribeAsync(connection.UserId, topic) is { } refused)
+            {
+                if (refused.Code == WireCodes.Forbidden)
+                {
+                    _security.Audit.SubscribeForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
+                }
+
+                throw new PushRejectedException(refused.Code, refused.Message);
+            }
+
+            return BeginAllowedSubscribe(connection, topic, since, last, presenceEvents, serverSide: false, hold);
+        }
+
+        async Task AdmittedAsync()
+        {
+            try
+            {
+                await (await started).Admitted;
+            }
+            catch (Exception)
+            {
+                // Refused: CompletedAsync carries why (Admitted itself never faults).
+            }
+        }
+
+        async Task<SubscribeResult> CompletedAsync() => await (await started).Completed;
+    }
+
+    private Subscribing BeginAllowedSubscribe(PushConnection connection, string topic, Since? since, int last, bool presenceEvents, bool serverSide, bool hold)
+    {
         var added = connection.AddTopic(topic!, _options.MaxSubscriptionsPerConnection);
         switch (added)
         {
@@ -213,10 +266,33 @@ public sealed class ConnectionCommands
         }
 
         _security.CheckClientPublish(connection, topic!);
+        if (_proxies.PublishEnabled)
+        {
+            (data, format) = await PublishProxyAllowsAsync(connection, topic!, data, format);
+        }
 
         var position = await _publisher.PublishAsync(topic!, data, idempotencyKey: null, format);
         await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, data, format);
         return position;
+    }
+
+    /// <summary>A client publish the backend's publish proxy sees first: it may refuse it (throws) or replace its
+    /// payload (returned).</summary>
+    private async Task<(ReadOnlyMemory<byte> Payload, PayloadFormat Format)> PublishProxyAllowsAsync(PushConnection connection, string topic,
+        ReadOnlyMemory<byte> data, PayloadFormat format)
+    {
+        var (payload, kind, refused) = await _proxies.PublishAsync(connection.UserId, topic, data, format);
+        if (refused is not null)
+        {
+            if (refused.Code == WireCodes.Forbidden)
+            {
+                _security.Audit.PublishForbidden(connection.UserId, topic, connection.Transport, connection.RemoteAddress);
+            }
+
+            throw new PushRejectedException(refused.Code, refused.Message);
+        }
+
+        return (payload, kind);
     }
 
     private void OnServerSubscriptionChanged(PushConnection connection, string topic, bool subscribed)

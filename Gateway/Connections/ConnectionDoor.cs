@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Proxies;
 using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Connections;
@@ -21,20 +22,24 @@ public sealed record Admitted(ConnectionAccess Access, string? UserId, IDisposab
 /// <param name="Authenticate">The token's rights, or null with a token-free reason (called only when tokens are
 /// required).</param>
 /// <param name="OpenModeUser">The user an open-mode client named (<c>?user=</c>, MQTT's user name), already checked.</param>
+/// <param name="Proxy">What the backend's connect proxy is told when the connection carries no token (null: this
+/// request cannot be sent there).</param>
 public sealed record AdmissionRequest(
     string Where,
     string? Remote,
     string? Origin,
     bool Handshake,
     Func<Task<(ConnectionAccess? Access, string Reason)>> Authenticate,
-    string? OpenModeUser);
+    string? OpenModeUser,
+    Func<ConnectProxyRequest>? Proxy = null);
 
 /// <summary>
 /// The door every client connection passes, whatever its transport (raw WebSocket, SignalR on every transport, SSE,
 /// long polling, MQTT over TCP and over WebSocket). In order: the browser origin when the list is set (403
 /// <c>forbidden</c>), refusal while the gateway drains (503 <c>unavailable</c>), the handshake rate (429
 /// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>, also for a token revoked by
-/// <see cref="TokenRevocations"/>), and the connections per user (on this gateway, then across the cluster through
+/// <see cref="TokenRevocations"/>; a connection without a token is sent to the backend's connect proxy when one is
+/// configured, whose 4xx refuses with the backend's code and whose failure answers 503 <c>unavailable</c>), and the connections per user (on this gateway, then across the cluster through
 /// <see cref="ClusterUserLimit"/>) and per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
 /// is audited. HTTP transports come through <see cref="ConnectionGate"/>; MQTT through its CONNECT.
 /// <para>What happens after the door is <see cref="ConnectionCommands.OnConnectedAsync"/> (registration) and
@@ -46,7 +51,8 @@ public sealed class ConnectionDoor(
     ConnectionSecurity security,
     ConnectionDrain drain,
     TokenRevocations revocations,
-    ClusterUserLimit clusterLimit)
+    ClusterUserLimit clusterLimit,
+    BackendProxies proxies)
 {
     private readonly HashSet<string> _allowedOrigins = new(origins.Value.AllowedOrigins, StringComparer.OrdinalIgnoreCase);
 
@@ -89,6 +95,18 @@ public sealed class ConnectionDoor(
         if (security.Secured)
         {
             var (granted, reason) = await request.Authenticate();
+            if (granted is null && reason is TokenReasons.Missing or TokenReasons.Malformed && proxies.ConnectEnabled && request.Proxy is { } ask)
+            {
+                var (decided, refused) = await proxies.ConnectAsync(ask());
+                if (decided is null)
+                {
+                    security.Audit.TokenRefused("connect_proxy:" + refused!.Code, request.Where, request.Remote);
+                    return (null, new DoorRefusal(refused.Code, refused.Message, refused.Status, RetrySoon: refused.Code == WireCodes.Unavailable));
+                }
+
+                granted = decided;
+            }
+
             if (granted is null)
             {
                 security.Audit.TokenRefused(reason, request.Where, request.Remote);
@@ -99,7 +117,7 @@ public sealed class ConnectionDoor(
 
             try
             {
-                if (await revocations.IsRevokedAsync(granted))
+                if (!granted.FromConnectProxy && await revocations.IsRevokedAsync(granted))
                 {
                     security.Audit.TokenRefused(TokenReasons.Revoked, request.Where, request.Remote);
                     return (null, new DoorRefusal(WireCodes.Unauthorized, $"The token was refused ({TokenReasons.Revoked}).", StatusCodes.Status401Unauthorized));

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Options;
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Observability;
+using OrleansPush.Gateway.Proxies;
 using OrleansPush.Gateway.Publishing;
 using OrleansPush.Gateway.Routing;
 using OrleansPush.Gateway.Security;
@@ -54,6 +55,7 @@ public static class GatewayHosting
         services.AddSingleton<ConnectionCommands>();
         services.AddSingleton<PushEndpoints>();
         services.AddSingleton<ConnectionDoor>();
+        services.AddBackendProxies(builder.Configuration);
         services.AddSingleton<WebSocketEndpoint>();
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();

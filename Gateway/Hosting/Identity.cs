@@ -12,6 +12,12 @@ public sealed class Identity(IOptions<GatewayOptions> options, IOptions<AuthOpti
     {
         problem = string.Empty;
         userId = null;
+        if (ProxyAdmitted(context) is { } proxied)
+        {
+            userId = proxied.UserId;
+            return true;
+        }
+
         if (auth.Value.Secured)
         {
             var subject = context.User.Identity?.IsAuthenticated == true ? ConnectionAccess.FromPrincipal(context.User).UserId : null;
@@ -44,7 +50,14 @@ public sealed class Identity(IOptions<GatewayOptions> options, IOptions<AuthOpti
     /// <summary>What the request's token grants (<see cref="ConnectionAccess.None"/> in open mode or without one).
     /// Transports give it to each connection they open.</summary>
     public ConnectionAccess AccessOf(HttpContext context) =>
-        auth.Value.Secured && context.User.Identity?.IsAuthenticated == true ? ConnectionAccess.FromPrincipal(context.User) : ConnectionAccess.None;
+        ProxyAdmitted(context) is { } proxied ? proxied
+        : auth.Value.Secured && context.User.Identity?.IsAuthenticated == true ? ConnectionAccess.FromPrincipal(context.User) : ConnectionAccess.None;
+
+    /// <summary>What the backend's connect proxy granted this request at the door (null when a token or nothing did).</summary>
+    private static ConnectionAccess? ProxyAdmitted(HttpContext context) =>
+        context.Items.TryGetValue(ConnectionGate.AdmittedItem, out var item) && item is Connections.Admitted { Access.FromConnectProxy: true } admitted
+            ? admitted.Access
+            : null;
 }
 
 /// <summary>Error answers of the HTTP endpoints: <c>{"error":code,"message":...}</c>, never a stack trace.</summary>

@@ -21,8 +21,9 @@ public sealed class ConnectionAccess
     public static readonly ConnectionAccess None = new(null, [], [], admin: false, expiresAt: null);
 
     public ConnectionAccess(string? userId, IReadOnlyList<TopicPattern> subscribe, IReadOnlyList<TopicPattern> publish, bool admin, DateTimeOffset? expiresAt,
-        long? issuedAt = null)
+        long? issuedAt = null, IReadOnlyList<string>? subscriptions = null)
     {
+        Subscriptions = subscriptions ?? [];
         IssuedAt = issuedAt;
         UserId = userId;
         Subscribe = subscribe;
@@ -40,6 +41,14 @@ public sealed class ConnectionAccess
 
     public bool Admin { get; }
 
+    /// <summary>Topics the connect proxy subscribed this connection to (this connection only, not the user's
+    /// server-side subscriptions); empty for a token. The connection may subscribe to each of them.</summary>
+    public IReadOnlyList<string> Subscriptions { get; }
+
+    /// <summary>True when the backend's connect proxy granted this (a connection without a token): no <c>iat</c>, so a
+    /// token revocation does not apply to it; the backend decides at each connect.</summary>
+    public bool FromConnectProxy { get; init; }
+
     /// <summary>When the token expires (its <c>exp</c>); null when it does not.</summary>
     public DateTimeOffset? ExpiresAt { get; }
 
@@ -50,7 +59,7 @@ public sealed class ConnectionAccess
     /// 0: none) covers this token. A token that does not say when it was issued is covered by any revocation.</summary>
     public bool RevokedBy(long revokedBefore) => revokedBefore > 0 && (IssuedAt is not { } iat || iat <= revokedBefore);
 
-    public bool MaySubscribe(string topic) => AnyMatch(Subscribe, topic);
+    public bool MaySubscribe(string topic) => AnyMatch(Subscribe, topic) || Contains(Subscriptions, topic);
 
     public bool MayPublish(string topic) => AnyMatch(Publish, topic);
 
@@ -69,6 +78,19 @@ public sealed class ConnectionAccess
 
     private static TopicPattern[] Patterns(ClaimsPrincipal principal, string claim) =>
         [.. principal.FindAll(claim).Select(c => TopicPattern.TryParse(c.Value, out var p) ? p : null).Where(p => p is not null).Select(p => p!).Take(1000)];
+
+    private static bool Contains(IReadOnlyList<string> topics, string topic)
+    {
+        for (var i = 0; i < topics.Count; i++)
+        {
+            if (string.Equals(topics[i], topic, StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     private static bool AnyMatch(IReadOnlyList<TopicPattern> patterns, string topic)
     {

@@ -1,5 +1,6 @@
 using OrleansPush.Gateway.Connections;
 using OrleansPush.Gateway.Hosting;
+using OrleansPush.Gateway.Proxies;
 
 namespace OrleansPush.Gateway.Security;
 
@@ -40,18 +41,27 @@ public sealed class ConnectionGate(RequestDelegate next, PushEndpoints endpoints
             origin,
             endpoint.IsHandshake(context.Request),
             () => Task.FromResult(AuthenticatedBy(context)),
-            door.Secured ? null : openUser));
+            door.Secured ? null : openUser,
+            () => new ConnectProxyRequest(endpoint.Transport, remote, Cookies(context.Request.Cookies))));
         if (admitted is null)
         {
             await RefuseAsync(context, refusal!);
             return;
         }
 
+        // The transports read who the connection is from here (Identity), whether a token or the connect proxy decided.
+        context.Items[AdmittedItem] = admitted;
         using (admitted.Slots)
         {
             await next(context);
         }
     }
+
+    /// <summary>The key of the request's <see cref="Admitted"/> in <see cref="HttpContext.Items"/>.</summary>
+    public static readonly object AdmittedItem = new();
+
+    private static Dictionary<string, string>? Cookies(IRequestCookieCollection cookies) =>
+        cookies.Count == 0 ? null : cookies.ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
 
     /// <summary>The bearer handler has run: its result, or the reason it refused the token.</summary>
     private static (ConnectionAccess? Access, string Reason) AuthenticatedBy(HttpContext context) =>

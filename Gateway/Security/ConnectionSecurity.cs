@@ -38,7 +38,8 @@ public sealed class ConnectionSecurity(
         throw new PushRejectedException(WireCodes.Forbidden, "The token does not grant subscribing to this topic.");
     }
 
-    private bool MaySubscribe(PushConnection connection, string topic) =>
+    /// <summary>Whether the token (or the namespace, or open mode) allows the subscribe, without auditing a refusal.</summary>
+    public bool MaySubscribe(PushConnection connection, string topic) =>
         // The owner test uses the token's sub, not the connection's user: a transport that named its user some other
         // way (MQTT's user name, before it validates a token) gets no personal channel with tokens required.
         !Secured || TopicName.PersonalOwner(topic) is { } owner && owner == connection.Access.UserId

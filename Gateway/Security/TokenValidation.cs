@@ -112,7 +112,7 @@ internal static class TokenKeys
         SecurityTokenNoExpirationException => "no_expiry",
         SecurityTokenInvalidSignatureException or SecurityTokenSignatureKeyNotFoundException => "bad_signature",
         SecurityTokenInvalidAlgorithmException => "bad_algorithm",
-        SecurityTokenMalformedException or ArgumentException => "malformed",
+        SecurityTokenMalformedException or ArgumentException => TokenReasons.Malformed,
         _ => "invalid",
     };
 }
@@ -123,6 +123,9 @@ public static class TokenReasons
 {
     /// <summary>No token was sent.</summary>
     public const string Missing = "missing";
+
+    /// <summary>What was sent is not a JWT at all (e.g. an MQTT password that is the application's own credential).</summary>
+    public const string Malformed = "malformed";
 
     /// <summary>The token was issued (<c>iat</c>) before its user's tokens were revoked.</summary>
     public const string Revoked = "revoked";

@@ -142,7 +142,7 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
         lock (entry)
         {
             entry.ExpireKeys(_time.GetUtcNow());
-            return Task.FromResult(entry.Keys.TryGetValue(key, out var kept) ? kept.Position : null);
+            return Task.FromResult(entry.FindKey(key));
         }
     }
 
@@ -158,7 +158,7 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
             {
                 entry.EvictMessages(int.MaxValue, nowMs);
                 entry.ExpireKeys(now);
-                if (entry.PositionExpired(nowMs) && entry.Keys.Count == 0)
+                if (entry.PositionExpired(nowMs) && entry.KeyCount == 0)
                 {
                     entry.Dropped = true;
                     _topics.TryRemove(KeyValuePair.Create(topic, entry));
@@ -189,10 +189,15 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
         /// <summary>Removed from the store by a sweep: an appender holding it must take a fresh entry.</summary>
         public bool Dropped { get; set; }
 
-        public Dictionary<string, (TopicPosition Position, DateTimeOffset Expires)> Keys { get; } = new(StringComparer.Ordinal);
+        /// <summary>Idempotency keys within their window; null until the topic has one (most never do).</summary>
+        private Dictionary<string, (TopicPosition Position, DateTimeOffset Expires)>? _keys;
 
         /// <summary>Keys in the order they were added; each key once (a key is added only while it is absent).</summary>
-        private Queue<string> KeyOrder { get; } = new();
+        private Queue<string>? _keyOrder;
+
+        public int KeyCount => _keys?.Count ?? 0;
+
+        public TopicPosition? FindKey(string key) => _keys is not null && _keys.TryGetValue(key, out var kept) ? kept.Position : null;
 
         public bool PositionExpired(long nowMs) => nowMs >= PositionExpiresMs;
 
@@ -210,23 +215,35 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
         /// <summary>The first append of a key wins.</summary>
         public void AddKey(string key, TopicPosition position, DateTimeOffset expires)
         {
-            if (!Keys.TryAdd(key, (position, expires)))
+            _keys ??= new(StringComparer.Ordinal);
+            _keyOrder ??= new();
+            if (!_keys.TryAdd(key, (position, expires)))
             {
                 return;
             }
 
-            KeyOrder.Enqueue(key);
-            if (KeyOrder.Count > MaxKeysPerTopic)
+            _keyOrder.Enqueue(key);
+            if (_keyOrder.Count > MaxKeysPerTopic)
             {
-                Keys.Remove(KeyOrder.Dequeue());
+                _keys.Remove(_keyOrder.Dequeue());
             }
         }
 
         public void ExpireKeys(DateTimeOffset now)
         {
-            while (KeyOrder.TryPeek(out var oldest) && Keys[oldest].Expires <= now)
+            if (_keys is null || _keyOrder is null)
             {
-                Keys.Remove(KeyOrder.Dequeue());
+                return;
+            }
+
+            while (_keyOrder.TryPeek(out var oldest) && _keys[oldest].Expires <= now)
+            {
+                _keys.Remove(_keyOrder.Dequeue());
+            }
+
+            if (_keys.Count == 0)
+            {
+                (_keys, _keyOrder) = (null, null);
             }
         }
     }

@@ -2,11 +2,13 @@ namespace OrleansPush.Grains.History;
 
 /// <summary>
 /// A topic's recent messages in a ring: consecutive seqs, bounded by count and age. Reads are by seq arithmetic, so
-/// neither a publish nor a read costs more as the history grows.
+/// neither a publish nor a read costs more as the history grows. The ring starts small and doubles up to its capacity:
+/// most topics hold a message or two, and a ring of the full size cost each of them 800 bytes (issue 16).
 /// </summary>
 internal sealed class RecentHistory(int capacity, TimeSpan ttl)
 {
-    private readonly TopicMessage[] _ring = new TopicMessage[Math.Max(1, capacity)];
+    private const int FirstSize = 2;
+    private TopicMessage[] _ring = [];
     private int _start;
     private int _count;
 
@@ -22,6 +24,11 @@ internal sealed class RecentHistory(int capacity, TimeSpan ttl)
             return;
         }
 
+        if (_count == _ring.Length && _ring.Length < capacity)
+        {
+            Grow();
+        }
+
         if (_count == _ring.Length)
         {
             _ring[_start] = null!;
@@ -31,6 +38,18 @@ internal sealed class RecentHistory(int capacity, TimeSpan ttl)
 
         _ring[(_start + _count) % _ring.Length] = message;
         _count++;
+    }
+
+    private void Grow()
+    {
+        var grown = new TopicMessage[Math.Min(capacity, Math.Max(FirstSize, _ring.Length * 2))];
+        for (var i = 0; i < _count; i++)
+        {
+            grown[i] = _ring[(_start + i) % _ring.Length];
+        }
+
+        _ring = grown;
+        _start = 0;
     }
 
     public void Trim(long nowUnixMs)

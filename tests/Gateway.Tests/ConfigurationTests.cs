@@ -10,6 +10,8 @@ public sealed class ConfigurationTests
     [InlineData("OrleansPush:Topics:Namespaces:chat:HistoryTtl", "-00:00:01", "OrleansPush:Topics:Namespaces:chat:HistoryTtl must be between")]
     [InlineData("OrleansPush:Topics:Namespaces:user:HistorySize", "10", "OrleansPush:Topics:Namespaces:user: personal channels are configured under OrleansPush:Topics:Personal")]
     [InlineData("OrleansPush:Cluster:ResponseTimeout", "00:00:00", "OrleansPush:Cluster:ResponseTimeout must be between")]
+    [InlineData("OrleansPush:Proxy:Connect:Url", "ftp://backend/connect", "OrleansPush:Proxy:Connect:Url must be an absolute http or https URL")]
+    [InlineData("OrleansPush:Proxy:Publish:Timeout", "00:00:00", "OrleansPush:Proxy:Publish:Timeout must be between")]
     public async Task AWrongSettingStopsTheGatewayWithAMessageNamingTheKey(string key, string value, string message)
     {
         var error = await Assert.ThrowsAnyAsync<Exception>(() => TestGateway.StartEmbeddedAsync(new Dictionary<string, string?> { [key] = value }));

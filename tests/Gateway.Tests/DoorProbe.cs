@@ -9,9 +9,14 @@ namespace OrleansPush.Gateway.Tests;
 internal static class DoorProbe
 {
     /// <summary>Opens a raw-protocol socket and closes it again; the handshake's HTTP status.</summary>
-    public static async Task<HttpStatusCode> WebSocketStatusAsync(Uri uri)
+    public static async Task<HttpStatusCode> WebSocketStatusAsync(Uri uri, string? cookie = null)
     {
         using var socket = new ClientWebSocket();
+        if (cookie is not null)
+        {
+            socket.Options.SetRequestHeader("Cookie", cookie);
+        }
+
         socket.Options.AddSubProtocol("orleanspush.v1.json");
         socket.Options.CollectHttpResponseDetails = true;
         using var cts = new CancellationTokenSource(WsClient.DefaultWait);

@@ -17,23 +17,12 @@ public sealed class EpochSiloKillTests(ITestOutputHelper output)
     public async Task TopicsOfADeadSiloAreDeliveredFromTheFirstMessageOfTheirNewEpoch()
     {
         var id = "ep" + Guid.NewGuid().ToString("N")[..8];
-        var redis = Environment.GetEnvironmentVariable("ORLEANSPUSH_TEST_REDIS")
-            ?? throw new InvalidOperationException("ORLEANSPUSH_TEST_REDIS is not set: run the tests with ./test.sh.");
-        var settings = new Dictionary<string, string?>
+        var settings = TestGateway.Merge(SiloKillTests.FastFailoverCluster(id), new Dictionary<string, string?>
         {
-            ["OrleansPush:Cluster:ServiceId"] = id,
-            ["OrleansPush:Cluster:ClusterId"] = id,
-            ["OrleansPush:Cluster:Clustering"] = "Redis",
-            ["OrleansPush:Cluster:Redis"] = redis,
-            ["OrleansPush:Cluster:AdvertisedIP"] = "127.0.0.1",
-            ["OrleansPush:Cluster:Membership:ProbeTimeout"] = "00:00:01",
-            ["OrleansPush:Cluster:Membership:NumMissedProbesLimit"] = "2",
-            ["OrleansPush:Cluster:Membership:MaxProbeTimeout"] = "00:00:02", // as the cluster fault tests cap it
-            ["OrleansPush:Cluster:Membership:ExtendProbeTimeoutDuringDegradation"] = "false",
             ["OrleansPush:Gateway:PublishAttemptTimeout"] = "00:00:02",
             ["OrleansPush:Routing:Lease"] = "00:00:30", // renewed every 10 s
             ["Logging:LogLevel:Orleans.Runtime.MembershipService"] = "Information",
-        };
+        });
         await using var first = SiloProcess.Start(null, settings);
         await using var second = SiloProcess.Start(null, settings);
         await using var gateway = await SiloKillTests.StartGatewayWhenClusterIsUpAsync(TestGateway.Merge(settings, new Dictionary<string, string?>

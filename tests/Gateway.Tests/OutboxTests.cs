@@ -115,18 +115,8 @@ public sealed class OutboxTests(ITestOutputHelper output)
         const int TopicCount = 10;
         var id = "ob" + Guid.NewGuid().ToString("N")[..8];
         var (storage, prefix) = Settings();
-        var settings = TestGateway.Merge(storage, new Dictionary<string, string?>
+        var settings = TestGateway.Merge(TestGateway.Merge(storage, SiloKillTests.FastFailoverCluster(id)), new Dictionary<string, string?>
         {
-            ["OrleansPush:Cluster:ServiceId"] = id,
-            ["OrleansPush:Cluster:ClusterId"] = id,
-            ["OrleansPush:Cluster:Clustering"] = "Redis",
-            ["OrleansPush:Cluster:Redis"] = Environment.GetEnvironmentVariable("ORLEANSPUSH_TEST_REDIS")
-                ?? throw new InvalidOperationException("ORLEANSPUSH_TEST_REDIS is not set: run the tests with ./test.sh."),
-            ["OrleansPush:Cluster:AdvertisedIP"] = "127.0.0.1",
-            ["OrleansPush:Cluster:Membership:ProbeTimeout"] = "00:00:01",
-            ["OrleansPush:Cluster:Membership:NumMissedProbesLimit"] = "2",
-            ["OrleansPush:Cluster:Membership:MaxProbeTimeout"] = "00:00:02",
-            ["OrleansPush:Cluster:Membership:ExtendProbeTimeoutDuringDegradation"] = "false",
             ["OrleansPush:Outbox:PublishAttemptTimeout"] = "00:00:03",
             ["OrleansPush:Outbox:MaxRetryDelay"] = "00:00:01",
         });

@@ -112,6 +112,24 @@ public sealed class SiloKillTests(ITestOutputHelper output)
     }
 
     /// <summary>The silos need a moment to form a cluster; the gateway's client retries until they answer.</summary>
+    /// <summary>Two or more silo processes on Redis membership that notice a killed silo within a few seconds (the
+    /// probe settings the cluster fault tests use), under their own service and cluster id.</summary>
+    internal static Dictionary<string, string?> FastFailoverCluster(string id) => new()
+    {
+        ["OrleansPush:Cluster:ServiceId"] = id,
+        ["OrleansPush:Cluster:ClusterId"] = id,
+        ["OrleansPush:Cluster:Clustering"] = "Redis",
+        ["OrleansPush:Cluster:Redis"] = Redis(),
+        ["OrleansPush:Cluster:AdvertisedIP"] = "127.0.0.1",
+        ["OrleansPush:Cluster:Membership:ProbeTimeout"] = "00:00:01",
+        ["OrleansPush:Cluster:Membership:NumMissedProbesLimit"] = "2",
+        ["OrleansPush:Cluster:Membership:MaxProbeTimeout"] = "00:00:02",
+        ["OrleansPush:Cluster:Membership:ExtendProbeTimeoutDuringDegradation"] = "false",
+    };
+
+    internal static string Redis() => Environment.GetEnvironmentVariable("ORLEANSPUSH_TEST_REDIS")
+        ?? throw new InvalidOperationException("ORLEANSPUSH_TEST_REDIS is not set: run the tests with ./test.sh.");
+
     /// <summary>Waits until every silo is an active member: a silo still joining hosts nothing, and would not take over
     /// when another dies.</summary>
     internal static async Task WaitForActiveSilosAsync(TestGateway gateway, params SiloProcess[] silos)

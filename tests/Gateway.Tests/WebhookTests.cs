@@ -158,19 +158,9 @@ public sealed class WebhookTests(ITestOutputHelper output)
         await using var receiver = await WebhookReceiver.StartAsync();
         await receiver.StopAsync();
         var id = "wh" + Guid.NewGuid().ToString("N")[..8];
-        var redis = Environment.GetEnvironmentVariable("ORLEANSPUSH_TEST_REDIS")
-            ?? throw new InvalidOperationException("ORLEANSPUSH_TEST_REDIS is not set: run the tests with ./test.sh.");
-        var settings = TestGateway.Merge(receiver.Settings("backend", "topic.occupied"), new Dictionary<string, string?>
+        var redis = SiloKillTests.Redis();
+        var settings = TestGateway.Merge(TestGateway.Merge(receiver.Settings("backend", "topic.occupied"), SiloKillTests.FastFailoverCluster(id)), new Dictionary<string, string?>
         {
-            ["OrleansPush:Cluster:ServiceId"] = id,
-            ["OrleansPush:Cluster:ClusterId"] = id,
-            ["OrleansPush:Cluster:Clustering"] = "Redis",
-            ["OrleansPush:Cluster:Redis"] = redis,
-            ["OrleansPush:Cluster:AdvertisedIP"] = "127.0.0.1",
-            ["OrleansPush:Cluster:Membership:ProbeTimeout"] = "00:00:01",
-            ["OrleansPush:Cluster:Membership:NumMissedProbesLimit"] = "2",
-            ["OrleansPush:Cluster:Membership:MaxProbeTimeout"] = "00:00:02",
-            ["OrleansPush:Cluster:Membership:ExtendProbeTimeoutDuringDegradation"] = "false",
             ["OrleansPush:Storage:Provider"] = "Redis",
             ["OrleansPush:Storage:Redis"] = redis,
             ["OrleansPush:Storage:Prefix"] = id,

@@ -26,10 +26,15 @@ public sealed class WsClient : IAsyncDisposable
     public WebSocketCloseStatus? CloseStatus => _socket.CloseStatus;
 
     /// <summary>Connects; with <paramref name="read"/> false the client never reads (a stalled consumer).</summary>
-    public static async Task<WsClient> ConnectAsync(Uri uri, bool read = true, int receiveBuffer = 0)
+    public static async Task<WsClient> ConnectAsync(Uri uri, bool read = true, int receiveBuffer = 0, string? cookie = null)
     {
         var socket = new ClientWebSocket();
         socket.Options.AddSubProtocol("orleanspush.v1.json");
+        if (cookie is not null)
+        {
+            socket.Options.SetRequestHeader("Cookie", cookie);
+        }
+
         if (receiveBuffer > 0)
         {
             socket.Options.SetBuffer(receiveBuffer, 4096);

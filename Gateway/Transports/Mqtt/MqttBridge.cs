@@ -116,7 +116,8 @@ internal sealed class MqttBridge : IDisposable
         }
 
         var (admitted, refusal) = await _door.AdmitAsync(new AdmissionRequest(
-            Transport, remote, Origin: null, Handshake: true, () => _validator.ValidateAsync(e.Password), openUser));
+            Transport, remote, Origin: null, Handshake: true, () => _validator.ValidateAsync(e.Password), openUser,
+            () => new Proxies.ConnectProxyRequest(Transport, remote, Mqtt: new Proxies.MqttCredentials(e.ClientId, e.UserName, e.Password))));
         if (admitted is null)
         {
             e.ReasonCode = refusal!.Code switch
@@ -139,7 +140,13 @@ internal sealed class MqttBridge : IDisposable
             e.AssignedClientIdentifier = MqttClientChannel.NewClientId();
         }
 
-        var will = (e.ChannelAdapter as MqttClientChannel)?.Will;
+        var channel = e.ChannelAdapter as MqttClientChannel;
+        if (channel is not null && e.CleanSession == false && HasSession(e.ClientId, admitted.UserId))
+        {
+            channel.SessionPresent = true;
+        }
+
+        var will = channel?.Will;
         e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will);
     }
 
@@ -190,10 +197,19 @@ internal sealed class MqttBridge : IDisposable
             Forget(previous);
         }
 
-        // An MQTT client receives only what it subscribed to: attached to its user, without automatic subscriptions.
+        // An MQTT client receives only what it subscribed to: attached to its user, without automatic subscriptions
+        // (a persistent session's own come back with it).
         try
         {
             await _commands.OnConnectedAsync(connection, Registration.Attached);
+            if (!info.Persistent)
+            {
+                _gone.TryRemove(e.ClientId, out _); // clean session: the old session's state is discarded
+            }
+            else if (GoneSessionOf(e.ClientId, info.UserId) is { Filters.Length: > 0 } gone)
+            {
+                await RestoreSubscriptionsAsync(connection, gone);
+            }
         }
         catch (Exception ex)
         {
@@ -298,7 +314,8 @@ internal sealed class MqttBridge : IDisposable
 
         var positions = connection.Positions();
         var pending = connection.PendingReleases();
-        if (positions.Count == 0 && pending.Length == 0)
+        var filters = connection.Filters();
+        if (positions.Count == 0 && pending.Length == 0 && filters.Length == 0)
         {
             return;
         }
@@ -312,7 +329,7 @@ internal sealed class MqttBridge : IDisposable
         if (_gone.Count < _options.MaxResumableSessions)
         {
             _gone[connection.ClientId] = new GoneSession(connection.UserId, now + _options.SessionResumeWindow,
-                positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal), pending);
+                positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal), pending, filters);
         }
         else
         {
@@ -347,17 +364,9 @@ internal sealed class MqttBridge : IDisposable
     {
         // The broker keeps no subscription table of its own: it never routes a message (see OnPublishAsync).
         e.ProcessSubscription = false;
-        var filter = e.TopicFilter.Topic;
         if (!_connections.TryGetValue(e.ClientId, out var connection))
         {
             Refuse(e, MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the connection is closing.");
-            return;
-        }
-
-        var wildcard = MqttWildcards.IsWildcard(filter);
-        if (wildcard && _wildcards.Refusal(filter) is { } refusal)
-        {
-            Refuse(e, refusal.Code, refusal.Reason);
             return;
         }
 
@@ -368,31 +377,60 @@ internal sealed class MqttBridge : IDisposable
         }
 
         connection.Attach(e.Session);
-        var qos = e.TopicFilter.QualityOfServiceLevel;
+        var (code, reason) = await SubscribeFilterAsync(connection, e.TopicFilter.Topic, e.TopicFilter.QualityOfServiceLevel);
+        if (reason is null)
+        {
+            e.Response.ReasonCode = code;
+        }
+        else
+        {
+            Refuse(e, code, reason);
+        }
+    }
+
+    /// <summary>Subscribes <paramref name="filter"/> (a topic, or a wildcard filter through <see cref="MqttWildcards"/>) at
+    /// <paramref name="qos"/>; a persistent session resumes each topic from where it was. The SUBACK code, and a reason
+    /// when refused.</summary>
+    private async Task<(MqttSubscribeReasonCode Code, string? Reason)> SubscribeFilterAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos)
+    {
+        var wildcard = MqttWildcards.IsWildcard(filter);
+        if (wildcard && _wildcards.Refusal(filter) is { } refusal)
+        {
+            return refusal;
+        }
+
         var granted = qos switch
         {
             MqttQualityOfServiceLevel.AtMostOnce => MqttSubscribeReasonCode.GrantedQoS0,
             MqttQualityOfServiceLevel.AtLeastOnce => MqttSubscribeReasonCode.GrantedQoS1,
             _ => MqttSubscribeReasonCode.GrantedQoS2,
         };
+        Func<string, Since?>? resume = connection.PersistentSession ? topic => ResumePointOf(connection, topic) : null;
         if (wildcard)
         {
             try
             {
-                await _wildcards.SubscribeAsync(connection, filter, qos);
-                e.Response.ReasonCode = granted;
+                await _wildcards.SubscribeAsync(connection, filter, qos, resume);
+                connection.AddFilter(filter, qos);
+                return (granted, null);
             }
             catch (Exception ex)
             {
                 _wildcards.Unsubscribe(connection, filter);
                 GatewayLog.RequestFailed(_logger, connection.Id, ex);
-                Refuse(e, MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the subscribe failed; try again.");
+                return (MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the subscribe failed; try again.");
             }
-
-            return;
         }
 
-        var since = connection.PersistentSession ? ResumePointOf(connection, filter) : null;
+        if (connection.HasFilter(filter) && connection.Follows(filter))
+        {
+            // Restored with the session (or subscribed again): the subscription stands, at the QoS asked now.
+            connection.SetQos(filter, qos);
+            connection.AddFilter(filter, qos);
+            return (granted, null);
+        }
+
+        var since = resume?.Invoke(filter);
         connection.Subscribing(filter, qos, since);
         try
         {
@@ -401,12 +439,13 @@ internal sealed class MqttBridge : IDisposable
             var subscribing = _commands.BeginSubscribe(connection, filter, since, 0);
             await subscribing.AdmittedAsync();
             _ = FollowResumeAsync(connection, filter, since, subscribing.Completed);
-            e.Response.ReasonCode = granted;
+            connection.AddFilter(filter, qos);
+            return (granted, null);
         }
         catch (PushRejectedException rejected)
         {
             connection.Unsubscribed(filter);
-            Refuse(e, rejected.Code switch
+            return (rejected.Code switch
             {
                 WireCodes.BadTopic => MqttSubscribeReasonCode.TopicFilterInvalid,
                 WireCodes.Forbidden or WireCodes.Unauthorized => MqttSubscribeReasonCode.NotAuthorized,
@@ -418,7 +457,36 @@ internal sealed class MqttBridge : IDisposable
         {
             connection.Unsubscribed(filter);
             GatewayLog.RequestFailed(_logger, connection.Id, ex);
-            Refuse(e, MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the subscribe failed; try again.");
+            return (MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the subscribe failed; try again.");
+        }
+    }
+
+    /// <summary>A persistent session came back (same client id and user, within <see cref="MqttOptions.SessionResumeWindow"/>):
+    /// its subscriptions are made again at once, each topic from where the client was, as an MQTT broker keeps a session's
+    /// subscriptions (CONNACK said session present).</summary>
+    private async Task RestoreSubscriptionsAsync(MqttConnection connection, GoneSession gone)
+    {
+        if (_server is not { } server)
+        {
+            return;
+        }
+
+        try
+        {
+            connection.Attach(await server.GetSessionAsync(connection.ClientId));
+        }
+        catch (InvalidOperationException)
+        {
+            return; // gone again meanwhile
+        }
+
+        foreach (var (filter, qos) in gone.Filters)
+        {
+            var (_, reason) = await SubscribeFilterAsync(connection, filter, qos);
+            if (reason is not null)
+            {
+                MqttLog.RestoreRefused(_logger, connection.ClientId, filter, reason);
+            }
         }
     }
 
@@ -447,6 +515,22 @@ internal sealed class MqttBridge : IDisposable
         e.Response.ReasonCode = code;
         e.ReasonString = reason;
     }
+
+    /// <summary>Whether a persistent connect of <paramref name="clientId"/> by <paramref name="userId"/> finds its session:
+    /// kept since it left, or still held by its previous connection (whose end the broker has not reported yet; it is
+    /// taken over, see <see cref="OnConnectedAsync"/>). Under <see cref="_lifecycle"/>, which moves one to the other.</summary>
+    private bool HasSession(string clientId, string? userId)
+    {
+        lock (_lifecycle)
+        {
+            return GoneSessionOf(clientId, userId) is { Filters.Length: > 0 }
+                || (_connections.TryGetValue(clientId, out var live) && live.PersistentSession && live.UserId == userId && live.Filters().Length > 0);
+        }
+    }
+
+    /// <summary>The resumable session a connect of <paramref name="clientId"/> by <paramref name="userId"/> finds, if any.</summary>
+    private GoneSession? GoneSessionOf(string clientId, string? userId) =>
+        _gone.TryGetValue(clientId, out var gone) && gone.Until > _time.GetUtcNow() && gone.UserId == userId ? gone : null;
 
     private Since? ResumePointOf(MqttConnection connection, string topic)
     {
@@ -479,6 +563,7 @@ internal sealed class MqttBridge : IDisposable
         {
             try
             {
+                connection.RemoveFilter(e.Topic);
                 if (MqttWildcards.IsWildcard(e.Topic))
                 {
                     _wildcards.Unsubscribe(connection, e.Topic);
@@ -667,7 +752,8 @@ internal sealed class MqttBridge : IDisposable
     private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots, bool Mqtt5,
         MqttWill? Will);
 
-    /// <summary>What a persistent session leaves for its next connection: per topic where it was, and the QoS 2 packet
-    /// ids it had sent and not yet released.</summary>
-    private sealed record GoneSession(string? UserId, DateTimeOffset Until, Dictionary<string, Since> Topics, ushort[] PendingReleases);
+    /// <summary>What a persistent session leaves for its next connection: per topic where it was, the QoS 2 packet ids it
+    /// had sent and not yet released, and its subscriptions (filter and QoS).</summary>
+    private sealed record GoneSession(string? UserId, DateTimeOffset Until, Dictionary<string, Since> Topics, ushort[] PendingReleases,
+        (string Filter, MqttQualityOfServiceLevel Qos)[] Filters);
 }

@@ -79,7 +79,20 @@ internal sealed class MqttClientChannel(IMqttChannelAdapter inner) : IMqttChanne
 
     public void ResetStatistics() => inner.ResetStatistics();
 
-    public Task SendPacketAsync(MqttPacket packet, CancellationToken cancellationToken) => inner.SendPacketAsync(packet, cancellationToken);
+    /// <summary>Set by <see cref="MqttBridge"/> when a persistent session resumes: the CONNACK says session present (the
+    /// broker keeps no session of its own; the gateway restores its subscriptions).</summary>
+    public bool SessionPresent { get; set; }
+
+    public Task SendPacketAsync(MqttPacket packet, CancellationToken cancellationToken)
+    {
+        if (SessionPresent && packet is MqttConnAckPacket connack)
+        {
+            connack.IsSessionPresent = true;
+            SessionPresent = false;
+        }
+
+        return inner.SendPacketAsync(packet, cancellationToken);
+    }
 
     public void Dispose() => inner.Dispose();
 

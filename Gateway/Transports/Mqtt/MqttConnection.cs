@@ -32,6 +32,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     public static readonly WireForm<MqttForms> Message = new MessageForm();
 
     private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, MqttQualityOfServiceLevel> _filters = new(StringComparer.Ordinal);
     private readonly Func<MqttConnection, string, Task> _disconnect;
     private readonly CancellationTokenSource _gone = new();
     private readonly HashSet<ushort> _releasePending = [];
@@ -157,6 +158,52 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         lock (_topics)
         {
             return _topics.ContainsKey(topic);
+        }
+    }
+
+    /// <summary>The client subscribed <paramref name="filter"/> (a topic or a wildcard filter) at <paramref name="qos"/>:
+    /// remembered for a persistent session's next connection.</summary>
+    public void AddFilter(string filter, MqttQualityOfServiceLevel qos)
+    {
+        lock (_topics)
+        {
+            _filters[filter] = qos;
+        }
+    }
+
+    public void RemoveFilter(string filter)
+    {
+        lock (_topics)
+        {
+            _filters.Remove(filter);
+        }
+    }
+
+    public bool HasFilter(string filter)
+    {
+        lock (_topics)
+        {
+            return _filters.ContainsKey(filter);
+        }
+    }
+
+    public (string Filter, MqttQualityOfServiceLevel Qos)[] Filters()
+    {
+        lock (_topics)
+        {
+            return [.. _filters.Select(f => (f.Key, f.Value))];
+        }
+    }
+
+    /// <summary>A topic subscribed again: its messages go at <paramref name="qos"/> from now on.</summary>
+    public void SetQos(string topic, MqttQualityOfServiceLevel qos)
+    {
+        lock (_topics)
+        {
+            if (_topics.TryGetValue(topic, out var state))
+            {
+                state.Qos = qos;
+            }
         }
     }
 

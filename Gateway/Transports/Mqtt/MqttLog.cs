@@ -31,4 +31,7 @@ internal static partial class MqttLog
 
     [LoggerMessage(EventId = 2208, Level = LogLevel.Warning, Message = "MQTT client {ClientId}: its will to {Topic} was not published ({Code})")]
     public static partial void WillRefused(ILogger logger, string clientId, string topic, string code);
+
+    [LoggerMessage(EventId = 2209, Level = LogLevel.Warning, Message = "MQTT client {ClientId}: its session's subscription {Filter} was not restored: {Reason}")]
+    public static partial void RestoreRefused(ILogger logger, string clientId, string filter, string reason);
 }

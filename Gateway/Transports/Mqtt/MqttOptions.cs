@@ -26,7 +26,7 @@ public sealed class MqttOptions
     public string WebSocketPath { get; set; } = DefaultWebSocketPath;
 
     /// <summary>How long after a client with a persistent session (clean session off) went away a reconnect with the
-    /// same client id and user resumes each topic it subscribes again from the last message it acknowledged.</summary>
+    /// same client id and user finds its session: its subscriptions, each topic from the last message it acknowledged.</summary>
     public TimeSpan SessionResumeWindow { get; set; } = DefaultSessionResumeWindow;
 
     /// <summary>Most disconnected sessions whose positions are kept for resuming.</summary>

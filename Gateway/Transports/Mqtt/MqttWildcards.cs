@@ -68,8 +68,9 @@ internal sealed class MqttWildcards
                 $"bad_topic: {(ns.Length == 0 ? "the default namespace" : "namespace " + ns)} does not allow wildcard filters; subscribe to each topic.");
     }
 
-    /// <summary>Adds a (valid, see <see cref="Refusal"/>) filter and joins the topics that match it now.</summary>
-    public async Task SubscribeAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos)
+    /// <summary>Adds a (valid, see <see cref="Refusal"/>) filter and joins the topics that match it now, each from
+    /// <paramref name="resume"/>'s position for it (a persistent session's), or from now.</summary>
+    public async Task SubscribeAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos, Func<string, Since?>? resume = null)
     {
         var ns = NamespaceOf(filter)!;
         lock (_lock)
@@ -82,7 +83,7 @@ internal sealed class MqttWildcards
         {
             if (Matches(topic, filter, ns))
             {
-                await JoinAsync(connection, topic, qos, since: null);
+                await JoinAsync(connection, topic, qos, resume?.Invoke(topic));
             }
         }
     }
