@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Diagnostics;
 using System.Text.Json;
 using Npgsql;
@@ -203,19 +204,45 @@ public sealed class OutboxTests(ITestOutputHelper output)
         var expected = topics.ToDictionary(t => t, t => committed.Where(c => c.Topic == t).OrderBy(c => c.Id).Select(c => c.Row).ToList());
         var received = topics.ToDictionary(t => t, _ => new List<int>());
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        var others = new List<string>();
         while (received.Values.Sum(r => r.Count) < committed.Count && DateTime.UtcNow < deadline)
         {
-            foreach (var m in await subscriber.MessagesWithinAsync(committed.Count - received.Values.Sum(r => r.Count), TimeSpan.FromSeconds(2)))
+            Frame frame;
+            try
             {
-                received[m.Topic!].Add(JsonDocument.Parse(m.RawData).RootElement.GetProperty("row").GetInt32());
+                frame = await subscriber.NextAsync(TimeSpan.FromSeconds(2));
+            }
+            catch (OperationCanceledException)
+            {
+                continue;
+            }
+            catch (System.Threading.Channels.ChannelClosedException)
+            {
+                others.Add("(the connection ended)");
+                break;
+            }
+
+            if (frame.Op == "msg")
+            {
+                received[frame.Topic!].Add(JsonDocument.Parse(frame.RawData).RootElement.GetProperty("row").GetInt32());
+            }
+            else
+            {
+                others.Add(frame.Raw);
             }
         }
 
         var survivor = victim == first ? second : first;
         foreach (var topic in topics)
         {
-            Assert.True(expected[topic].SequenceEqual(received[topic]),
-                $"{topic}: expected rows {string.Join(",", expected[topic])}\nbut received {string.Join(",", received[topic])}\n--- surviving silo ---\n{survivor.Tail()}");
+            if (!expected[topic].SequenceEqual(received[topic]))
+            {
+                // What the gateway and the topic's grain knew, for the failure message.
+                var position = await gateway.Services.GetRequiredService<IClusterClient>().GetGrain<ITopicGrain>(topic).GetPositionAsync();
+                Assert.Fail($"{topic}: expected rows {string.Join(",", expected[topic])}\nbut received {string.Join(",", received[topic])}"
+                    + $"\ngrain position {position.Epoch}:{position.Seq}; frames other than msg: {string.Join(" ", others)}"
+                    + $"\n--- surviving silo ---\n{survivor.Tail()}");
+            }
         }
 
         Assert.True(await subscriber.IsQuietAsync(TimeSpan.FromSeconds(1)), "more messages than committed rows arrived");
