@@ -43,6 +43,9 @@ public sealed class OutboxConsumer : BackgroundService
     private readonly string _refused;
     private readonly string _channel;
 
+    /// <summary>The wait before trying again after a failure; back to the first once this silo leads again.</summary>
+    private TimeSpan _retryDelay = FirstRetryDelay;
+
     /// <summary>The virtual transaction ids holding the table's insert lock (a filter is appended).</summary>
     private readonly string _insertLocks;
 
@@ -122,12 +125,11 @@ public sealed class OutboxConsumer : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var delay = FirstRetryDelay;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                await ConsumeWhileLeadingAsync(() => delay = FirstRetryDelay, stoppingToken);
+                await ConsumeWhileLeadingAsync(stoppingToken);
             }
             catch (Exception) when (stoppingToken.IsCancellationRequested)
             {
@@ -135,24 +137,24 @@ public sealed class OutboxConsumer : BackgroundService
             }
             catch (Exception ex)
             {
-                OutboxLog.Failed(_logger, delay, ex);
+                OutboxLog.Failed(_logger, _retryDelay, ex);
                 try
                 {
-                    await Task.Delay(delay, stoppingToken);
+                    await Task.Delay(_retryDelay, stoppingToken);
                 }
                 catch (OperationCanceledException)
                 {
                     return;
                 }
 
-                delay = Min(delay * 2, _options.MaxRetryDelay);
+                _retryDelay = Min(_retryDelay * 2, _options.MaxRetryDelay);
             }
         }
     }
 
     /// <summary>Creates the schema, waits to be the consuming silo, then consumes until cancelled or the connection
     /// fails (the lock goes with the connection, so a failure hands the outbox to another silo).</summary>
-    private async Task ConsumeWhileLeadingAsync(Action leading, CancellationToken cancellationToken)
+    private async Task ConsumeWhileLeadingAsync(CancellationToken cancellationToken)
     {
         await using var leader = await _leaderSource.OpenConnectionAsync(cancellationToken);
         await using (var schema = new NpgsqlCommand(
@@ -172,7 +174,7 @@ public sealed class OutboxConsumer : BackgroundService
         }
 
         OutboxLog.Leading(_logger, _table, Environment.ProcessId);
-        leading();
+        _retryDelay = FirstRetryDelay;
         while (true)
         {
             // A notification of a commit during the round is kept by the connection, so the wait below returns at once

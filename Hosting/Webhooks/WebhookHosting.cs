@@ -17,11 +17,12 @@ public static class WebhookHosting
         services.AddSingleton<IPostConfigureOptions<TopicOptions>>(sp => new PostConfigureOptions<TopicOptions>(Options.DefaultName, topics =>
         {
             var webhooks = sp.GetRequiredService<IOptions<WebhookOptions>>().Value;
+            var kept = webhooks.LongestMaxAge();
             topics.Namespaces[WebhookOptions.Namespace] = new NamespaceOptions
             {
                 HistorySize = webhooks.MaxBacklog,
-                HistoryTtl = webhooks.LongestMaxAge(),
-                PositionTtl = webhooks.LongestMaxAge() > NamespaceOptions.DefaultPositionTtl ? webhooks.LongestMaxAge() : NamespaceOptions.DefaultPositionTtl,
+                HistoryTtl = kept,
+                PositionTtl = kept > NamespaceOptions.DefaultPositionTtl ? kept : NamespaceOptions.DefaultPositionTtl,
             };
         }));
         return services;
