@@ -120,6 +120,9 @@ public sealed class OutboxTests(ITestOutputHelper output)
         {
             ["OrleansPush:Outbox:PublishAttemptTimeout"] = "00:00:03",
             ["OrleansPush:Outbox:MaxRetryDelay"] = "00:00:01",
+            // Each topic gets about 100 rows; its history must hold them all, or a subscriber whose stream hop died with
+            // the silo is told reset (insufficient_state) instead of repaired, as the contract says (seen in ./test.sh).
+            ["OrleansPush:Topics:Default:HistorySize"] = "2000",
         });
         await using var first = SiloProcess.Start(null, settings);
         await using var second = SiloProcess.Start(null, settings);
