@@ -64,6 +64,7 @@ public static class ProxyHosting
         services.AddSingleton<IValidateOptions<ProxyOptions>, ProxyOptionsValidator>();
         services.AddHttpClient(BackendProxies.ClientName, c => c.Timeout = Timeout.InfiniteTimeSpan);
         services.AddSingleton<BackendProxies>();
+        services.AddSingleton<ProxiedConnections>();
         return services;
     }
 }

@@ -117,7 +117,7 @@ internal sealed class MqttBridge : IDisposable
 
         var (admitted, refusal) = await _door.AdmitAsync(new AdmissionRequest(
             Transport, remote, Origin: null, Handshake: true, () => _validator.ValidateAsync(e.Password), openUser,
-            () => new Proxies.ConnectProxyRequest(Transport, remote, Mqtt: new Proxies.MqttCredentials(e.ClientId, e.UserName, e.Password))));
+            () => new Proxies.ConnectProxyRequest(Transport, remote, MqttWebSocketRequest.Cookies, new Proxies.MqttCredentials(e.ClientId, e.UserName, e.Password))));
         if (admitted is null)
         {
             e.ReasonCode = refusal!.Code switch

@@ -1,3 +1,5 @@
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http.Connections;
 using Microsoft.Extensions.Options;
 using MQTTnet.AspNetCore;
 using MQTTnet.Diagnostics.Logger;
@@ -20,6 +22,7 @@ public static class MqttHosting
         services.AddSingleton<MqttWildcards>();
         services.AddConnections();
         services.AddSingleton<MqttConnectionHandler>();
+        services.AddSingleton<MqttWebSocketRequest>();
         services.AddHostedService<MqttBroker>();
         return services;
     }
@@ -29,7 +32,7 @@ public static class MqttHosting
         var options = app.ServiceProvider.GetRequiredService<IOptions<MqttOptions>>().Value;
         if (options.WebSockets)
         {
-            app.MapConnectionHandler<MqttConnectionHandler>(options.WebSocketPath, o =>
+            app.MapConnectionHandler<MqttWebSocketRequest>(options.WebSocketPath, o =>
             {
                 o.WebSockets.SubProtocolSelector = MqttSubProtocolSelector.SelectSubProtocol;
             });
@@ -37,6 +40,23 @@ public static class MqttHosting
         }
 
         return app;
+    }
+}
+
+/// <summary>MQTT over WebSocket: hands the connection to the broker's handler with its HTTP request's cookies at hand
+/// (<see cref="Cookies"/>), for the connect proxy at CONNECT, as raw WebSocket and SSE give theirs.</summary>
+internal sealed class MqttWebSocketRequest(MqttConnectionHandler broker) : ConnectionHandler
+{
+    // Set here and read at CONNECT, which the broker validates within this same call (it awaits the whole connection).
+    private static readonly AsyncLocal<IReadOnlyDictionary<string, string>?> CurrentCookies = new();
+
+    /// <summary>The cookies of the WebSocket request whose MQTT connection is being served (null over TCP).</summary>
+    public static IReadOnlyDictionary<string, string>? Cookies => CurrentCookies.Value;
+
+    public override async Task OnConnectedAsync(ConnectionContext connection)
+    {
+        CurrentCookies.Value = connection.GetHttpContext() is { } http ? Proxies.ConnectProxyRequest.CookiesOf(http.Request) : null;
+        await broker.OnConnectedAsync(connection);
     }
 }
 
