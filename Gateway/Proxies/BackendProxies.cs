@@ -13,16 +13,31 @@ namespace OrleansPush.Gateway.Proxies;
 /// <param name="Mqtt">An MQTT client's CONNECT credentials.</param>
 /// <param name="User">The user the connection named in open mode (<c>?user=</c>, MQTT's user name), or, when the
 /// answer is asked again, the user the backend named before.</param>
+/// <param name="Token">A token the connection carried that the gateway does not take as a JWT (an application's own
+/// opaque token; in open mode, any token), as sent: the backend may know it.</param>
 public sealed record ConnectProxyRequest(
     string Transport,
     string? RemoteAddress,
     IReadOnlyDictionary<string, string>? Cookies = null,
     MqttCredentials? Mqtt = null,
-    string? User = null)
+    string? User = null,
+    string? Token = null)
 {
     /// <summary>An HTTP request's cookies as the connect proxy gets them (null when it has none).</summary>
     public static IReadOnlyDictionary<string, string>? CookiesOf(HttpRequest request) =>
         request.Cookies.Count == 0 ? null : request.Cookies.ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
+
+    /// <summary>The token an HTTP push request carries (<c>Authorization: Bearer</c>, else <c>?access_token=</c>), or null.</summary>
+    public static string? TokenOf(HttpRequest request)
+    {
+        var header = request.Headers.Authorization.ToString();
+        if (header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            return header[7..].Trim() is { Length: > 0 } bearer ? bearer : null;
+        }
+
+        return request.Query["access_token"].ToString() is { Length: > 0 } query ? query : null;
+    }
 }
 
 public sealed record MqttCredentials(string ClientId, string? Username, string? Password);

@@ -48,7 +48,8 @@ public sealed class ConnectionGate(RequestDelegate next, PushEndpoints endpoints
             handshake,
             () => Task.FromResult(AuthenticatedBy(context)),
             door.Secured ? null : openUser,
-            () => new ConnectProxyRequest(endpoint.Transport, remote, ConnectProxyRequest.CookiesOf(context.Request)),
+            () => new ConnectProxyRequest(endpoint.Transport, remote, ConnectProxyRequest.CookiesOf(context.Request),
+                Token: ConnectProxyRequest.TokenOf(context.Request)),
             connectionToken is null ? null : proxied.Find(connectionToken)));
         if (admitted is null)
         {

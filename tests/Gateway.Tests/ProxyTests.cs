@@ -71,8 +71,9 @@ public sealed class ProxyBackend : IAsyncDisposable
     /// <c>forbidden</c>; <c>session=slow</c> is answered after 10 s. <c>session=short-{user}</c> is that user for 2 s at its
     /// first ask and for an hour at later ones, with the subscription <c>px:feed-{user}-{n}</c> at the n-th ask;
     /// <c>session=once-{user}</c> is that user for 2 s and refused (403 <c>forbidden</c>, "Session ended.") when asked
-    /// again. An MQTT client whose password is <c>pw-ok</c> is its user name; <c>pw-deny</c> is refused with 403
-    /// <c>forbidden</c>, <c>pw-slow</c> answered after 10 s.</summary>
+    /// again. A token of the application's own (not a JWT) <c>app-{user}</c> is that user. An MQTT client whose password
+    /// is <c>pw-ok</c> is its user name; <c>pw-deny</c> is refused with 403 <c>forbidden</c>, <c>pw-slow</c> answered
+    /// after 10 s.</summary>
     private async Task<IResult> ConnectAsync(HttpRequest request)
     {
         var body = await JsonSerializer.DeserializeAsync<JsonElement>(request.Body);
@@ -107,6 +108,11 @@ public sealed class ProxyBackend : IAsyncDisposable
             {
                 expiresAt = DateTimeOffset.UtcNow.AddSeconds(2);
             }
+        }
+
+        if (body.TryGetProperty("token", out var token) && token.GetString() is { } opaque && opaque.StartsWith("app-", StringComparison.Ordinal))
+        {
+            user = opaque[4..];
         }
 
         if (body.TryGetProperty("mqtt", out var mqtt))
@@ -481,6 +487,22 @@ public sealed class ProxyTests(ProxyFixture fixture) : IClassFixture<ProxyFixtur
         Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS1, Assert.Single(subscribed.Items).ResultCode);
         await fixture.PublishAsync($"/api/topics/px:feed-{user}", "{\"feed\":4}");
         Assert.Equal($"px:feed-{user}", await received.Task.WaitAsync(WsClient.DefaultWait));
+    }
+
+    [Fact]
+    public async Task ATokenThatIsNotAJwtGoesToTheConnectProxyWhichDecidesWhoItIs()
+    {
+        var user = SecurityFixture.NewUser();
+        await using var ws = await WsClient.ConnectAsync(fixture.Gateway.WebSocketUri($"access_token=app-{user}"));
+        Assert.Equal("ok", (await ws.RequestAsync("ping")).Op);
+        await fixture.PublishAsync($"/api/users/{user}", "{\"to\":\"you\"}");
+        Assert.Equal($"user:{user}", (await ws.MessagesAsync(1, WsClient.DefaultWait)).Single().Topic);
+        Assert.Contains(fixture.Backend.ConnectRequests, r => r.TryGetProperty("token", out var t) && t.GetString() == $"app-{user}");
+
+        // A JWT the gateway refuses is refused as before: it never goes to the backend.
+        var expired = fixture.Tokens.Token(user, lifetime: TimeSpan.FromMinutes(-5));
+        Assert.Equal(HttpStatusCode.Unauthorized, await DoorProbe.WebSocketStatusAsync(fixture.Gateway.WebSocketUri("access_token=" + expired)));
+        Assert.DoesNotContain(fixture.Backend.ConnectRequests, r => r.TryGetProperty("token", out var t) && t.GetString() == expired);
     }
 
     [Fact]
