@@ -15,30 +15,15 @@ namespace OrleansPush.Gateway.Proxies;
 /// answer is asked again, the user the backend named before.</param>
 /// <param name="Token">A token the connection carried that the gateway does not take as a JWT (an application's own
 /// opaque token; in open mode, any token), as sent: the backend may know it.</param>
+/// <param name="Headers">The HTTP request's headers named in <c>Connect:Headers</c> that it carries.</param>
 public sealed record ConnectProxyRequest(
     string Transport,
     string? RemoteAddress,
     IReadOnlyDictionary<string, string>? Cookies = null,
     MqttCredentials? Mqtt = null,
     string? User = null,
-    string? Token = null)
-{
-    /// <summary>An HTTP request's cookies as the connect proxy gets them (null when it has none).</summary>
-    public static IReadOnlyDictionary<string, string>? CookiesOf(HttpRequest request) =>
-        request.Cookies.Count == 0 ? null : request.Cookies.ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
-
-    /// <summary>The token an HTTP push request carries (<c>Authorization: Bearer</c>, else <c>?access_token=</c>), or null.</summary>
-    public static string? TokenOf(HttpRequest request)
-    {
-        var header = request.Headers.Authorization.ToString();
-        if (header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
-        {
-            return header[7..].Trim() is { Length: > 0 } bearer ? bearer : null;
-        }
-
-        return request.Query["access_token"].ToString() is { Length: > 0 } query ? query : null;
-    }
-}
+    string? Token = null,
+    IReadOnlyDictionary<string, string>? Headers = null);
 
 public sealed record MqttCredentials(string ClientId, string? Username, string? Password);
 
@@ -75,6 +60,26 @@ public sealed class BackendProxies(IHttpClientFactory clients, IOptions<ProxyOpt
     public bool SubscribeEnabled => _options.Subscribe.Url is not null;
 
     public bool PublishEnabled => _options.Publish.Url is not null;
+
+    /// <summary>What an HTTP request tells the connect proxy: its cookies, its token (<c>Authorization: Bearer</c>, else
+    /// <c>?access_token=</c>; asked about only when it is not a JWT the gateway takes) and the headers
+    /// <c>Connect:Headers</c> names.</summary>
+    public ConnectProxyRequest RequestOf(string transport, string? remoteAddress, HttpRequest request)
+    {
+        var cookies = request.Cookies.Count == 0 ? null : request.Cookies.ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
+        var authorization = request.Headers.Authorization.ToString();
+        var token = authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? authorization[7..].Trim() : request.Query["access_token"].ToString();
+        Dictionary<string, string>? headers = null;
+        foreach (var name in _options.Connect.Headers)
+        {
+            if (request.Headers.TryGetValue(name, out var value) && value.Count > 0)
+            {
+                (headers ??= new(StringComparer.OrdinalIgnoreCase))[name] = value.ToString();
+            }
+        }
+
+        return new ConnectProxyRequest(transport, remoteAddress, cookies, Token: token.Length > 0 ? token : null, Headers: headers);
+    }
 
     /// <summary>Asks who the connection is. The access it grants carries the backend's patterns, its per-connection
     /// subscriptions, its expiry and <paramref name="request"/> (to ask again with at that expiry).</summary>

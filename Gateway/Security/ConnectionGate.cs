@@ -14,7 +14,8 @@ namespace OrleansPush.Gateway.Security;
 /// the connect proxy's answer for it is kept by its connection token (<see cref="ProxiedConnections"/>) so the backend
 /// is asked once per connection, not once per request.</para>
 /// </summary>
-public sealed class ConnectionGate(RequestDelegate next, PushEndpoints endpoints, ConnectionDoor door, Identity identity, ProxiedConnections proxied)
+public sealed class ConnectionGate(RequestDelegate next, PushEndpoints endpoints, ConnectionDoor door, Identity identity,
+    BackendProxies proxies, ProxiedConnections proxied)
 {
     public async Task InvokeAsync(HttpContext context)
     {
@@ -48,8 +49,7 @@ public sealed class ConnectionGate(RequestDelegate next, PushEndpoints endpoints
             handshake,
             () => Task.FromResult(AuthenticatedBy(context)),
             door.Secured ? null : openUser,
-            () => new ConnectProxyRequest(endpoint.Transport, remote, ConnectProxyRequest.CookiesOf(context.Request),
-                Token: ConnectProxyRequest.TokenOf(context.Request)),
+            () => proxies.RequestOf(endpoint.Transport, remote, context.Request),
             connectionToken is null ? null : proxied.Find(connectionToken)));
         if (admitted is null)
         {

@@ -71,7 +71,8 @@ public sealed class ProxyBackend : IAsyncDisposable
     /// <c>forbidden</c>; <c>session=slow</c> is answered after 10 s. <c>session=short-{user}</c> is that user for 2 s at its
     /// first ask and for an hour at later ones, with the subscription <c>px:feed-{user}-{n}</c> at the n-th ask;
     /// <c>session=once-{user}</c> is that user for 2 s and refused (403 <c>forbidden</c>, "Session ended.") when asked
-    /// again. A token of the application's own (not a JWT) <c>app-{user}</c> is that user. An MQTT client whose password
+    /// again. A token of the application's own (not a JWT) <c>app-{user}</c> is that user, and so is a header
+    /// <c>X-App-Session: hdr-{user}</c> (the gateway is configured to pass that header on). An MQTT client whose password
     /// is <c>pw-ok</c> is its user name; <c>pw-deny</c> is refused with 403 <c>forbidden</c>, <c>pw-slow</c> answered
     /// after 10 s.</summary>
     private async Task<IResult> ConnectAsync(HttpRequest request)
@@ -113,6 +114,12 @@ public sealed class ProxyBackend : IAsyncDisposable
         if (body.TryGetProperty("token", out var token) && token.GetString() is { } opaque && opaque.StartsWith("app-", StringComparison.Ordinal))
         {
             user = opaque[4..];
+        }
+
+        if (body.TryGetProperty("headers", out var headers) && headers.TryGetProperty("X-App-Session", out var header)
+            && header.GetString() is { } appSession && appSession.StartsWith("hdr-", StringComparison.Ordinal))
+        {
+            user = appSession[4..];
         }
 
         if (body.TryGetProperty("mqtt", out var mqtt))
@@ -204,6 +211,7 @@ public sealed class ProxyFixture : IAsyncLifetime
             ["OrleansPush:Topics:Namespaces:px:ClientPublish"] = "true",
             ["OrleansPush:Proxy:Connect:Url"] = new Uri(Backend.BaseAddress, "/connect").ToString(),
             ["OrleansPush:Proxy:Connect:Timeout"] = "00:00:02",
+            ["OrleansPush:Proxy:Connect:Headers:0"] = "X-App-Session",
             ["OrleansPush:Proxy:Subscribe:Url"] = new Uri(Backend.BaseAddress, "/subscribe").ToString(),
             ["OrleansPush:Proxy:Subscribe:Timeout"] = "00:00:02",
             ["OrleansPush:Proxy:Publish:Url"] = new Uri(Backend.BaseAddress, "/publish").ToString(),
@@ -503,6 +511,37 @@ public sealed class ProxyTests(ProxyFixture fixture) : IClassFixture<ProxyFixtur
         var expired = fixture.Tokens.Token(user, lifetime: TimeSpan.FromMinutes(-5));
         Assert.Equal(HttpStatusCode.Unauthorized, await DoorProbe.WebSocketStatusAsync(fixture.Gateway.WebSocketUri("access_token=" + expired)));
         Assert.DoesNotContain(fixture.Backend.ConnectRequests, r => r.TryGetProperty("token", out var t) && t.GetString() == expired);
+    }
+
+    [Fact]
+    public async Task TheHeadersTheConnectProxyIsConfiguredToGetReachItFromSseAndMqttOverWebSocket()
+    {
+        var (sseUser, mqttUser) = (SecurityFixture.NewUser(), SecurityFixture.NewUser());
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/sse?topic=px:feed-{sseUser}");
+        request.Headers.Add("X-App-Session", $"hdr-{sseUser}");
+        request.Headers.Add("X-Not-Configured", "secret");
+        using var http = new HttpClient { BaseAddress = fixture.Gateway.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+        using (var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var asked = fixture.Backend.ConnectRequests.Last(r => r.TryGetProperty("headers", out var h) && h.GetProperty("X-App-Session").GetString() == $"hdr-{sseUser}");
+        Assert.Equal("sse", asked.GetProperty("transport").GetString());
+        Assert.False(asked.GetProperty("headers").TryGetProperty("X-Not-Configured", out _));
+
+        using var mqtt = new MqttClientFactory().CreateMqttClient();
+        var options = new MqttClientOptionsBuilder()
+            .WithWebSocketServer(o => o.WithUri($"ws://{fixture.Gateway.BaseAddress.Authority}/mqtt")
+                .WithRequestHeaders(new Dictionary<string, string> { ["X-App-Session"] = $"hdr-{mqttUser}" }))
+            .WithClientId("pxh-" + Guid.NewGuid().ToString("N")[..8])
+            .WithProtocolVersion(MqttProtocolVersion.V500)
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        Assert.Equal(MqttClientConnectResultCode.Success, await DoorProbe.MqttConnectCodeAsync(mqtt, options));
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        var subscribed = await mqtt.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+            .WithTopicFilter($"user:{mqttUser}", MQTTnet.Protocol.MqttQualityOfServiceLevel.AtLeastOnce).Build(), cts.Token);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS1, Assert.Single(subscribed.Items).ResultCode);
     }
 
     [Fact]

@@ -117,7 +117,11 @@ internal sealed class MqttBridge : IDisposable
 
         var (admitted, refusal) = await _door.AdmitAsync(new AdmissionRequest(
             Transport, remote, Origin: null, Handshake: true, () => _validator.ValidateAsync(e.Password), openUser,
-            () => new Proxies.ConnectProxyRequest(Transport, remote, MqttWebSocketRequest.Cookies, new Proxies.MqttCredentials(e.ClientId, e.UserName, e.Password))));
+            () => (MqttWebSocketRequest.Current ?? new Proxies.ConnectProxyRequest(Transport, null)) with
+            {
+                RemoteAddress = remote,
+                Mqtt = new Proxies.MqttCredentials(e.ClientId, e.UserName, e.Password),
+            }));
         if (admitted is null)
         {
             e.ReasonCode = refusal!.Code switch

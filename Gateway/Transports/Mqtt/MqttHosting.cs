@@ -43,19 +43,22 @@ public static class MqttHosting
     }
 }
 
-/// <summary>MQTT over WebSocket: hands the connection to the broker's handler with its HTTP request's cookies at hand
-/// (<see cref="Cookies"/>), for the connect proxy at CONNECT, as raw WebSocket and SSE give theirs.</summary>
-internal sealed class MqttWebSocketRequest(MqttConnectionHandler broker) : ConnectionHandler
+/// <summary>MQTT over WebSocket: hands the connection to the broker's handler with what its HTTP request tells the
+/// connect proxy (cookies, configured headers) at hand for CONNECT (<see cref="Current"/>), as raw WebSocket and SSE
+/// give theirs. The client's token is its CONNECT password, which the bridge sends.</summary>
+internal sealed class MqttWebSocketRequest(MqttConnectionHandler broker, Proxies.BackendProxies proxies) : ConnectionHandler
 {
     // Set here and read at CONNECT, which the broker validates within this same call (it awaits the whole connection).
-    private static readonly AsyncLocal<IReadOnlyDictionary<string, string>?> CurrentCookies = new();
+    private static readonly AsyncLocal<Proxies.ConnectProxyRequest?> Request = new();
 
-    /// <summary>The cookies of the WebSocket request whose MQTT connection is being served (null over TCP).</summary>
-    public static IReadOnlyDictionary<string, string>? Cookies => CurrentCookies.Value;
+    /// <summary>What the WebSocket request whose MQTT connection is being served tells the connect proxy (null over TCP).</summary>
+    public static Proxies.ConnectProxyRequest? Current => Request.Value;
 
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {
-        CurrentCookies.Value = connection.GetHttpContext() is { } http ? Proxies.ConnectProxyRequest.CookiesOf(http.Request) : null;
+        Request.Value = connection.GetHttpContext() is { } http
+            ? proxies.RequestOf(MqttConnection.TransportName, null, http.Request) with { Token = null }
+            : null;
         await broker.OnConnectedAsync(connection);
     }
 }
