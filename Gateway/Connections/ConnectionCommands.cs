@@ -260,7 +260,13 @@ public sealed class ConnectionCommands
     private async Task RenewFromProxyAsync(PushConnection connection)
     {
         var held = connection.Access;
-        var (renewed, refused) = await _proxies.ConnectAsync(held.ProxyRequest! with { User = connection.UserId });
+        if (held.ProxyRequest is not { } asked)
+        {
+            // A token refresh took over since the sweep (and watches its own expiry).
+            return;
+        }
+
+        var (renewed, refused) = await _proxies.ConnectAsync(asked with { User = connection.UserId });
         if (connection.IsGone)
         {
             return;
