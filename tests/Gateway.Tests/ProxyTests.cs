@@ -712,3 +712,71 @@ public sealed class ProxyTests(ProxyFixture fixture) : IClassFixture<ProxyFixtur
         .WithCredentials(user, password)
         .WithTimeout(TimeSpan.FromSeconds(10));
 }
+
+/// <summary>The connect answers kept for SignalR connections (<see cref="Proxies.ProxiedConnections"/>): used for
+/// nothing longer than they say, and bounded by age and count.</summary>
+public sealed class ProxiedConnectionsTests
+{
+    private readonly Clock _clock = new();
+
+    [Fact]
+    public void AnAnswerIsHeldUntilItsExpiresAtAndNoLonger()
+    {
+        var kept = new Proxies.ProxiedConnections(_clock);
+        var answer = Answer(_clock.Now + TimeSpan.FromSeconds(90));
+        kept.Remember("token-1", answer);
+        Assert.Same(answer, kept.Find("token-1"));
+        _clock.Now += TimeSpan.FromSeconds(89);
+        Assert.Same(answer, kept.Find("token-1"));
+        _clock.Now += TimeSpan.FromSeconds(1);
+        Assert.Null(kept.Find("token-1"));
+    }
+
+    [Fact]
+    public void AnAnswerNoRequestUsedForTheIdleLimitIsDropped()
+    {
+        var kept = new Proxies.ProxiedConnections(_clock);
+        kept.Remember("used", Answer(null));
+        kept.Remember("idle", Answer(null));
+        kept.Remember("forgotten", Answer(null));
+        for (var i = 0; i < 3; i++)
+        {
+            _clock.Now += Proxies.ProxiedConnections.IdleLimit / 2;
+            Assert.NotNull(kept.Find("used"));
+        }
+
+        Assert.Null(kept.Find("idle"));
+
+        // A sweep (on a Remember, at most once a minute) drops what lapsed without a lookup too.
+        Assert.Equal(2, kept.Count);
+        kept.Remember("other", Answer(null));
+        Assert.Equal(2, kept.Count);
+        Assert.NotNull(kept.Find("other"));
+        Assert.NotNull(kept.Find("used"));
+    }
+
+    [Fact]
+    public void PastMaxEntriesANewConnectionIsNotKeptAndSimplyAsksAgain()
+    {
+        var kept = new Proxies.ProxiedConnections(_clock);
+        for (var i = 0; i < Proxies.ProxiedConnections.MaxEntries + 10; i++)
+        {
+            kept.Remember("t" + i.ToString(CultureInfo.InvariantCulture), Answer(null));
+        }
+
+        Assert.Equal(Proxies.ProxiedConnections.MaxEntries, kept.Count);
+        Assert.Null(kept.Find("t" + Proxies.ProxiedConnections.MaxEntries.ToString(CultureInfo.InvariantCulture)));
+        Assert.NotNull(kept.Find("t0"));
+    }
+
+    private static Security.ConnectionAccess Answer(DateTimeOffset? expiresAt) =>
+        new("u", [], [], admin: false, expiresAt) { ProxyRequest = new Proxies.ConnectProxyRequest("signalr", "127.0.0.1") };
+
+    /// <summary>A clock the test moves by hand.</summary>
+    private sealed class Clock : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = new(2026, 12, 2, 8, 0, 0, TimeSpan.Zero);
+
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+}
