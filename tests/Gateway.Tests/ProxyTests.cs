@@ -583,6 +583,33 @@ public sealed class ProxyTests(ProxyFixture fixture) : IClassFixture<ProxyFixtur
     }
 
     [Fact]
+    public async Task AnMqttWebSocketClientTheBackendNoLongerAdmitsIsDisconnectedNotAuthorized()
+    {
+        var user = SecurityFixture.NewUser();
+        var cookies = new CookieContainer();
+        cookies.Add(fixture.Gateway.BaseAddress, new Cookie("session", $"once-{user}"));
+        using var mqtt = new MqttClientFactory().CreateMqttClient();
+        var disconnected = new TaskCompletionSource<MqttClientDisconnectedEventArgs>(TaskCreationOptions.RunContinuationsAsynchronously);
+        mqtt.DisconnectedAsync += e =>
+        {
+            disconnected.TrySetResult(e);
+            return Task.CompletedTask;
+        };
+        var options = new MqttClientOptionsBuilder()
+            .WithWebSocketServer(o => o.WithUri($"ws://{fixture.Gateway.BaseAddress.Authority}/mqtt").WithCookieContainer(cookies))
+            .WithClientId("pxo-" + Guid.NewGuid().ToString("N")[..8])
+            .WithProtocolVersion(MqttProtocolVersion.V500)
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        Assert.Equal(MqttClientConnectResultCode.Success, await DoorProbe.MqttConnectCodeAsync(mqtt, options));
+
+        // Asked again at the answer's expiresAt (with the WebSocket request's cookies), the backend refuses: 403 forbidden.
+        var gone = await disconnected.Task.WaitAsync(WsClient.DefaultWait);
+        Assert.Equal(MqttClientDisconnectReason.NotAuthorized, gone.Reason);
+        Assert.Equal("forbidden", gone.ReasonString);
+        Assert.Equal(2, fixture.Backend.ConnectRequestsOf($"once-{user}").Length);
+    }
+
+    [Fact]
     public async Task ASignalRLongPollingClientIsAskedAboutOncePerConnection()
     {
         var user = SecurityFixture.NewUser();

@@ -732,7 +732,7 @@ internal sealed class MqttBridge : IDisposable
                 {
                     WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
                     WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
-                    WireCodes.Unauthorized => MqttDisconnectReasonCode.NotAuthorized,
+                    WireCodes.Unauthorized or WireCodes.Forbidden => MqttDisconnectReasonCode.NotAuthorized,
                     WireCodes.Disconnected => MqttDisconnectReasonCode.AdministrativeAction,
                     _ => MqttDisconnectReasonCode.QuotaExceeded,
                 },
