@@ -391,7 +391,8 @@ internal sealed class MqttBridge : IDisposable
     /// <summary>Subscribes <paramref name="filter"/> (a topic, or a wildcard filter through <see cref="MqttWildcards"/>) at
     /// <paramref name="qos"/>; a persistent session resumes each topic from where it was. The SUBACK code, and a reason
     /// when refused.</summary>
-    private async Task<(MqttSubscribeReasonCode Code, string? Reason)> SubscribeFilterAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos)
+    private async Task<(MqttSubscribeReasonCode Code, string? Reason)> SubscribeFilterAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos,
+        bool restoring = false)
     {
         var wildcard = MqttWildcards.IsWildcard(filter);
         if (wildcard && _wildcards.Refusal(filter) is { } refusal)
@@ -410,7 +411,7 @@ internal sealed class MqttBridge : IDisposable
         {
             try
             {
-                await _wildcards.SubscribeAsync(connection, filter, qos, resume);
+                await _wildcards.SubscribeAsync(connection, filter, qos, resume, restoring);
                 connection.AddFilter(filter, qos);
                 return (granted, null);
             }
@@ -482,7 +483,7 @@ internal sealed class MqttBridge : IDisposable
 
         foreach (var (filter, qos) in gone.Filters)
         {
-            var (_, reason) = await SubscribeFilterAsync(connection, filter, qos);
+            var (_, reason) = await SubscribeFilterAsync(connection, filter, qos, restoring: true);
             if (reason is not null)
             {
                 MqttLog.RestoreRefused(_logger, connection.ClientId, filter, reason);
@@ -654,26 +655,18 @@ internal sealed class MqttBridge : IDisposable
     /// <see cref="PushRejectedException"/> when it is refused.</summary>
     private async Task PublishAsync(MqttConnection connection, string topic, ReadOnlySequence<byte> payload, bool retain)
     {
-        if (retain)
+        if (retain && (!TopicName.IsValid(topic) || !_topics.For(topic).KeepsLatestValue))
         {
-            // In a KeepLatest namespace every publish becomes the topic's latest value, which is what a retained
-            // message is: published as any other. Elsewhere there is nothing to retain it in.
-            if (!TopicName.IsValid(topic) || !_topics.For(topic).KeepLatest)
-            {
-                throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with KeepLatest; elsewhere subscribers resume from history instead.");
-            }
-
-            if (payload.IsEmpty)
-            {
-                throw new PushRejectedException(WireCodes.BadRequest, "Clearing a latest value (an empty retained message) is not supported yet.");
-            }
+            // A retained message is the topic's latest value, kept only where the namespace keeps one (Retain: retained
+            // publishes set it; KeepLatest: every publish does). Elsewhere subscribers resume from history instead.
+            throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with Retain or KeepLatest; elsewhere subscribers resume from history instead.");
         }
 
         // MQTT payloads are bytes: one UTF-8 JSON value is published as JSON (so JSON clients get it as data),
         // anything else as binary; MQTT subscribers get the same bytes either way.
         var bytes = payload.IsSingleSegment ? payload.First : payload.ToArray();
         var format = JsonPayload.IsOneValue(bytes.Span) ? PayloadFormat.Json : PayloadFormat.Binary;
-        await _commands.PublishAsync(connection, topic, bytes, format);
+        await _commands.PublishAsync(connection, topic, bytes, format, retain);
     }
 
     /// <summary>Sees each inbound packet before the broker handles it: QoS 2 packet ids (see
@@ -695,7 +688,7 @@ internal sealed class MqttBridge : IDisposable
 
     private Task OnAcknowledgedAsync(ClientAcknowledgedPublishPacketEventArgs e)
     {
-        if (e.IsCompleted && _connections.TryGetValue(e.ClientId, out var connection))
+        if (e.IsCompleted && !e.PublishPacket.Retain && _connections.TryGetValue(e.ClientId, out var connection))
         {
             connection.Acknowledged(e.PublishPacket.Topic);
         }
