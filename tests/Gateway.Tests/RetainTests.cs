@@ -259,4 +259,26 @@ public sealed class LatestValueClearAndOfflineQueueingTests(PlainMqttFixture fix
         var received = new[] { await back.NextAsync(), await back.NextAsync(), await back.NextAsync() };
         Assert.Equal(topics.Select((t, qos) => (t, "qos " + qos)), received.OrderBy(m => m.Topic, StringComparer.Ordinal));
     }
+
+    /// <summary>Paho MQTT 5 <c>test_offline_message_queueing</c>: clean start only discards the session the client had; with a
+    /// session expiry interval the new session outlives the connection (MQTT 5 §3.1.2.4, §3.1.2.11.2).</summary>
+    [Fact]
+    public async Task AnMqtt5SessionWithCleanStartAndASessionExpiryIntervalOutlivesItsConnection()
+    {
+        var p = Unique();
+        var clientId = "expiry-" + Unique();
+        using (var away = new MqttClientFactory().CreateMqttClient())
+        {
+            using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+            await away.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", fixture.MqttPort).WithClientId(clientId)
+                .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500).WithCleanStart(true).WithSessionExpiryInterval(99999).Build(), cts.Token);
+            await away.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(p + "/+", MqttQualityOfServiceLevel.ExactlyOnce).Build(), cts.Token);
+            await away.DisconnectAsync(new MqttClientDisconnectOptions(), cts.Token);
+        }
+
+        await Gateway.PublishAsync(p + "/a", "{\"n\":1}");
+        await using var back = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false);
+        Assert.True(back.Connected.IsSessionPresent);
+        Assert.Equal((p + "/a", "{\"n\":1}"), await back.NextAsync());
+    }
 }

@@ -147,7 +147,14 @@ internal sealed class MqttBridge : IDisposable
         }
 
         var will = channel?.Will;
-        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will);
+        // The session outlives the connection with clean session off (MQTT 3.1.1) or, on MQTT 5, also with clean start
+        // and a session expiry interval (clean start only discards the session the client had: MQTT 5 §3.1.2.4, §3.1.2.11.2).
+        var expiry = mqtt5 && e.SessionExpiryInterval > 0 ? TimeSpan.FromSeconds(e.SessionExpiryInterval) : (TimeSpan?)null;
+        var kept = e.CleanSession == false || expiry is not null;
+        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will)
+        {
+            KeptFor = kept ? (expiry is { } e5 && e5 < _options.SessionResumeWindow ? e5 : _options.SessionResumeWindow) : TimeSpan.Zero,
+        };
     }
 
     private async Task OnConnectedAsync(ClientConnectedEventArgs e)
@@ -160,9 +167,10 @@ internal sealed class MqttBridge : IDisposable
         }
 
         e.SessionItems.Remove(InfoKey);
-        var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.Persistent,
+        var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.KeptFor > TimeSpan.Zero,
             _gateway.Outbound, DisconnectAsync)
         {
+            SessionKeptFor = info.KeptFor,
             Access = info.Access,
             Mqtt5 = info.Mqtt5,
             Will = info.Will,
@@ -307,7 +315,7 @@ internal sealed class MqttBridge : IDisposable
     /// <see cref="_lifecycle"/>, so that a reconnect's subscribe never runs between the removal and this).</summary>
     private void KeepPositions(MqttConnection connection)
     {
-        if (!connection.PersistentSession || _options.SessionResumeWindow <= TimeSpan.Zero)
+        if (!connection.PersistentSession || connection.SessionKeptFor <= TimeSpan.Zero)
         {
             return;
         }
@@ -328,7 +336,7 @@ internal sealed class MqttBridge : IDisposable
 
         if (_gone.Count < _options.MaxResumableSessions)
         {
-            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + _options.SessionResumeWindow,
+            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + connection.SessionKeptFor,
                 positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal), pending, filters);
         }
         else
@@ -743,7 +751,11 @@ internal sealed class MqttBridge : IDisposable
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
     private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots, bool Mqtt5,
-        MqttWill? Will);
+        MqttWill? Will)
+    {
+        /// <summary>How long the session outlives the connection (zero: it ends with it).</summary>
+        public TimeSpan KeptFor { get; init; }
+    }
 
     /// <summary>What a persistent session leaves for its next connection: per topic where it was, the QoS 2 packet ids it
     /// had sent and not yet released, and its subscriptions (filter and QoS).</summary>

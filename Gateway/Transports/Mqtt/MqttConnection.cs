@@ -56,8 +56,12 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     /// <summary>The client's address and port: tells this connection from a later one with the same client id.</summary>
     public string? Endpoint { get; }
 
-    /// <summary>The client connected with clean session (MQTT 5: clean start) off.</summary>
+    /// <summary>The client's session outlives this connection: clean session off, or (MQTT 5) a session expiry interval.</summary>
     public bool PersistentSession { get; }
+
+    /// <summary>How long the session is kept after this connection ends (<see cref="MqttOptions.SessionResumeWindow"/>, or
+    /// the MQTT 5 session expiry interval when shorter).</summary>
+    public TimeSpan SessionKeptFor { get; init; }
 
     /// <summary>The client speaks MQTT 5 (which has reason codes in PUBACK and DISCONNECT).</summary>
     public bool Mqtt5 { get; init; }
