@@ -23,6 +23,14 @@ public interface ITopicGrain : IGrainWithStringKey
     [Alias("PublishFormatted")]
     Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey);
 
+    /// <summary>A retained publish (MQTT's retain flag), in a namespace with <c>Retain</c> or <c>KeepLatest</c> (elsewhere
+    /// <c>bad_request</c>). With a payload it is published as <see cref="PublishAsync(byte[], PayloadFormat, string?)"/>
+    /// and becomes the topic's latest value, which a subscribe without <c>since</c> receives first. An empty one clears
+    /// the latest value and is not published: the answer is then the topic's position. Clears and publishes of a topic
+    /// apply in the order they arrive.</summary>
+    [Alias("PublishRetained")]
+    Task<TopicPosition> PublishRetainedAsync(byte[] data, PayloadFormat format);
+
     /// <summary>Registers or renews a gateway's interest lease and returns the position at that instant: every
     /// message after it is routed to the gateway while the lease lives.</summary>
     [Alias("AddInterest")]
@@ -39,6 +47,11 @@ public interface ITopicGrain : IGrainWithStringKey
     /// <summary>The newest <paramref name="count"/> messages, oldest first.</summary>
     [Alias("ReadLast")]
     Task<HistorySlice> ReadLastAsync(int count);
+
+    /// <summary>The topic's latest value (<c>KeepLatest</c>: its newest message; <c>Retain</c>: its last retained one) as
+    /// the slice's only message, or no message when it has none; the slice's head is the topic's position.</summary>
+    [Alias("ReadLatest")]
+    Task<HistorySlice> ReadLatestAsync();
 
     [Alias("GetPosition")]
     Task<TopicPosition> GetPositionAsync();

@@ -80,6 +80,16 @@ public sealed class NamespaceOptions
     /// resume that history can no longer serve receives it (with <c>recovered:false</c>).</summary>
     public bool KeepLatest { get; set; }
 
+    /// <summary>MQTT retained messages: only a retained PUBLISH sets the topic's retained value (and is published as any
+    /// other); an empty retained PUBLISH clears it (and is not published). The value is kept like
+    /// <see cref="KeepLatest"/>'s latest value (durably, beyond history, as long as the topic's position), and a subscribe
+    /// without <c>since</c> receives it first on every transport (MQTT: with the retain flag). With
+    /// <see cref="KeepLatest"/> as well, every publish sets it.</summary>
+    public bool Retain { get; set; }
+
+    /// <summary>Whether the topic keeps a latest value (<see cref="KeepLatest"/> or <see cref="Retain"/>).</summary>
+    public bool KeepsLatestValue => KeepLatest || Retain;
+
     /// <summary>Delta compression: a raw-WebSocket subscriber that asks for it (<c>"delta":"fossil"</c>) gets each message
     /// as a Fossil delta against the topic's previous message whenever that is smaller, computed once per gateway.</summary>
     public bool Delta { get; set; }

@@ -66,8 +66,11 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private HistoryBounds _bounds;
     private RecentHistory _history = null!;
 
-    // The head's message, kept beyond the history's bounds in a KeepLatest namespace (null elsewhere, or before any).
+    // The latest value, kept beyond the history's bounds: in a KeepLatest namespace the head's message, in a Retain one
+    // the last retained message (null elsewhere, before any, or once cleared).
     private TopicMessage? _latest;
+    private bool _keepLatest;
+    private bool _retain;
     private GatewayRoutes _routes = null!;
     private IdempotencyWindow _dedupe = null!;
     private Dictionary<string, Dictionary<string, int>>? _presenceByGateway;
@@ -94,7 +97,9 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _topic = this.GetPrimaryKeyString();
         _valid = TopicName.IsValid(_topic);
         var ns = _topics.For(_topic);
-        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow, ns.PositionTtl, ns.KeepLatest);
+        _bounds = new HistoryBounds(ns.HistorySize, ns.HistoryTtl, _topics.DedupeWindow, ns.PositionTtl);
+        _keepLatest = ns.KeepLatest;
+        _retain = ns.Retain;
         _history = new RecentHistory(ns.HistorySize, ns.HistoryTtl);
         _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
         _occupancy = new LeaseOccupancy(_routes, _webhooks, WebhookEventTypes.TopicOccupied, WebhookEventTypes.TopicVacated, _topic, null, _routing.Lease);
@@ -149,17 +154,8 @@ public sealed class TopicGrain : Grain, ITopicGrain
     public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey)
     {
         EnsureValid();
-        if (data is null || format is not (PayloadFormat.Json or PayloadFormat.Binary))
-        {
-            throw new PushRejectedException(WireCodes.BadRequest, "A message is one JSON value or binary bytes.");
-        }
-
-        if (format == PayloadFormat.Json && !JsonPayload.IsOneValue(data))
-        {
-            throw new PushRejectedException(WireCodes.BadRequest, "The message must be one JSON value.");
-        }
-
-        var pending = new Pending(data, format, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
+        CheckPayload(data, format);
+        var pending = new Pending(data, format, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey, retained: false);
         if (idempotencyKey is null)
         {
             Enqueue(pending);
@@ -189,6 +185,41 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
 
         return pending.Completion.Task;
+    }
+
+    public Task<TopicPosition> PublishRetainedAsync(byte[] data, PayloadFormat format)
+    {
+        EnsureValid();
+        if (!_keepLatest && !_retain)
+        {
+            throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with Retain or KeepLatest; elsewhere subscribers resume from history instead.");
+        }
+
+        if (data is { Length: 0 })
+        {
+            // Clears the latest value; published to nobody (as MQTT brokers do with an empty retained message).
+            var clear = new Pending(data, format, 0, null, retained: true);
+            Enqueue(clear);
+            return clear.Completion.Task;
+        }
+
+        CheckPayload(data, format);
+        var pending = new Pending(data, format, _time.GetUtcNow().ToUnixTimeMilliseconds(), null, retained: true);
+        Enqueue(pending);
+        return pending.Completion.Task;
+    }
+
+    private static void CheckPayload(byte[] data, PayloadFormat format)
+    {
+        if (data is null || format is not (PayloadFormat.Json or PayloadFormat.Binary))
+        {
+            throw new PushRejectedException(WireCodes.BadRequest, "A message is one JSON value or binary bytes.");
+        }
+
+        if (format == PayloadFormat.Json && !JsonPayload.IsOneValue(data))
+        {
+            throw new PushRejectedException(WireCodes.BadRequest, "The message must be one JSON value.");
+        }
     }
 
     /// <summary>A key this activation has not seen, while the store may hold it (see <see cref="IdempotencyWindow.IsComplete"/>):
@@ -254,6 +285,12 @@ public sealed class TopicGrain : Grain, ITopicGrain
         EnsureValid();
         _history.Trim(_time.GetUtcNow().ToUnixTimeMilliseconds());
         return Task.FromResult(Slice(WithLatest(_history.Last(count), _durableSeq - count, count)));
+    }
+
+    public Task<HistorySlice> ReadLatestAsync()
+    {
+        EnsureValid();
+        return Task.FromResult(Slice(_latest is { } latest ? [latest] : []));
     }
 
     public Task<TopicPosition> GetPositionAsync()
@@ -368,8 +405,19 @@ public sealed class TopicGrain : Grain, ITopicGrain
         {
             while (_batch.Count > 0)
             {
-                var batch = _batch.Count <= MaxBatch ? _batch : _batch[..MaxBatch];
-                _batch = _batch.Count <= MaxBatch ? [] : _batch[MaxBatch..];
+                if (_batch[0].Clears)
+                {
+                    var clear = _batch[0];
+                    _batch.RemoveAt(0);
+                    await ClearLatestAsync(clear);
+                    continue;
+                }
+
+                // A batch ends before the next clear: the clear applies after the messages before it, before those after.
+                var next = _batch.FindIndex(p => p.Clears);
+                var take = Math.Min(MaxBatch, next < 0 ? _batch.Count : next);
+                var batch = _batch.Count == take ? _batch : _batch[..take];
+                _batch = _batch.Count == take ? [] : _batch[take..];
                 var (outcome, messages) = await StoreAsync(batch);
                 switch (outcome)
                 {
@@ -405,9 +453,10 @@ public sealed class TopicGrain : Grain, ITopicGrain
             var expectedHead = _durableSeq;
             try
             {
-                await _store.AppendAsync(_topic, expectedEpoch, messages, KeysOf(batch, messages), _bounds);
+                var latest = LatestChangeOf(batch);
+                await _store.AppendAsync(_topic, expectedEpoch, messages, KeysOf(batch, messages), _bounds, latest);
                 _durableSeq = messages[^1].Seq;
-                _latest = _bounds.KeepLatest ? messages[^1] : null;
+                _latest = latest.Apply(_latest, messages);
                 foreach (var m in messages)
                 {
                     _history.Append(m);
@@ -511,6 +560,62 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
     }
 
+    /// <summary>What a batch does to the latest value: in a KeepLatest namespace its last message becomes it; in a Retain
+    /// namespace its last retained message does (none: it stays); elsewhere there is none.</summary>
+    private LatestChange LatestChangeOf(List<Pending> batch)
+    {
+        if (_keepLatest)
+        {
+            return LatestChange.To(batch.Count - 1);
+        }
+
+        if (_retain)
+        {
+            var last = batch.FindLastIndex(p => p.Retained);
+            return last < 0 ? LatestChange.Keep : LatestChange.To(last);
+        }
+
+        return LatestChange.Clear;
+    }
+
+    /// <summary>An empty retained publish: the latest value goes, with a compare-and-set on the durable head like an
+    /// append's (on a conflict the grain reloads and tries again, a few times). Its publisher gets the topic's position,
+    /// or <c>unavailable</c> when the store did not take it (a clear is safe to retry).</summary>
+    private async Task ClearLatestAsync(Pending clear)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await _store.ClearLatestAsync(_topic, _epoch, _durableSeq);
+                _latest = null;
+                clear.Completion.TrySetResult(new TopicPosition(_epoch, _durableSeq));
+                return;
+            }
+            catch (HistoryConflictException ex) when (attempt < MaxConflictRetries)
+            {
+                GrainsLog.AppendConflict(_logger, _topic, ex.Message);
+                try
+                {
+                    Adopt(await _store.LoadAsync(_topic, _bounds));
+                    _dedupe.MarkIncomplete();
+                }
+                catch (Exception reload)
+                {
+                    GrainsLog.ReloadFailed(_logger, _topic, reload);
+                    Fail([clear], NotCleared);
+                    return;
+                }
+            }
+            catch (Exception ex)
+            {
+                GrainsLog.AppendFailed(_logger, _topic, 0, ex);
+                Fail([clear], NotCleared);
+                return;
+            }
+        }
+    }
+
     private static IReadOnlyList<IdempotencyKey> KeysOf(List<Pending> batch, TopicMessage[] messages)
     {
         List<IdempotencyKey>? keys = null;
@@ -583,9 +688,9 @@ public sealed class TopicGrain : Grain, ITopicGrain
             _history.Append(m);
         }
 
-        if (_bounds.KeepLatest)
+        if (_keepLatest || _retain)
         {
-            _latest = stored.Latest ?? (stored.Messages.Count > 0 && stored.Messages[^1].Seq == stored.Head ? stored.Messages[^1] : null);
+            _latest = stored.Latest;
         }
     }
 
@@ -605,6 +710,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     }
 
     private const string NotPublished = "The message could not be stored; it was not published. Retry it.";
+    private const string NotCleared = "The retained value could not be cleared; retry.";
     private const string MayHaveBeenPublished =
         "The message may have been published: the store did not confirm it. Retry with the same idempotency key to publish it at most once.";
 
@@ -650,8 +756,14 @@ public sealed class TopicGrain : Grain, ITopicGrain
         Unknown,
     }
 
-    private sealed class Pending(byte[] data, PayloadFormat format, long publishedAtUnixMs, string? key)
+    private sealed class Pending(byte[] data, PayloadFormat format, long publishedAtUnixMs, string? key, bool retained)
     {
+        /// <summary>A retained publish: in a Retain namespace it becomes the latest value.</summary>
+        public bool Retained { get; } = retained;
+
+        /// <summary>An empty retained publish: not a message, it clears the latest value.</summary>
+        public bool Clears => Retained && Data.Length == 0;
+
         public byte[] Data { get; } = data;
 
         public PayloadFormat Format { get; } = format;

@@ -318,7 +318,13 @@ public sealed class ConnectionCommands
 
     /// <summary>A client's own publish, where the topic's namespace allows it; a <c>message.published</c> webhook event
     /// follows it when an endpoint wants those.</summary>
-    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format = PayloadFormat.Json)
+    public Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format = PayloadFormat.Json) =>
+        PublishAsync(connection, topic, data, format, retained: false);
+
+    /// <summary>A client's own publish, as <see cref="PublishAsync(PushConnection, string?, ReadOnlyMemory{byte}, PayloadFormat)"/>;
+    /// a <paramref name="retained"/> one (MQTT's retain flag) becomes the topic's latest value where the namespace keeps
+    /// one, and an empty retained one clears it without being published (no webhook event either).</summary>
+    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format, bool retained)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -331,9 +337,20 @@ public sealed class ConnectionCommands
             (data, format) = await PublishProxyAllowsAsync(connection, topic!, data, format);
         }
 
-        var position = await _publisher.PublishAsync(topic!, data, idempotencyKey: null, format);
-        await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, data, format);
-        return position;
+        if (!retained)
+        {
+            var position = await _publisher.PublishAsync(topic!, data, idempotencyKey: null, format);
+            await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, data, format);
+            return position;
+        }
+
+        var retainedAt = await _publisher.PublishRetainedAsync(topic!, data, format);
+        if (!data.IsEmpty)
+        {
+            await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, data, format);
+        }
+
+        return retainedAt;
     }
 
     /// <summary>A client publish the backend's publish proxy sees first: it may refuse it (throws) or replace its

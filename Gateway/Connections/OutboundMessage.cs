@@ -25,6 +25,11 @@ public sealed class OutboundMessage(TopicMessage message)
     /// without <c>since</c> gets first), not from the live fan-out.</summary>
     public bool Replayed { get; internal set; }
 
+    /// <summary>The topic's latest value (<c>KeepLatest</c>, <c>Retain</c>), sent to one subscription because it subscribed
+    /// without <c>since</c>; it may be older than the position the subscription goes on from. MQTT sends it with the retain
+    /// flag; other transports send it as any message.</summary>
+    public bool Retained { get; internal set; }
+
     /// <summary>The size the message counts for in a catch-up's flow control, before a transport encodes it: its data,
     /// its topic and a frame's overhead.</summary>
     public int EstimatedBytes => EstimateBytes(Message);

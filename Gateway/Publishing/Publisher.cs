@@ -19,6 +19,20 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     /// <exception cref="PushRejectedException">With the protocol's error code when the publish is refused.</exception>
     public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> data, string? idempotencyKey, PayloadFormat format = PayloadFormat.Json)
     {
+        var bytes = Validate(topic, data, format);
+        return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, idempotencyKey));
+    }
+
+    /// <summary>A retained publish (MQTT's retain flag; see <see cref="ITopicGrain.PublishRetainedAsync"/>): it becomes the
+    /// topic's latest value, and an empty one clears it without being published.</summary>
+    public Task<TopicPosition> PublishRetainedAsync(string topic, ReadOnlyMemory<byte> data, PayloadFormat format)
+    {
+        var bytes = Validate(topic, data, format);
+        return CallAsync(topic, idempotencyKey: null, () => cluster.GetGrain<ITopicGrain>(topic).PublishRetainedAsync(bytes, format));
+    }
+
+    private byte[] Validate(string topic, ReadOnlyMemory<byte> data, PayloadFormat format)
+    {
         if (!TopicName.IsValid(topic))
         {
             throw new PushRejectedException(WireCodes.BadTopic, "A topic is 1-200 characters of A-Z a-z 0-9 _ - . : / @.");
@@ -29,8 +43,7 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
             throw new PushRejectedException(WireCodes.Forbidden, "Topics of a namespace that starts with _ are reserved.");
         }
 
-        var bytes = Validate(data, format);
-        return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, idempotencyKey));
+        return Validate(data, format);
     }
 
     /// <summary>Publishes to a user's personal channel.</summary>

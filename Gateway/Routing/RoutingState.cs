@@ -221,6 +221,9 @@ internal sealed class Subscription(LocalTopic topic, PushConnection connection, 
 
     public int Last { get; set; }
 
+    /// <summary>The catch-up starts with the topic's latest value instead of history (<see cref="SubscribeCommand.Latest"/>).</summary>
+    public bool Latest { get; set; }
+
     public bool NeedsOrigin { get; set; }
 
     /// <summary>The resume's answer so far: null without <c>since</c>.</summary>

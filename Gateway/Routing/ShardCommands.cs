@@ -15,8 +15,12 @@ internal sealed record SubscribeCommand(PushConnection Connection, string Topic,
 
     public TaskCompletionSource<SubscribeResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>Asks for history first (<c>since</c> or <c>last</c>).</summary>
-    public bool Resumes => Since is not null || Last > 0;
+    /// <summary>Without <c>since</c> in a namespace that keeps a latest value (<c>KeepLatest</c>, <c>Retain</c>): that
+    /// value comes first.</summary>
+    public bool Latest { get; init; }
+
+    /// <summary>Asks for history (<c>since</c> or <c>last</c>) or the latest value first.</summary>
+    public bool Resumes => Since is not null || Last > 0 || Latest;
 
     public void Fail(Exception error)
     {

@@ -22,6 +22,13 @@ public sealed class TopicDirectory(IClusterClient cluster, GatewayIdentity ident
         return cluster.GetGrain<INamespaceGrain>(ns).WatchAsync(identity.Id);
     }
 
+    /// <summary>As <see cref="WatchAsync"/>, with the position each topic announced.</summary>
+    public Task<TopicAnnounced[]> WatchPositionsAsync(string ns)
+    {
+        _watched[ns] = true;
+        return cluster.GetGrain<INamespaceGrain>(ns).WatchPositionsAsync(identity.Id);
+    }
+
     /// <summary>No wildcard subscription here needs <paramref name="ns"/> any more: its lease lapses by itself.</summary>
     public void Unwatch(string ns) => _watched.TryRemove(ns, out _);
 

@@ -12,6 +12,9 @@ internal sealed class TopicGrains(IClusterClient cluster, GatewayIdentity identi
     /// believes it to be: the slice says).</summary>
     public Task<HistorySlice> ReadAsync(string topic, long afterSeq, int max) => Grain(topic).ReadAsync(afterSeq, max);
 
+    /// <summary>The topic's latest value (<c>KeepLatest</c>, <c>Retain</c>), with the grain's current position.</summary>
+    public Task<HistorySlice> ReadLatestAsync(string topic) => Grain(topic).ReadLatestAsync();
+
     public Task ReportPresenceAsync(string topic, string member, int connections) =>
         Grain(topic).ReportPresenceAsync(identity.Id, member, connections);
 

@@ -56,16 +56,15 @@ public sealed class TopicRouter : IAsyncDisposable
     /// <param name="presenceEvents">The connection wants join and leave events, where the namespace has presence.</param>
     /// <param name="hold">An automatic subscription made as the connection opens: live messages wait (for
     /// <see cref="GatewayOptions.AutoSubscriptionHold"/>) in case the client resumes the topic with <c>since</c>.</param>
-    /// <remarks>In a <see cref="NamespaceOptions.KeepLatest"/> namespace a subscribe without <c>since</c> asks for at
-    /// least the last message: the topic's latest value comes first, whichever transport asked.</remarks>
+    /// <remarks>In a namespace that keeps a latest value (<see cref="NamespaceOptions.KeepLatest"/>,
+    /// <see cref="NamespaceOptions.Retain"/>) a subscribe without <c>since</c> or <c>last</c> gets the topic's latest value
+    /// first, whichever transport asked, then goes on from the topic's position.</remarks>
     public Subscribing Subscribe(PushConnection connection, string topic, Since? since, int last, bool presenceEvents = false, bool hold = false)
     {
-        if (since is null && last < 1 && _topics.For(topic).KeepLatest)
+        var request = new SubscribeCommand(connection, topic, since, last, presenceEvents, hold)
         {
-            last = 1;
-        }
-
-        var request = new SubscribeCommand(connection, topic, since, last, presenceEvents, hold);
+            Latest = since is null && last < 1 && _topics.For(topic).KeepsLatestValue,
+        };
         ShardOf(topic).PostBounded(request);
         return new Subscribing(request.Admitted.Task, request.Completion.Task);
     }

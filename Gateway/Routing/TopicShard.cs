@@ -352,7 +352,10 @@ internal sealed class TopicShard
     }
 
     /// <summary>The one way history is read: a page from the grain, whose result (or failure) comes back to the loop.</summary>
-    private void ReadHistory(string topic, long after, int max, Func<HistorySlice?, Exception?, ShardCommand> result)
+    private void ReadHistory(string topic, long after, int max, Func<HistorySlice?, Exception?, ShardCommand> result) =>
+        Read(() => _grains.ReadAsync(topic, after, max), result);
+
+    private void Read(Func<Task<HistorySlice>> read, Func<HistorySlice?, Exception?, ShardCommand> result)
     {
         _ = ReadAsync();
 
@@ -360,7 +363,7 @@ internal sealed class TopicShard
         {
             try
             {
-                Post(result(await _grains.ReadAsync(topic, after, max), null));
+                Post(result(await read(), null));
             }
             catch (Exception ex)
             {
@@ -715,6 +718,7 @@ internal sealed class TopicShard
         s.Request = request;
         s.Since = request?.Since;
         s.Last = request?.Last ?? 0;
+        s.Latest = request?.Latest == true;
         s.NeedsOrigin = request?.Resumes == true;
         s.Recovered = request?.Since is null ? null : true;
         s.Generation++;
@@ -806,6 +810,14 @@ internal sealed class TopicShard
             var from = since.Epoch == topic.Epoch ? since.Seq : 0;
             after = s.Delivered ? Math.Max(s.LastSeq, from) : from;
         }
+        else if (s.Latest)
+        {
+            // The topic's latest value, which may be older than its head, in place of a first page of history.
+            s.Reading = true;
+            var latestGeneration = s.Generation;
+            Read(() => _grains.ReadLatestAsync(topic.Name), (slice, error) => new CatchUpPageRead(s, latestGeneration, slice, error));
+            return;
+        }
         else
         {
             var from = Math.Max(0, topic.Seq - s.Last);
@@ -848,7 +860,13 @@ internal sealed class TopicShard
         s.Attempts = 0;
         if (s.NeedsOrigin)
         {
+            var latest = s.Latest && s.Since is null;
             ApplyOrigin(s, slice);
+            if (latest)
+            {
+                SendLatest(s, slice);
+                return;
+            }
         }
 
         if (slice.Messages.Length > 0)
@@ -859,6 +877,28 @@ internal sealed class TopicShard
 
         s.Page = slice;
         s.PageIndex = 0;
+        Advance(s);
+    }
+
+    /// <summary>A subscribe without <c>since</c> where the namespace keeps a latest value: that value goes first (marked
+    /// <see cref="OutboundMessage.Retained"/>), then the subscription goes on from the topic's position as any subscribe
+    /// without <c>since</c> does: the messages between the latest value and the head are not replayed.</summary>
+    private void SendLatest(Subscription s, HistorySlice slice)
+    {
+        var from = s.LastSeq;
+        if (slice.Messages is [var latest] && !s.Delivered)
+        {
+            if (!Send(s, new OutboundMessage(latest) { Replayed = true, Retained = true }))
+            {
+                Stop(s);
+                return;
+            }
+
+            s.LastSeq = Math.Max(from, latest.Seq);
+            s.ContiguousFrom = Math.Max(s.ContiguousFrom, s.LastSeq);
+        }
+
+        s.Page = null;
         Advance(s);
     }
 

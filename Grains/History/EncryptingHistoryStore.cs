@@ -58,7 +58,8 @@ public sealed class EncryptingHistoryStore : IHistoryStore
         return stored with { Messages = opened, Latest = stored.Latest is { } latest ? latest with { Data = Open(latest) } : null };
     }
 
-    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest, CancellationToken cancellationToken = default)
     {
         using var aes = new AesGcm(_keys[_activeKey], TagSize);
         var sealedMessages = new TopicMessage[messages.Count];
@@ -68,8 +69,11 @@ public sealed class EncryptingHistoryStore : IHistoryStore
             sealedMessages[i] = m with { Data = Seal(aes, m) };
         }
 
-        return _inner.AppendAsync(topic, epoch, sealedMessages, keys, bounds, cancellationToken);
+        return _inner.AppendAsync(topic, epoch, sealedMessages, keys, bounds, latest, cancellationToken);
     }
+
+    public Task ClearLatestAsync(string topic, string epoch, long head, CancellationToken cancellationToken = default) =>
+        _inner.ClearLatestAsync(topic, epoch, head, cancellationToken);
 
     /// <summary>Idempotency keys are identifiers the publisher chose, not payloads: they are stored in the clear.</summary>
     public Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default) =>

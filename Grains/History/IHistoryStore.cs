@@ -18,9 +18,10 @@ namespace OrleansPush.Grains.History;
 /// <see cref="HistoryBounds.Ttl"/> (an append drops the expired ones it finds; a quiet topic's messages go within a
 /// sweep period of expiring). A topic whose position outlived <see cref="HistoryBounds.PositionLifetime"/> since its
 /// last append is gone: a load returns null and the next append starts an epoch at seq 1.</item>
-/// <item>With <see cref="HistoryBounds.KeepLatest"/>, the newest message (the head) is kept whatever the count and age
-/// bounds, as long as the topic's position is, and a load returns it as <see cref="StoredHistory.Latest"/>; an append
-/// without it drops what was kept.</item>
+/// <item>A topic has a latest value: one message of its current epoch, kept whatever the count and age bounds, as long
+/// as the topic's position is, which a load returns as <see cref="StoredHistory.Latest"/>. Each append says what becomes
+/// of it (<see cref="LatestChange"/>), atomically with the messages: one of them replaces it, it stays, or it goes;
+/// <see cref="ClearLatestAsync"/> drops it without an append. A new epoch starts without one.</item>
 /// <item>The idempotency keys of an append are stored with it, atomically, each with its message's position, and
 /// <see cref="FindKeyAsync"/> finds them for <see cref="HistoryBounds.DedupeWindow"/> after the append, also once the
 /// message itself has been trimmed. The first append of a key wins; a later one does not move it.</item>
@@ -38,7 +39,15 @@ public interface IHistoryStore
     /// head is still <c>messages[0].Seq - 1</c>, with the idempotency keys some of them were published with.</summary>
     /// <exception cref="HistoryConflictException">The stored head or epoch is not the expected one; nothing was
     /// written.</exception>
-    Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default);
+    Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest, CancellationToken cancellationToken = default);
+
+    /// <summary>Drops the topic's latest value if the stored epoch and head are still <paramref name="epoch"/> and
+    /// <paramref name="head"/> (the same compare-and-set as an append's); does nothing when the store holds nothing for
+    /// the topic.</summary>
+    /// <exception cref="HistoryConflictException">The stored head or epoch is not the expected one; nothing was
+    /// written.</exception>
+    Task ClearLatestAsync(string topic, string epoch, long head, CancellationToken cancellationToken = default);
 
     /// <summary>The position of the message first appended with <paramref name="key"/> on <paramref name="topic"/>,
     /// within the dedupe window, or null.</summary>
@@ -105,9 +114,8 @@ public static class HistoryRun
 /// <summary>What a topic keeps: at most <paramref name="MaxCount"/> messages, none older than <paramref name="Ttl"/>,
 /// each idempotency key for <paramref name="DedupeWindow"/> (zero: keys are not kept), and its position (epoch, head)
 /// until <paramref name="Ttl"/> + <paramref name="PositionTtl"/> after its last append (zero: 7 days), after which the
-/// store holds nothing for it. With <paramref name="KeepLatest"/>, the newest message is kept beyond the count and age
-/// bounds for as long as the position is (a namespace's <c>KeepLatest</c>: a topic's latest value).</summary>
-public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan DedupeWindow = default, TimeSpan PositionTtl = default, bool KeepLatest = false)
+/// store holds nothing for it.</summary>
+public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan DedupeWindow = default, TimeSpan PositionTtl = default)
 {
     /// <summary>The position's time to live when <see cref="PositionTtl"/> is not given.</summary>
     public static readonly TimeSpan DefaultPositionTtl = TimeSpan.FromDays(7);
@@ -121,7 +129,30 @@ public readonly record struct HistoryBounds(int MaxCount, TimeSpan Ttl, TimeSpan
 /// <summary>A topic as stored: <see cref="Head"/> is its last seq (0 before the first message).</summary>
 public sealed record StoredHistory(string Epoch, long Head, IReadOnlyList<TopicMessage> Messages)
 {
-    /// <summary>The message at <see cref="Head"/>, kept beyond the history's bounds when the topic was appended with
-    /// <see cref="HistoryBounds.KeepLatest"/>; null otherwise.</summary>
+    /// <summary>The topic's latest value (a message of this epoch, at or before <see cref="Head"/>), kept beyond the
+    /// history's bounds; null when it has none.</summary>
     public TopicMessage? Latest { get; init; }
+}
+
+/// <summary>What an append does to the topic's latest value: <see cref="Keep"/> it, <see cref="Clear"/> it, or replace
+/// it with the append's message at <see cref="Index"/> (<see cref="To"/>). A namespace with <c>KeepLatest</c> makes every
+/// append's last message the latest value; one with <c>Retain</c>, only a retained one; elsewhere there is none.</summary>
+public readonly record struct LatestChange(int Index)
+{
+    private const int KeepIndex = -1;
+    private const int ClearIndex = -2;
+
+    public static LatestChange Keep => new(KeepIndex);
+
+    public static LatestChange Clear => new(ClearIndex);
+
+    public static LatestChange To(int index) => new(index >= 0 ? index : throw new ArgumentOutOfRangeException(nameof(index)));
+
+    public bool Keeps => Index == KeepIndex;
+
+    public bool Clears => Index == ClearIndex;
+
+    /// <summary>The latest value after an append of <paramref name="messages"/> that had <paramref name="before"/>.</summary>
+    public TopicMessage? Apply(TopicMessage? before, IReadOnlyList<TopicMessage> messages) =>
+        Index >= 0 ? messages[Index] : Keeps ? before : null;
 }

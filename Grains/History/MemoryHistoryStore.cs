@@ -68,12 +68,13 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
             var kept = entry.Messages.Where(m => m.PublishedAtUnixMs >= oldest).TakeLast(Math.Max(0, bounds.MaxCount)).ToArray();
             return Task.FromResult<StoredHistory?>(new StoredHistory(entry.Epoch, entry.Head, HistoryRun.EndingAt(entry.Head, kept))
             {
-                Latest = entry.Latest is { } latest && latest.Seq == entry.Head ? latest : null,
+                Latest = entry.Latest,
             });
         }
     }
 
-    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest, CancellationToken cancellationToken = default)
     {
         if (messages.Count == 0)
         {
@@ -90,13 +91,39 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
                     continue; // swept away meanwhile: start over with a fresh entry
                 }
 
-                Append(topic, entry, epoch, messages, keys, bounds);
+                Append(topic, entry, epoch, messages, keys, bounds, latest);
                 return Task.CompletedTask;
             }
         }
     }
 
-    private void Append(string topic, Entry entry, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds)
+    public Task ClearLatestAsync(string topic, string epoch, long head, CancellationToken cancellationToken = default)
+    {
+        if (!_topics.TryGetValue(topic, out var entry))
+        {
+            return Task.CompletedTask;
+        }
+
+        lock (entry)
+        {
+            var storedEpoch = entry.PositionExpired(_time.GetUtcNow().ToUnixTimeMilliseconds()) ? null : entry.Epoch;
+            if (storedEpoch is null)
+            {
+                return Task.CompletedTask;
+            }
+
+            if (storedEpoch != epoch || entry.Head != head)
+            {
+                throw new HistoryConflictException(topic, epoch, head, storedEpoch, entry.Head);
+            }
+
+            entry.Latest = null;
+            return Task.CompletedTask;
+        }
+    }
+
+    private void Append(string topic, Entry entry, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest)
     {
         var now = _time.GetUtcNow();
         var nowMs = now.ToUnixTimeMilliseconds();
@@ -110,6 +137,7 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
         {
             entry.Epoch = epoch;
             entry.Messages.Clear();
+            entry.Latest = null;
         }
 
         foreach (var m in messages)
@@ -118,7 +146,7 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
             entry.Head = m.Seq;
         }
 
-        entry.Latest = bounds.KeepLatest ? messages[^1] : null;
+        entry.Latest = latest.Apply(entry.Latest, messages);
         entry.Ttl = bounds.Ttl;
         entry.PositionExpiresMs = nowMs + (long)bounds.PositionLifetime.TotalMilliseconds;
         entry.EvictMessages(Math.Max(0, bounds.MaxCount), nowMs);
@@ -178,7 +206,7 @@ public sealed class MemoryHistoryStore : IHistoryStore, IDisposable
 
         public Queue<TopicMessage> Messages { get; } = new();
 
-        /// <summary>The head's message, kept beyond the bounds (<see cref="HistoryBounds.KeepLatest"/>), or null.</summary>
+        /// <summary>The latest value, kept beyond the bounds (<see cref="LatestChange"/>), or null.</summary>
         public TopicMessage? Latest { get; set; }
 
         public TimeSpan Ttl { get; set; }

@@ -4,8 +4,8 @@ using NpgsqlTypes;
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// History in PostgreSQL: a row per topic (epoch, head, and the head's message with
-/// <see cref="HistoryBounds.KeepLatest"/>: it lives as long as the row, beyond the messages' bounds), a row per message, and a row per idempotency key (its
+/// History in PostgreSQL: a row per topic (epoch, head, and its latest value when it has one, see
+/// <see cref="LatestChange"/>: it lives as long as the row, beyond the messages' bounds), a row per message, and a row per idempotency key (its
 /// position and expiry). An append is one call of the <c>{prefix}_append</c> function (one round trip, one
 /// transaction): it locks the topic's row, checks the stored epoch and head (the compare-and-set), starts the epoch when
 /// nothing is stored, inserts the messages with <c>unnest</c> and their keys, moves the head and trims what falls out
@@ -30,7 +30,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
 
     /// <summary>The version of <see cref="SchemaFor"/>, recorded in <c>{prefix}_schema</c> once applied. Raise it with
     /// every change of the schema.</summary>
-    public const int SchemaVersion = 3;
+    public const int SchemaVersion = 4;
 
     /// <summary>The tables and the append function this store needs. Columns added since a table was first created are
     /// added with <c>ADD COLUMN IF NOT EXISTS</c>, so an older deployment's tables carry on; tables are altered in the
@@ -76,10 +76,11 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], integer, bigint);
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, boolean);
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, bigint, bigint, boolean);
+            DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, bigint, bigint, boolean, boolean);
             CREATE OR REPLACE FUNCTION {append}(
                 p_topic text, p_epoch text, p_seqs bigint[], p_times bigint[], p_payloads bytea[], p_formats smallint[],
                 p_max integer, p_oldest bigint, p_keys text[], p_key_seqs bigint[], p_key_expires bigint, p_now bigint,
-                p_history_expires bigint, p_position_expires bigint, p_sweep boolean, p_keep_latest boolean)
+                p_history_expires bigint, p_position_expires bigint, p_sweep boolean, p_latest integer)
             RETURNS TABLE (applied boolean, stored_epoch text, stored_head bigint)
             LANGUAGE plpgsql AS $fn$
             DECLARE
@@ -89,6 +90,8 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                 v_first bigint := p_seqs[1];
                 v_n integer := array_length(p_seqs, 1);
                 v_last bigint := p_seqs[array_length(p_seqs, 1)];
+                -- p_latest: the (1-based) message that becomes the latest value; 0 drops it, -1 keeps it (within the epoch).
+                v_new_epoch boolean := true;
             BEGIN
                 SELECT t.epoch, t.head, t.position_expires_at_ms INTO v_epoch, v_head, v_position_expires
                     FROM {topics} t WHERE t.topic = p_topic FOR UPDATE;
@@ -106,6 +109,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                         RETURN;
                     END IF;
                     UPDATE {topics} SET head = v_last WHERE topic = p_topic;
+                    v_new_epoch := false;
                 ELSE
                     IF v_first <> 1 THEN
                         RETURN QUERY SELECT false, NULL::text, 0::bigint;
@@ -126,10 +130,10 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                         SET published_at_ms = EXCLUDED.published_at_ms, payload = EXCLUDED.payload, format = EXCLUDED.format;
                 END IF;
                 UPDATE {topics} SET history_expires_at_ms = p_history_expires, position_expires_at_ms = p_position_expires,
-                    latest_seq = CASE WHEN p_keep_latest THEN v_last END,
-                    latest_published_at_ms = CASE WHEN p_keep_latest THEN p_times[v_n] END,
-                    latest_payload = CASE WHEN p_keep_latest THEN p_payloads[v_n] END,
-                    latest_format = CASE WHEN p_keep_latest THEN p_formats[v_n] END
+                    latest_seq = CASE WHEN p_latest > 0 THEN p_seqs[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_seq END,
+                    latest_published_at_ms = CASE WHEN p_latest > 0 THEN p_times[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_published_at_ms END,
+                    latest_payload = CASE WHEN p_latest > 0 THEN p_payloads[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_payload END,
+                    latest_format = CASE WHEN p_latest > 0 THEN p_formats[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_format END
                     WHERE topic = p_topic;
                 -- Seqs are consecutive, so the bound by count is a bound on seq; the bound by age trims from the front.
                 DELETE FROM {messages} WHERE topic = p_topic AND (seq <= v_last - p_max OR published_at_ms < p_oldest);
@@ -224,9 +228,9 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
 
             epoch = reader.GetString(0);
             head = reader.GetInt64(1);
-            if (!reader.IsDBNull(2) && reader.GetInt64(2) == head)
+            if (!reader.IsDBNull(2) && reader.GetInt64(2) <= head)
             {
-                latest = new TopicMessage(topic, epoch, head, (byte[])reader[4], reader.GetInt64(3), (PayloadFormat)reader.GetInt16(5));
+                latest = new TopicMessage(topic, epoch, reader.GetInt64(2), (byte[])reader[4], reader.GetInt64(3), (PayloadFormat)reader.GetInt16(5));
             }
         }
 
@@ -250,7 +254,8 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         return new StoredHistory(epoch, head, HistoryRun.EndingAt(head, list)) { Latest = latest };
     }
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest, CancellationToken cancellationToken = default)
     {
         if (messages.Count == 0)
         {
@@ -282,12 +287,37 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         command.Parameters.Add(new NpgsqlParameter { Value = now + (long)bounds.Ttl.TotalMilliseconds });
         command.Parameters.Add(new NpgsqlParameter { Value = now + (long)bounds.PositionLifetime.TotalMilliseconds });
         command.Parameters.Add(new NpgsqlParameter { Value = sweep });
-        command.Parameters.Add(new NpgsqlParameter { Value = bounds.KeepLatest });
+        command.Parameters.Add(new NpgsqlParameter { Value = latest.Keeps ? -1 : latest.Clears ? 0 : latest.Index + 1 });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
         if (!reader.GetBoolean(0))
         {
             throw new HistoryConflictException(topic, epoch, messages[0].Seq - 1, reader.IsDBNull(1) ? null : reader.GetString(1), reader.GetInt64(2));
+        }
+    }
+
+    public async Task ClearLatestAsync(string topic, string epoch, long head, CancellationToken cancellationToken = default)
+    {
+        await _schema.EnsureAsync();
+
+        // One statement: the UPDATE is the compare-and-set (it waits for an append holding the row, then checks again);
+        // the SELECT only tells "nothing stored" from a conflict.
+        await using var command = dataSource.CreateCommand($"""
+            WITH live AS (SELECT epoch, head FROM {_topics} WHERE topic = $1 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $4)),
+            cleared AS (
+                UPDATE {_topics} SET latest_seq = NULL, latest_published_at_ms = NULL, latest_payload = NULL, latest_format = NULL
+                WHERE topic = $1 AND epoch = $2 AND head = $3 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $4)
+                RETURNING 1)
+            SELECT live.epoch, live.head, EXISTS (SELECT 1 FROM cleared) FROM live
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = topic });
+        command.Parameters.Add(new NpgsqlParameter { Value = epoch });
+        command.Parameters.Add(new NpgsqlParameter { Value = head });
+        command.Parameters.Add(new NpgsqlParameter { Value = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        if (await reader.ReadAsync(cancellationToken) && !reader.GetBoolean(2))
+        {
+            throw new HistoryConflictException(topic, epoch, head, reader.GetString(0), reader.GetInt64(1));
         }
     }
 

@@ -5,8 +5,8 @@ using StackExchange.Redis;
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>, and <c>latest</c>, the head's message, with
-/// <see cref="HistoryBounds.KeepLatest"/>), a sorted set of messages scored by seq, and a string
+/// History in Redis: per topic a hash (<c>epoch</c>, <c>head</c>, and <c>latest</c>, the latest value's member when the
+/// topic has one, see <see cref="LatestChange"/>), a sorted set of messages scored by seq, and a string
 /// per idempotency key (<c>seq epoch</c>, expiring with the dedupe window), all under one hash tag so a Redis Cluster
 /// keeps them on one shard. An append is one Lua script (one round trip, atomic): it checks the stored epoch and head
 /// (the compare-and-set), starts the epoch when nothing is stored, adds the messages and their keys, trims to the
@@ -17,8 +17,8 @@ namespace OrleansPush.Grains.History;
 public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefix) : IHistoryStore
 {
     // KEYS: meta, messages, then one per idempotency key. ARGV: epoch, first seq, head, max count, ttl ms, position
-    // lifetime ms, dedupe window ms, oldest allowed publish time ms, number of messages n, the latest message's member
-    // ('' unless kept), then n score/member pairs, then the seq of each idempotency key. Returns {1} when applied, {0, stored epoch or '', stored head} when the
+    // lifetime ms, dedupe window ms, oldest allowed publish time ms, number of messages n, the new latest value's member
+    // ('' to drop it, 'K' to keep it; a member is longer), then n score/member pairs, then the seq of each idempotency key. Returns {1} when applied, {0, stored epoch or '', stored head} when the
     // stored head is not first seq - 1.
     private const string AppendScript = """
         local stored = redis.call('HMGET', KEYS[1], 'epoch', 'head')
@@ -31,12 +31,13 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
             return { 0, '', '0' }
           end
           redis.call('DEL', KEYS[2])
+          redis.call('HDEL', KEYS[1], 'latest')
         end
         redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'head', ARGV[3])
-        if ARGV[10] ~= '' then
-          redis.call('HSET', KEYS[1], 'latest', ARGV[10])
-        else
+        if ARGV[10] == '' then
           redis.call('HDEL', KEYS[1], 'latest')
+        elseif ARGV[10] ~= 'K' then
+          redis.call('HSET', KEYS[1], 'latest', ARGV[10])
         end
         local n = tonumber(ARGV[9])
         for i = 11, 10 + 2 * n, 2 do
@@ -68,6 +69,20 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         end
         redis.call('PEXPIRE', KEYS[2], ARGV[5])
         redis.call('PEXPIRE', KEYS[1], ARGV[6])
+        return { 1 }
+        """;
+
+    // KEYS: meta. ARGV: epoch, head. Drops the latest value when the stored epoch and head are these. Returns {1} when
+    // done or nothing is stored, {0, stored epoch, stored head} otherwise.
+    private const string ClearLatestScript = """
+        local stored = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+        if not stored[1] then
+          return { 1 }
+        end
+        if stored[1] ~= ARGV[1] or tonumber(stored[2]) ~= tonumber(ARGV[2]) then
+          return { 0, stored[1], stored[2] }
+        end
+        redis.call('HDEL', KEYS[1], 'latest')
         return { 1 }
         """;
 
@@ -118,11 +133,12 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
 
         return new StoredHistory(epoch, head, bounds.MaxCount <= 0 ? [] : HistoryRun.EndingAt(head, list))
         {
-            Latest = latest?.Seq == head ? latest : null,
+            Latest = latest?.Seq <= head ? latest : null,
         };
     }
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest, CancellationToken cancellationToken = default)
     {
         if (messages.Count == 0)
         {
@@ -145,7 +161,7 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         args[6] = (long)Math.Max(1, bounds.DedupeWindow.TotalMilliseconds);
         args[7] = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
         args[8] = pairs;
-        args[9] = bounds.KeepLatest ? Encode(messages[^1]) : string.Empty;
+        args[9] = latest.Keeps ? "K" : latest.Clears ? string.Empty : Encode(messages[latest.Index]);
         for (var i = 0; i < pairs; i++)
         {
             args[10 + (2 * i)] = messages[i].Seq;
@@ -163,6 +179,15 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         {
             var storedEpoch = (string?)result[1];
             throw new HistoryConflictException(topic, epoch, messages[0].Seq - 1, string.IsNullOrEmpty(storedEpoch) ? null : storedEpoch, (long)result[2]);
+        }
+    }
+
+    public async Task ClearLatestAsync(string topic, string epoch, long head, CancellationToken cancellationToken = default)
+    {
+        var result = (RedisResult[])(await redis.GetDatabase().ScriptEvaluateAsync(ClearLatestScript, [Keys(topic).Meta], [epoch, head]))!;
+        if ((long)result[0] != 1)
+        {
+            throw new HistoryConflictException(topic, epoch, head, (string?)result[1], (long)result[2]);
         }
     }
 

@@ -41,12 +41,16 @@ public sealed class FaultyHistoryStore(IHistoryStore inner) : IHistoryStore
     public Task<TopicPosition?> FindKeyAsync(string topic, string key, CancellationToken cancellationToken = default) =>
         Inner.FindKeyAsync(topic, key, cancellationToken);
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public Task ClearLatestAsync(string topic, string epoch, long head, CancellationToken cancellationToken = default) =>
+        Inner.ClearLatestAsync(topic, epoch, head, cancellationToken);
+
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest, CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref _appends);
         if (Interlocked.Exchange(ref _landLate, null) is { } release)
         {
-            LateAppend = LandAsync(release.Task, topic, epoch, [.. messages], [.. keys], bounds);
+            LateAppend = LandAsync(release.Task, topic, epoch, [.. messages], [.. keys], bounds, latest);
             throw new TimeoutException("Injected: the store did not answer (the append is still on its way).");
         }
 
@@ -55,17 +59,17 @@ public sealed class FaultyHistoryStore(IHistoryStore inner) : IHistoryStore
             throw new TimeoutException("Injected: the store did not answer (nothing was written).");
         }
 
-        await Inner.AppendAsync(topic, epoch, messages, keys, bounds, cancellationToken);
+        await Inner.AppendAsync(topic, epoch, messages, keys, bounds, latest, cancellationToken);
         if (Take(ref _applyThenThrow))
         {
             throw new TimeoutException("Injected: the store did not answer (the append was written).");
         }
     }
 
-    private async Task LandAsync(Task release, string topic, string epoch, TopicMessage[] messages, IdempotencyKey[] keys, HistoryBounds bounds)
+    private async Task LandAsync(Task release, string topic, string epoch, TopicMessage[] messages, IdempotencyKey[] keys, HistoryBounds bounds, LatestChange latest)
     {
         await release;
-        await Inner.AppendAsync(topic, epoch, messages, keys, bounds);
+        await Inner.AppendAsync(topic, epoch, messages, keys, bounds, latest);
     }
 
     private static bool Take(ref int armed)

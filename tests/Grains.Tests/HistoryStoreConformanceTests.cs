@@ -340,39 +340,84 @@ public abstract class HistoryStoreConformanceTests
     }
 
     [Fact]
-    public async Task WithKeepLatestTheHeadsMessageOutlivesTheCountAndAgeBounds()
+    public async Task TheLatestValueOutlivesTheCountAndAgeBounds()
     {
         var topic = NewTopic();
         var expired = DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds();
-        var keep = new HistoryBounds(2, TimeSpan.FromHours(1), KeepLatest: true);
-        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3, expired), keep);
+        var bounds = new HistoryBounds(2, TimeSpan.FromHours(1));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3, expired), bounds, LatestChange.To(2));
 
-        var loaded = (await Store.LoadAsync(topic, keep))!;
+        var loaded = (await Store.LoadAsync(topic, bounds))!;
         Assert.Equal(3, loaded.Head);
         Assert.Empty(loaded.Messages);
         Assert.NotNull(loaded.Latest);
         Assert.Equal((topic, "e", 3L, "{\"n\":3}", expired), (loaded.Latest.Topic, loaded.Latest.Epoch, loaded.Latest.Seq, Encoding.UTF8.GetString(loaded.Latest.Data), loaded.Latest.PublishedAtUnixMs));
 
         // Without history at all, too; and the next append replaces it.
-        var none = keep with { MaxCount = 0 };
-        await Store.AppendAsync(topic, "e", [new TopicMessage(topic, "e", 4, [1, 2], expired, PayloadFormat.Binary)], none);
+        var none = bounds with { MaxCount = 0 };
+        await Store.AppendAsync(topic, "e", [new TopicMessage(topic, "e", 4, [1, 2], expired, PayloadFormat.Binary)], none, LatestChange.To(0));
         var latest = (await Store.LoadAsync(topic, none))!.Latest!;
         Assert.Equal((4L, PayloadFormat.Binary), (latest.Seq, latest.Format));
         Assert.Equal([1, 2], latest.Data);
     }
 
     [Fact]
-    public async Task WithoutKeepLatestNothingOutlivesTheBounds()
+    public async Task AnAppendThatClearsTheLatestValueLeavesNoneBehind()
     {
         var topic = NewTopic();
         var expired = DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds();
-        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 2), new HistoryBounds(2, TimeSpan.FromHours(1), KeepLatest: true));
-        await Store.AppendAsync(topic, "e", Messages(topic, "e", 3, 3, expired), Ten);
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 2), new HistoryBounds(2, TimeSpan.FromHours(1)), LatestChange.To(1));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 3, 3, expired), Ten, LatestChange.Clear);
 
         var loaded = (await Store.LoadAsync(topic, Ten))!;
         Assert.Equal(3, loaded.Head);
         Assert.Empty(loaded.Messages);
         Assert.Null(loaded.Latest);
+    }
+
+    [Fact]
+    public async Task ARetainedValueOlderThanTheHeadIsKeptByLaterAppendsUntilCleared()
+    {
+        var topic = NewTopic();
+        var expired = DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds();
+        var bounds = new HistoryBounds(2, TimeSpan.FromHours(1));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 1, 3, expired), bounds, LatestChange.To(1));
+        await Store.AppendAsync(topic, "e", Messages(topic, "e", 4, 6), bounds, LatestChange.Keep);
+
+        var loaded = (await Store.LoadAsync(topic, bounds))!;
+        Assert.Equal(6, loaded.Head);
+        Assert.Equal([5L, 6], loaded.Messages.Select(m => m.Seq));
+        Assert.Equal((2L, "{\"n\":2}"), (loaded.Latest!.Seq, Encoding.UTF8.GetString(loaded.Latest.Data)));
+
+        // A clear is a compare-and-set on the head like an append: a stale one changes nothing.
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.ClearLatestAsync(topic, "e", 5));
+        await Assert.ThrowsAsync<HistoryConflictException>(() => Store.ClearLatestAsync(topic, "other", 6));
+        Assert.Equal(2L, (await Store.LoadAsync(topic, bounds))!.Latest!.Seq);
+
+        await Store.ClearLatestAsync(topic, "e", 6);
+        loaded = (await Store.LoadAsync(topic, bounds))!;
+        Assert.Null(loaded.Latest);
+        Assert.Equal(6, loaded.Head);
+
+        // Nothing stored: nothing to clear.
+        await Store.ClearLatestAsync(NewTopic(), "e", 0);
+    }
+
+    [Fact]
+    public async Task ANewEpochStartsWithoutTheOldEpochsLatestValue()
+    {
+        var topic = NewTopic();
+        var lived = new HistoryBounds(10, TimeSpan.FromMilliseconds(1), PositionTtl: TimeSpan.FromMilliseconds(1));
+        await Store.AppendAsync(topic, "e1", Messages(topic, "e1", 1, 1), lived, LatestChange.To(0));
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (await Store.LoadAsync(topic, lived) is not null)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the position should be forgotten within 10 s");
+            await Task.Delay(10);
+        }
+
+        await Store.AppendAsync(topic, "e2", Messages(topic, "e2", 1, 1), lived with { Ttl = TimeSpan.FromHours(1), PositionTtl = TimeSpan.FromHours(1) }, LatestChange.Keep);
+        Assert.Null((await Store.LoadAsync(topic, Ten))!.Latest);
     }
 
     [Fact]

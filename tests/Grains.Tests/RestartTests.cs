@@ -74,6 +74,53 @@ public sealed class RestartTests
         }
     }
 
+    /// <summary>Retain (issue 13/15): a Retain topic's retained value, older than its head, and a KeepLatest topic whose
+    /// latest value an empty retained publish cleared, both as they were after a whole cluster restart.</summary>
+    [Theory]
+    [MemberData(nameof(Providers))]
+    public async Task RetainedValueAndAClearedLatestValueSurviveARestart(string provider)
+    {
+        var prefix = "retain_" + Guid.NewGuid().ToString("N")[..8];
+        var retained = "retained:" + Guid.NewGuid().ToString("N");
+        var state = "state:" + Guid.NewGuid().ToString("N");
+
+        var first = await StartAsync(provider, prefix);
+        try
+        {
+            var topic = first.Client.GetGrain<ITopicGrain>(retained);
+            Assert.Equal(1, (await topic.PublishRetainedAsync([0x00, 0x01], PayloadFormat.Binary)).Seq);
+            Assert.Equal(2, (await topic.PublishAsync(Encoding.UTF8.GetBytes("{\"plain\":2}"), null)).Seq);
+            var keepLatest = first.Client.GetGrain<ITopicGrain>(state);
+            await keepLatest.PublishAsync(Encoding.UTF8.GetBytes("{\"hp\":1}"), null);
+            Assert.Single((await keepLatest.ReadLatestAsync()).Messages);
+            Assert.Equal(1, (await keepLatest.PublishRetainedAsync([], PayloadFormat.Binary)).Seq); // clears; not published
+            Assert.Empty((await keepLatest.ReadLatestAsync()).Messages);
+        }
+        finally
+        {
+            await first.StopAllSilosAsync();
+            await first.DisposeAsync();
+        }
+
+        var second = await StartAsync(provider, prefix);
+        try
+        {
+            var latest = await second.Client.GetGrain<ITopicGrain>(retained).ReadLatestAsync();
+            Assert.Equal(2, latest.Head);
+            var value = Assert.Single(latest.Messages);
+            Assert.Equal((1L, PayloadFormat.Binary, "0001"), (value.Seq, value.Format, Convert.ToHexString(value.Data)));
+
+            var cleared = await second.Client.GetGrain<ITopicGrain>(state).ReadLatestAsync();
+            Assert.Equal(1, cleared.Head);
+            Assert.Empty(cleared.Messages);
+        }
+        finally
+        {
+            await second.StopAllSilosAsync();
+            await second.DisposeAsync();
+        }
+    }
+
     private static async Task<TestCluster> StartAsync(string provider, string prefix)
     {
         var builder = new TestClusterBuilder(1);
@@ -101,6 +148,8 @@ public sealed class RestartTests
                 ["OrleansPush:Storage:Redis"] = provider == "Redis" ? TestServers.Redis : null,
                 ["OrleansPush:Storage:Postgres"] = provider == "Postgres" ? TestServers.Postgres : null,
                 ["OrleansPush:Storage:Prefix"] = properties["prefix"],
+                ["OrleansPush:Topics:Namespaces:retained:Retain"] = "true",
+                ["OrleansPush:Topics:Namespaces:state:KeepLatest"] = "true",
             }).Build();
             siloBuilder.AddOrleansPushGrains(settings);
         }

@@ -36,7 +36,11 @@ public sealed class FaultyStore(IHistoryStore inner, FaultPlan plan) : IHistoryS
         return await Inner.FindKeyAsync(topic, key, cancellationToken);
     }
 
-    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds, CancellationToken cancellationToken = default)
+    public Task ClearLatestAsync(string topic, string epoch, long head, CancellationToken cancellationToken = default) =>
+        Inner.ClearLatestAsync(topic, epoch, head, cancellationToken);
+
+    public async Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
+        LatestChange latest, CancellationToken cancellationToken = default)
     {
         var range = $"{topic} {epoch}/{messages[0].Seq}..{messages[^1].Seq}";
         var fault = plan.Choose("store.append", topic,
@@ -50,7 +54,7 @@ public sealed class FaultyStore(IHistoryStore inner, FaultPlan plan) : IHistoryS
                 plan.Journal.Add($"store append fails (not applied) {range}");
                 throw new TimeoutException("Injected: the store did not answer (nothing was written).");
             case ("ambiguous", _):
-                await Inner.AppendAsync(topic, epoch, messages, keys, bounds, cancellationToken);
+                await Inner.AppendAsync(topic, epoch, messages, keys, bounds, latest, cancellationToken);
                 plan.Journal.Add($"store append applied, then fails {range}");
                 throw new TimeoutException("Injected: the store did not answer (the append was written).");
             case ("late", var size):
@@ -58,7 +62,7 @@ public sealed class FaultyStore(IHistoryStore inner, FaultPlan plan) : IHistoryS
                 plan.Journal.Add($"store append fails now, lands in {delay.TotalMilliseconds:0} ms {range}");
                 lock (_late)
                 {
-                    _late.Add(LandLateAsync(topic, epoch, [.. messages], [.. keys], bounds, delay, range));
+                    _late.Add(LandLateAsync(topic, epoch, [.. messages], [.. keys], bounds, latest, delay, range));
                 }
 
                 throw new TimeoutException("Injected: the store did not answer (the append is still on its way).");
@@ -67,15 +71,15 @@ public sealed class FaultyStore(IHistoryStore inner, FaultPlan plan) : IHistoryS
                 break;
         }
 
-        await Inner.AppendAsync(topic, epoch, messages, keys, bounds, cancellationToken);
+        await Inner.AppendAsync(topic, epoch, messages, keys, bounds, latest, cancellationToken);
     }
 
-    private async Task LandLateAsync(string topic, string epoch, TopicMessage[] messages, IdempotencyKey[] keys, HistoryBounds bounds, TimeSpan delay, string range)
+    private async Task LandLateAsync(string topic, string epoch, TopicMessage[] messages, IdempotencyKey[] keys, HistoryBounds bounds, LatestChange latest, TimeSpan delay, string range)
     {
         await Task.Delay(delay);
         try
         {
-            await Inner.AppendAsync(topic, epoch, messages, keys, bounds);
+            await Inner.AppendAsync(topic, epoch, messages, keys, bounds, latest);
             plan.Journal.Add($"store late append landed {range}");
         }
         catch (HistoryConflictException)

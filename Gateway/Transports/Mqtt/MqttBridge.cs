@@ -151,7 +151,14 @@ internal sealed class MqttBridge : IDisposable
         }
 
         var will = channel?.Will;
-        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will);
+        // The session outlives the connection with clean session off (MQTT 3.1.1) or, on MQTT 5, also with clean start
+        // and a session expiry interval (clean start only discards the session the client had: MQTT 5 §3.1.2.4, §3.1.2.11.2).
+        var expiry = mqtt5 && e.SessionExpiryInterval > 0 ? TimeSpan.FromSeconds(e.SessionExpiryInterval) : (TimeSpan?)null;
+        var kept = e.CleanSession == false || expiry is not null;
+        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will)
+        {
+            KeptFor = kept ? (expiry is { } e5 && e5 < _options.SessionResumeWindow ? e5 : _options.SessionResumeWindow) : TimeSpan.Zero,
+        };
     }
 
     private async Task OnConnectedAsync(ClientConnectedEventArgs e)
@@ -164,9 +171,10 @@ internal sealed class MqttBridge : IDisposable
         }
 
         e.SessionItems.Remove(InfoKey);
-        var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.Persistent,
+        var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.KeptFor > TimeSpan.Zero,
             _gateway.Outbound, DisconnectAsync)
         {
+            SessionKeptFor = info.KeptFor,
             Access = info.Access,
             Mqtt5 = info.Mqtt5,
             Will = info.Will,
@@ -311,7 +319,7 @@ internal sealed class MqttBridge : IDisposable
     /// <see cref="_lifecycle"/>, so that a reconnect's subscribe never runs between the removal and this).</summary>
     private void KeepPositions(MqttConnection connection)
     {
-        if (!connection.PersistentSession || _options.SessionResumeWindow <= TimeSpan.Zero)
+        if (!connection.PersistentSession || connection.SessionKeptFor <= TimeSpan.Zero)
         {
             return;
         }
@@ -332,7 +340,7 @@ internal sealed class MqttBridge : IDisposable
 
         if (_gone.Count < _options.MaxResumableSessions)
         {
-            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + _options.SessionResumeWindow,
+            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + connection.SessionKeptFor,
                 positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal), pending, filters);
         }
         else
@@ -395,7 +403,8 @@ internal sealed class MqttBridge : IDisposable
     /// <summary>Subscribes <paramref name="filter"/> (a topic, or a wildcard filter through <see cref="MqttWildcards"/>) at
     /// <paramref name="qos"/>; a persistent session resumes each topic from where it was. The SUBACK code, and a reason
     /// when refused.</summary>
-    private async Task<(MqttSubscribeReasonCode Code, string? Reason)> SubscribeFilterAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos)
+    private async Task<(MqttSubscribeReasonCode Code, string? Reason)> SubscribeFilterAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos,
+        bool restoring = false)
     {
         var wildcard = MqttWildcards.IsWildcard(filter);
         if (wildcard && _wildcards.Refusal(filter) is { } refusal)
@@ -414,7 +423,7 @@ internal sealed class MqttBridge : IDisposable
         {
             try
             {
-                await _wildcards.SubscribeAsync(connection, filter, qos, resume);
+                await _wildcards.SubscribeAsync(connection, filter, qos, resume, restoring);
                 connection.AddFilter(filter, qos);
                 return (granted, null);
             }
@@ -486,7 +495,7 @@ internal sealed class MqttBridge : IDisposable
 
         foreach (var (filter, qos) in gone.Filters)
         {
-            var (_, reason) = await SubscribeFilterAsync(connection, filter, qos);
+            var (_, reason) = await SubscribeFilterAsync(connection, filter, qos, restoring: true);
             if (reason is not null)
             {
                 MqttLog.RestoreRefused(_logger, connection.ClientId, filter, reason);
@@ -658,26 +667,18 @@ internal sealed class MqttBridge : IDisposable
     /// <see cref="PushRejectedException"/> when it is refused.</summary>
     private async Task PublishAsync(MqttConnection connection, string topic, ReadOnlySequence<byte> payload, bool retain)
     {
-        if (retain)
+        if (retain && (!TopicName.IsValid(topic) || !_topics.For(topic).KeepsLatestValue))
         {
-            // In a KeepLatest namespace every publish becomes the topic's latest value, which is what a retained
-            // message is: published as any other. Elsewhere there is nothing to retain it in.
-            if (!TopicName.IsValid(topic) || !_topics.For(topic).KeepLatest)
-            {
-                throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with KeepLatest; elsewhere subscribers resume from history instead.");
-            }
-
-            if (payload.IsEmpty)
-            {
-                throw new PushRejectedException(WireCodes.BadRequest, "Clearing a latest value (an empty retained message) is not supported yet.");
-            }
+            // A retained message is the topic's latest value, kept only where the namespace keeps one (Retain: retained
+            // publishes set it; KeepLatest: every publish does). Elsewhere subscribers resume from history instead.
+            throw new PushRejectedException(WireCodes.BadRequest, "Retained messages are kept only in namespaces with Retain or KeepLatest; elsewhere subscribers resume from history instead.");
         }
 
         // MQTT payloads are bytes: one UTF-8 JSON value is published as JSON (so JSON clients get it as data),
         // anything else as binary; MQTT subscribers get the same bytes either way.
         var bytes = payload.IsSingleSegment ? payload.First : payload.ToArray();
         var format = JsonPayload.IsOneValue(bytes.Span) ? PayloadFormat.Json : PayloadFormat.Binary;
-        await _commands.PublishAsync(connection, topic, bytes, format);
+        await _commands.PublishAsync(connection, topic, bytes, format, retain);
     }
 
     /// <summary>Sees each inbound packet before the broker handles it: QoS 2 packet ids (see
@@ -699,7 +700,7 @@ internal sealed class MqttBridge : IDisposable
 
     private Task OnAcknowledgedAsync(ClientAcknowledgedPublishPacketEventArgs e)
     {
-        if (e.IsCompleted && _connections.TryGetValue(e.ClientId, out var connection))
+        if (e.IsCompleted && !e.PublishPacket.Retain && _connections.TryGetValue(e.ClientId, out var connection))
         {
             connection.Acknowledged(e.PublishPacket.Topic);
         }
@@ -754,7 +755,11 @@ internal sealed class MqttBridge : IDisposable
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
     private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots, bool Mqtt5,
-        MqttWill? Will);
+        MqttWill? Will)
+    {
+        /// <summary>How long the session outlives the connection (zero: it ends with it).</summary>
+        public TimeSpan KeptFor { get; init; }
+    }
 
     /// <summary>What a persistent session leaves for its next connection: per topic where it was, the QoS 2 packet ids it
     /// had sent and not yet released, and its subscriptions (filter and QoS).</summary>

@@ -56,8 +56,12 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     /// <summary>The client's address and port: tells this connection from a later one with the same client id.</summary>
     public string? Endpoint { get; }
 
-    /// <summary>The client connected with clean session (MQTT 5: clean start) off.</summary>
+    /// <summary>The client's session outlives this connection: clean session off, or (MQTT 5) a session expiry interval.</summary>
     public bool PersistentSession { get; }
+
+    /// <summary>How long the session is kept after this connection ends (<see cref="MqttOptions.SessionResumeWindow"/>, or
+    /// the MQTT 5 session expiry interval when shorter).</summary>
+    public TimeSpan SessionKeptFor { get; init; }
 
     /// <summary>The client speaks MQTT 5 (which has reason codes in PUBACK and DISCONNECT).</summary>
     public bool Mqtt5 { get; init; }
@@ -126,7 +130,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     {
         lock (_topics)
         {
-            _topics[topic] = new TopicState(qos, since?.Epoch, since?.Seq ?? 0) { Fresh = since is null };
+            _topics[topic] = new TopicState(qos, since?.Epoch, since?.Seq ?? 0);
         }
     }
 
@@ -220,27 +224,16 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
     }
 
-    public MqttQualityOfServiceLevel QosOf(string topic) => QosOf(topic, replayed: false, out _);
-
-    /// <summary>The QoS of <paramref name="topic"/>; <paramref name="retain"/>: the first message of a subscription made
-    /// without a resume point is a replayed one (its latest value). Any later message, replayed or live, is not.</summary>
-    private MqttQualityOfServiceLevel QosOf(string topic, bool replayed, out bool retain)
+    public MqttQualityOfServiceLevel QosOf(string topic)
     {
         lock (_topics)
         {
-            if (_topics.TryGetValue(topic, out var state))
-            {
-                retain = replayed && state.Fresh;
-                state.Fresh = false;
-                return state.Qos;
-            }
-
-            retain = false;
-            return MqttQualityOfServiceLevel.AtMostOnce;
+            return _topics.TryGetValue(topic, out var state) ? state.Qos : MqttQualityOfServiceLevel.AtMostOnce;
         }
     }
 
-    /// <summary>The client acknowledged (PUBACK) the oldest unacknowledged QoS 1 message of <paramref name="topic"/>.</summary>
+    /// <summary>The client acknowledged (PUBACK) the oldest unacknowledged QoS 1 message of <paramref name="topic"/> (a
+    /// retained one, sent at SUBSCRIBE, is not counted).</summary>
     public void Acknowledged(string topic)
     {
         lock (_topics)
@@ -271,12 +264,12 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     protected override MqttFrame Encode(OutboundMessage message, out int size)
     {
         var m = message.Message;
-        var qos = QosOf(m.Topic, message.Replayed, out var retain);
+        var qos = QosOf(m.Topic);
         size = m.Data.Length + m.Topic.Length + 64;
-        if (retain)
+        if (message.Retained)
         {
-            // Only a KeepLatest namespace replays to a subscribe without a resume point: this is the topic's latest
-            // value, which MQTT calls a retained message. Built for this subscriber alone (once per subscribe).
+            // The topic's latest value, sent to a subscribe without a resume point (KeepLatest, Retain): what MQTT calls
+            // a retained message. Built for this subscriber alone (once per subscribe).
             return new MqttFrame(MqttForms.Build(m, qos, retain: true), m.Topic, m.Epoch, m.Seq, qos != MqttQualityOfServiceLevel.AtMostOnce);
         }
 
@@ -320,6 +313,13 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 
     private void Sending(MqttFrame frame)
     {
+        if (frame.Message.Retain)
+        {
+            // A latest value sent at SUBSCRIBE may be older than where the subscription goes on from (the subscribe's
+            // answer says where): it moves no position, and its acknowledgement is not counted (see Acknowledged).
+            return;
+        }
+
         lock (_topics)
         {
             if (!_topics.TryGetValue(frame.Topic, out var state))
@@ -354,9 +354,6 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         public long Acked { get; set; } = acked;
 
         public Queue<long> Inflight { get; } = new();
-
-        /// <summary>Subscribed without a resume point: what its catch-up replays is the latest value (retained).</summary>
-        public bool Fresh { get; set; }
     }
 
     private sealed class MessageForm : WireForm<MqttForms>

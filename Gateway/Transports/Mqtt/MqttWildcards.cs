@@ -70,7 +70,12 @@ internal sealed class MqttWildcards
 
     /// <summary>Adds a (valid, see <see cref="Refusal"/>) filter and joins the topics that match it now, each from
     /// <paramref name="resume"/>'s position for it (a persistent session's), or from now.</summary>
-    public async Task SubscribeAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos, Func<string, Since?>? resume = null)
+    /// <param name="restoring">The filter comes back with a persistent session: a matching topic the session has no
+    /// position for appeared while its client was away (had it been known then, the session would have followed it), so
+    /// it is joined from the position it announced, and what was published there meanwhile is delivered (MQTT 3.1.1
+    /// §3.1.2.4).</param>
+    public async Task SubscribeAsync(MqttConnection connection, string filter, MqttQualityOfServiceLevel qos, Func<string, Since?>? resume = null,
+        bool restoring = false)
     {
         var ns = NamespaceOf(filter)!;
         lock (_lock)
@@ -79,11 +84,15 @@ internal sealed class MqttWildcards
             _filters.Add(new Filter(connection, filter, ns, qos));
         }
 
-        foreach (var topic in await _directory.WatchAsync(TopicName.DirectoryOf(ns)))
+        var directory = TopicName.DirectoryOf(ns);
+        IEnumerable<(string Topic, Since? Announced)> known = restoring
+            ? (await _directory.WatchPositionsAsync(directory)).Select(t => (t.Topic, (Since?)new Since(t.Epoch, t.Head)))
+            : (await _directory.WatchAsync(directory)).Select(t => (t, (Since?)null));
+        foreach (var (topic, announced) in known)
         {
             if (Matches(topic, filter, ns))
             {
-                await JoinAsync(connection, topic, qos, resume?.Invoke(topic));
+                await JoinAsync(connection, topic, qos, resume?.Invoke(topic) ?? announced);
             }
         }
     }
