@@ -59,6 +59,7 @@ public static class GatewayHosting
         services.AddSingleton<WebSocketEndpoint>();
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();
+        services.AddIdleMemoryTrim();
         services.AddSseAndLongPolling(builder.Configuration);
         services.AddMqttTransport(builder.Configuration);
 
