@@ -17,6 +17,10 @@ namespace OrleansPush.Bench;
 internal sealed record ChurnSpec(double Minutes, int TopicsPerSecond, int PublishesPerTopic, int ConnectionsPerSecond, TimeSpan Hold, int MemoryTopics,
     TimeSpan ExpiryWait, string Label, string? GcDumps)
 {
+    /// <summary>How long the memory topics' message stays in history (namespace <c>churnm</c>; declared before
+    /// <see cref="ServerArgs"/>, which reads it).</summary>
+    public static readonly TimeSpan MemoryHistoryTtl = TimeSpan.FromMinutes(3);
+
     /// <summary>Lifetimes of the churn's namespace and grains: short, so that the run sees them expire.</summary>
     public static readonly string[] ServerArgs =
     [
@@ -28,8 +32,6 @@ internal sealed record ChurnSpec(double Minutes, int TopicsPerSecond, int Publis
         "--OrleansPush:Topics:Namespaces:churnm:Wildcards=true",
     ];
 
-    /// <summary>How long the memory topics' message stays in history (namespace <c>churnm</c>).</summary>
-    public static readonly TimeSpan MemoryHistoryTtl = TimeSpan.FromMinutes(3);
 }
 
 /// <summary>One sample of the system under test.</summary>
@@ -105,6 +107,7 @@ internal static class Churn
         var every = TimeSpan.FromSeconds(spec.Minutes >= 60 ? 30 : 5);
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(spec.Minutes));
         var cpuBefore = server.CpuTime();
+        var loaderCpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
         var churnClock = Stopwatch.StartNew();
         var creating = Task.Run(() => CreateAsync(http, endpoint, run, spec, () => Interlocked.Increment(ref connections), n => Interlocked.Add(ref topics, n), stop.Token));
         while (!creating.IsCompleted)
@@ -116,6 +119,7 @@ internal static class Churn
         await creating;
         var churnSeconds = churnClock.Elapsed.TotalSeconds;
         var churnCpu = (server.CpuTime() - cpuBefore).TotalSeconds;
+        var loaderCpu = (Process.GetCurrentProcess().TotalProcessorTime - loaderCpuBefore).TotalSeconds;
         var churned = samples.Where(s => s.Phase == "churn").ToList();
 
         // Nothing more is created: everything expires.
@@ -128,15 +132,17 @@ internal static class Churn
         // most about a minute after the last publish.
         // The memory topics go HistoryTtl + PositionTtl after they were published, at the store's next sweep.
         var forgotten = Max(TimeSpan.FromSeconds(70) - expiry.Elapsed, ChurnSpec.MemoryHistoryTtl + TimeSpan.FromSeconds(15 + 10) - memoryForgotten.Elapsed);
-        if (forgotten > TimeSpan.Zero)
+        var waitEnd = Stopwatch.StartNew();
+        while (waitEnd.Elapsed < forgotten)
         {
-            await Task.Delay(forgotten);
+            await Task.Delay(Min(TimeSpan.FromSeconds(5), forgotten - waitEnd.Elapsed));
+            await SampleAsync("expiry");
         }
 
         var end = await SampleAsync("end");
         load = [load[0], File.ReadAllText("/proc/loadavg").Trim()];
 
-        var md = Markdown(spec, samples, start, live, memorySeconds, rested, end, churnSeconds, churnCpu, churned, expirySeconds, Interlocked.Read(ref topics), Interlocked.Read(ref connections), load);
+        var md = Markdown(spec, samples, start, live, memorySeconds, rested, end, churnSeconds, churnCpu, loaderCpu, churned, expirySeconds, Interlocked.Read(ref topics), Interlocked.Read(ref connections), load);
         Directory.CreateDirectory(outDir);
         var file = Path.Combine(outDir, $"{DateTime.Now:yyyy-MM-dd}-churn{(spec.Label.Length > 0 ? "-" + spec.Label : "")}.md");
         File.WriteAllText(file, md);
@@ -145,6 +151,8 @@ internal static class Churn
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
     /// <summary>dotnet-gcdump (<c>dotnet tool install -g dotnet-gcdump</c>), or null when it is not installed.</summary>
     private static readonly string? GcTool = new[] { Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".dotnet", "tools", "dotnet-gcdump") }
@@ -292,7 +300,7 @@ internal static class Churn
     }
 
     private static string Markdown(ChurnSpec spec, List<ChurnSample> samples, ChurnSample start, ChurnSample live, double memorySeconds, ChurnSample rested,
-        ChurnSample end, double churnSeconds, double churnCpu, List<ChurnSample> churned, double expirySeconds, long topics, long connections, string[] load)
+        ChurnSample end, double churnSeconds, double churnCpu, double loaderCpu, List<ChurnSample> churned, double expirySeconds, long topics, long connections, string[] load)
     {
         static string MiB(long b) => (b / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
         var md = new StringBuilder();
@@ -312,6 +320,7 @@ internal static class Churn
         md.AppendLine(inv, $"| topics created | {topics:N0} in {churnSeconds:F0} s ({topics / churnSeconds:N0}/s) |");
         md.AppendLine(inv, $"| connections opened and closed | {connections:N0} |");
         md.AppendLine(inv, $"| CPU per created topic ({spec.PublishesPerTopic} publishes) | {churnCpu * 1e6 / Math.Max(1, topics):N0} µs ({churnCpu / churnSeconds:F2} cores) |");
+        md.AppendLine(inv, $"| loader CPU during the churn (this process: publishing, connections, sampling) | {loaderCpu * 1e6 / Math.Max(1, topics):N0} µs per topic ({loaderCpu / churnSeconds:F2} cores) |");
         if (churned.Count >= 3)
         {
             var third = Math.Max(1, churned.Count / 3);

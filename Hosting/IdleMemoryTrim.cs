@@ -42,8 +42,16 @@ public sealed class IdleMemoryTrim : BackgroundService
     /// <summary>Collections this trim ran (for tests and logs).</summary>
     public int Trims { get; private set; }
 
+    // The GC is the process's: one trim looks at it, whichever host (the embedded gateway has two) started first.
+    private static int _processOwner;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        if (Interlocked.CompareExchange(ref _processOwner, 1, 0) != 0)
+        {
+            return;
+        }
+
         using var timer = new PeriodicTimer(CheckPeriod, _time);
         try
         {
@@ -54,6 +62,10 @@ public sealed class IdleMemoryTrim : BackgroundService
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            Volatile.Write(ref _processOwner, 0);
         }
     }
 
@@ -85,7 +97,7 @@ public sealed class IdleMemoryTrim : BackgroundService
 
 public static class IdleMemoryTrimHosting
 {
-    /// <summary>Registers <see cref="IdleMemoryTrim"/> once per process (the embedded gateway adds it from both sides).</summary>
+    /// <summary>Registers <see cref="IdleMemoryTrim"/> (once per container; of several hosts in one process, one looks).</summary>
     public static IServiceCollection AddIdleMemoryTrim(this IServiceCollection services)
     {
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, IdleMemoryTrim>());
