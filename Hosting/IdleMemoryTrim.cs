@@ -10,9 +10,9 @@ namespace OrleansPush.Hosting;
 /// committed at the peak: a node whose topics, users and connections came and went keeps its peak RSS, although the
 /// live heap is back where it started, because an idle process does not collect and a collection decommits only
 /// gradually. Measured in the churn benchmark (issue 16): live heap 36 → 62 MB after everything expired, RSS
-/// 185 → 593 MiB. So, every <see cref="CheckPeriod"/>: when the process allocated less than <see cref="QuietAllocation"/>
-/// since the last check (no load) and the GC holds at least <see cref="MinGrowth"/> (or half) more committed memory
-/// than after the last trim, one aggressive full collection (<see cref="GCCollectionMode.Aggressive"/>: compacting,
+/// 185 → 593 MiB. So, every <see cref="CheckPeriod"/>: when the GC holds at least <see cref="MinGrowth"/> (or half) more
+/// committed memory than after the last trim, and the process allocated less since the last check than a quarter of
+/// that growth (or <see cref="QuietAllocation"/>): the load that grew it is gone, one aggressive full collection (<see cref="GCCollectionMode.Aggressive"/>: compacting,
 /// decommitting what is free) gives it back. A busy process is never trimmed, nor one whose committed memory stays
 /// where it was: the blocking collection runs once per burst, when nothing waits on it.
 /// </summary>
@@ -21,7 +21,8 @@ public sealed class IdleMemoryTrim : BackgroundService
     /// <summary>How often the process is looked at.</summary>
     public static readonly TimeSpan CheckPeriod = TimeSpan.FromSeconds(30);
 
-    /// <summary>Fewer bytes allocated within a check period than this is quiet (about half a MiB a second).</summary>
+    /// <summary>Fewer bytes allocated within a check period than this is always quiet (about half a MiB a second); an
+    /// idle node allocates some (stream polling, timers, metrics scrapes), so a quarter of the growth is, too.</summary>
     public const long QuietAllocation = 16L << 20;
 
     /// <summary>Committed memory grown by at least this much (or by half, whichever is more) since the last trim is
@@ -72,7 +73,7 @@ public sealed class IdleMemoryTrim : BackgroundService
     /// <summary>One look: trims when quiet and grown (see the class remarks). Returns whether it trimmed.</summary>
     public bool Check(long totalAllocated, long committed)
     {
-        var quiet = _allocated >= 0 && totalAllocated - _allocated < QuietAllocation;
+        var allocated = _allocated < 0 ? long.MaxValue : totalAllocated - _allocated;
         _allocated = totalAllocated;
         if (_baseline < 0 || committed < _baseline)
         {
@@ -80,7 +81,8 @@ public sealed class IdleMemoryTrim : BackgroundService
             return false;
         }
 
-        if (!quiet || committed - _baseline < Math.Max(MinGrowth, _baseline / 2))
+        var growth = committed - _baseline;
+        if (growth < Math.Max(MinGrowth, _baseline / 2) || allocated >= Math.Max(QuietAllocation, growth / 4))
         {
             return false;
         }
