@@ -12,19 +12,31 @@ namespace OrleansPush.Bench;
 /// <param name="ConnectionsPerSecond">New connections a second, each subscribed to one of the newest topics for
 /// <paramref name="Hold"/>, then closed.</param>
 /// <param name="MemoryTopics">Topics created (one ~200-byte message each) to measure memory per live topic.</param>
+/// <param name="GcDumps">Where the GC dumps taken at the start, memory, idle and end samples are kept (named after the
+/// phase), to compare what the heap holds with <c>dotnet-gcdump report</c>; null: they are deleted.</param>
 internal sealed record ChurnSpec(double Minutes, int TopicsPerSecond, int PublishesPerTopic, int ConnectionsPerSecond, TimeSpan Hold, int MemoryTopics,
-    TimeSpan ExpiryWait, string Label)
+    TimeSpan ExpiryWait, string Label, string? GcDumps)
 {
+    /// <summary>How long the memory topics' message stays in history (namespace <c>churnm</c>; declared before
+    /// <see cref="ServerArgs"/>, which reads it).</summary>
+    public static readonly TimeSpan MemoryHistoryTtl = TimeSpan.FromMinutes(3);
+
     /// <summary>Lifetimes of the churn's namespace and grains: short, so that the run sees them expire.</summary>
     public static readonly string[] ServerArgs =
     [
         "--OrleansPush:Topics:Namespaces:churn:HistoryTtl=00:00:15", "--OrleansPush:Topics:Namespaces:churn:PositionTtl=00:00:15",
         "--OrleansPush:Topics:Namespaces:churn:Wildcards=true", "--OrleansPush:Routing:Lease=00:00:10", "--OrleansPush:Silo:IdleGrainTimeout=00:00:30",
+        // The memory topics' namespace: their history outlives their grains, so a live topic is measured with its grain
+        // active and once it idled out.
+        $"--OrleansPush:Topics:Namespaces:churnm:HistoryTtl={MemoryHistoryTtl}", "--OrleansPush:Topics:Namespaces:churnm:PositionTtl=00:00:15",
+        "--OrleansPush:Topics:Namespaces:churnm:Wildcards=true",
     ];
+
 }
 
 /// <summary>One sample of the system under test.</summary>
-internal sealed record ChurnSample(double Seconds, string Phase, long Rss, long Heap, int Activations, int Handles, double Cores, long Topics, long Connections);
+/// <param name="Committed">What the GC holds committed (after the last GC): RSS beyond it is not the managed heap.</param>
+internal sealed record ChurnSample(double Seconds, string Phase, long Rss, long Heap, long Committed, int Activations, int Handles, double Cores, long Topics, long Connections);
 
 /// <summary>
 /// The churn scenario (issue 16): on the embedded node, topics are created continuously, each published to a few times,
@@ -55,10 +67,10 @@ internal static class Churn
 
         async Task<ChurnSample> SampleAsync(string phase)
         {
-            if (phase is "start" or "memory" or "end" or "rested")
+            if (phase is "start" or "memory" or "end" or "idle")
             {
                 // A server at rest collects nothing: the heap after the last GC, and the RSS, would show an old peak.
-                await ForceGcAsync(server.Pid);
+                await ForceGcAsync(server.Pid, spec.GcDumps is null ? null : Path.Combine(spec.GcDumps, $"{phase}.gcdump"));
             }
 
             var cpu = server.CpuTime();
@@ -66,11 +78,12 @@ internal static class Churn
             var cores = (cpu - lastCpu).TotalSeconds / Math.Max(0.001, (at - lastAt).TotalSeconds);
             (lastCpu, lastAt) = (cpu, at);
             var stats = await orleans.Client.GetGrain<IManagementGrain>(0).GetSimpleGrainStatistics();
-            var sample = new ChurnSample(at.TotalSeconds, phase, server.RssBytes(), await HeapAsync(http, endpoint),
+            var (heap, committed) = await HeapAsync(http, endpoint);
+            var sample = new ChurnSample(at.TotalSeconds, phase, server.RssBytes(), heap, committed,
                 stats.Where(s => s.GrainType.StartsWith("OrleansPush.Grains.", StringComparison.Ordinal)).Sum(s => s.ActivationCount),
                 Directory.GetFiles($"/proc/{server.Pid}/fd").Length, cores, Interlocked.Read(ref topics), Interlocked.Read(ref connections));
             samples.Add(sample);
-            Console.WriteLine($"  churn {sample.Seconds,6:F0} s {phase,-8} rss {sample.Rss / 1048576.0,7:F1} MiB heap {sample.Heap / 1048576.0,7:F1} MiB " +
+            Console.WriteLine($"  churn {sample.Seconds,6:F0} s {phase,-8} rss {sample.Rss / 1048576.0,7:F1} MiB heap {sample.Heap / 1048576.0,7:F1} MiB committed {sample.Committed / 1048576.0,7:F1} MiB " +
                 $"activations {sample.Activations,7} handles {sample.Handles,5} cores {cores,4:F2} topics {sample.Topics}");
             return sample;
         }
@@ -80,18 +93,21 @@ internal static class Churn
         await WaitExpiredAsync(SampleAsync, spec.ExpiryWait, null);
         var start = await SampleAsync("start");
 
-        // Memory per live topic: that many topics with one message each, measured while their grains are active.
+        // Memory per live topic: that many topics with one message each, measured while their grains are active and
+        // again once they idled out (their history still live).
         var memory = Stopwatch.StartNew();
-        await PublishTopicsAsync(http, endpoint, Enumerable.Range(0, spec.MemoryTopics).Select(i => $"churn:m-{run}-{i}").ToArray(), 1);
+        await PublishTopicsAsync(http, endpoint, Enumerable.Range(0, spec.MemoryTopics).Select(i => $"churnm:m-{run}-{i}").ToArray(), 1);
         var live = await SampleAsync("memory");
         var memorySeconds = memory.Elapsed.TotalSeconds;
         await WaitExpiredAsync(SampleAsync, spec.ExpiryWait, start);
-        var rested = await SampleAsync("rested");
+        var rested = await SampleAsync("idle");
+        var memoryForgotten = Stopwatch.StartNew();
 
         // The churn itself, sampled every 5 s (30 s in runs of an hour or more).
         var every = TimeSpan.FromSeconds(spec.Minutes >= 60 ? 30 : 5);
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(spec.Minutes));
         var cpuBefore = server.CpuTime();
+        var loaderCpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
         var churnClock = Stopwatch.StartNew();
         var creating = Task.Run(() => CreateAsync(http, endpoint, run, spec, () => Interlocked.Increment(ref connections), n => Interlocked.Add(ref topics, n), stop.Token));
         while (!creating.IsCompleted)
@@ -103,6 +119,7 @@ internal static class Churn
         await creating;
         var churnSeconds = churnClock.Elapsed.TotalSeconds;
         var churnCpu = (server.CpuTime() - cpuBefore).TotalSeconds;
+        var loaderCpu = (Process.GetCurrentProcess().TotalProcessorTime - loaderCpuBefore).TotalSeconds;
         var churned = samples.Where(s => s.Phase == "churn").ToList();
 
         // Nothing more is created: everything expires.
@@ -110,17 +127,22 @@ internal static class Churn
         await WaitExpiredAsync(SampleAsync, spec.ExpiryWait, start);
         var expirySeconds = expiry.Elapsed.TotalSeconds;
 
-        // The store forgets a topic HistoryTtl + PositionTtl after its last publish, at its next sweep (a quarter of that).
-        var forgotten = TimeSpan.FromSeconds(30 + 8) - expiry.Elapsed;
-        if (forgotten > TimeSpan.Zero)
+        // The store forgets a topic HistoryTtl + PositionTtl after its last publish, at its next sweep (a quarter of that),
+        // and the server gives freed memory back once it has been quiet for one of its 30 s checks (IdleMemoryTrim): at
+        // most about a minute after the last publish.
+        // The memory topics go HistoryTtl + PositionTtl after they were published, at the store's next sweep.
+        var forgotten = Max(TimeSpan.FromSeconds(70) - expiry.Elapsed, ChurnSpec.MemoryHistoryTtl + TimeSpan.FromSeconds(15 + 10) - memoryForgotten.Elapsed);
+        var waitEnd = Stopwatch.StartNew();
+        while (waitEnd.Elapsed < forgotten)
         {
-            await Task.Delay(forgotten);
+            await Task.Delay(Min(TimeSpan.FromSeconds(5), forgotten - waitEnd.Elapsed));
+            await SampleAsync("expiry");
         }
 
         var end = await SampleAsync("end");
         load = [load[0], File.ReadAllText("/proc/loadavg").Trim()];
 
-        var md = Markdown(spec, samples, start, live, memorySeconds, rested, end, churnSeconds, churnCpu, churned, expirySeconds, Interlocked.Read(ref topics), Interlocked.Read(ref connections), load);
+        var md = Markdown(spec, samples, start, live, memorySeconds, rested, end, churnSeconds, churnCpu, loaderCpu, churned, expirySeconds, Interlocked.Read(ref topics), Interlocked.Read(ref connections), load);
         Directory.CreateDirectory(outDir);
         var file = Path.Combine(outDir, $"{DateTime.Now:yyyy-MM-dd}-churn{(spec.Label.Length > 0 ? "-" + spec.Label : "")}.md");
         File.WriteAllText(file, md);
@@ -128,13 +150,17 @@ internal static class Churn
         return md;
     }
 
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
     /// <summary>dotnet-gcdump (<c>dotnet tool install -g dotnet-gcdump</c>), or null when it is not installed.</summary>
     private static readonly string? GcTool = new[] { Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".dotnet", "tools", "dotnet-gcdump") }
         .Concat((Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, "dotnet-gcdump"))).FirstOrDefault(File.Exists);
 
     /// <summary>Forces a full, compacting collection in the server (collecting a GC dump does), then waits a little for
-    /// the freed memory to be given back.</summary>
-    private static async Task ForceGcAsync(int pid)
+    /// the freed memory to be given back. The dump is kept at <paramref name="keep"/> when that is given.</summary>
+    private static async Task ForceGcAsync(int pid, string? keep)
     {
         if (GcTool is null)
         {
@@ -152,7 +178,16 @@ internal static class Churn
             await Task.WhenAll(tool.StandardOutput.ReadToEndAsync(timeout.Token), tool.StandardError.ReadToEndAsync(timeout.Token), tool.WaitForExitAsync(timeout.Token));
         }
 
-        File.Delete(dump);
+        if (keep is null)
+        {
+            File.Delete(dump);
+        }
+        else
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(keep)!);
+            File.Move(dump, keep, overwrite: true);
+        }
+
         await Task.Delay(TimeSpan.FromSeconds(5));
     }
 
@@ -254,17 +289,18 @@ internal static class Churn
         });
     }
 
-    /// <summary>The managed heap after the last collection: the sum over generations of the gateway's
-    /// <c>dotnet_gc_last_collection_heap_size_bytes</c>.</summary>
-    private static async Task<long> HeapAsync(HttpClient http, string endpoint)
+    /// <summary>The managed heap after the last collection (the sum over generations of the gateway's
+    /// <c>dotnet_gc_last_collection_heap_size_bytes</c>) and what the GC had committed then.</summary>
+    private static async Task<(long Heap, long Committed)> HeapAsync(HttpClient http, string endpoint)
     {
-        var scrape = await http.GetStringAsync(endpoint + "/metrics");
-        return (long)scrape.Split('\n').Where(l => l.StartsWith("dotnet_gc_last_collection_heap_size_bytes", StringComparison.Ordinal))
+        var lines = (await http.GetStringAsync(endpoint + "/metrics")).Split('\n');
+        long Sum(string metric) => (long)lines.Where(l => l.StartsWith(metric, StringComparison.Ordinal))
             .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
+        return (Sum("dotnet_gc_last_collection_heap_size_bytes"), Sum("dotnet_gc_last_collection_memory_committed_size_bytes"));
     }
 
     private static string Markdown(ChurnSpec spec, List<ChurnSample> samples, ChurnSample start, ChurnSample live, double memorySeconds, ChurnSample rested,
-        ChurnSample end, double churnSeconds, double churnCpu, List<ChurnSample> churned, double expirySeconds, long topics, long connections, string[] load)
+        ChurnSample end, double churnSeconds, double churnCpu, double loaderCpu, List<ChurnSample> churned, double expirySeconds, long topics, long connections, string[] load)
     {
         static string MiB(long b) => (b / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
         var md = new StringBuilder();
@@ -272,7 +308,7 @@ internal static class Churn
         md.AppendLine(inv, $"# OrleansPush churn, {DateTime.Now:yyyy-MM-dd HH:mm}{(spec.Label.Length > 0 ? " (" + spec.Label + ")" : "")}");
         md.AppendLine();
         md.AppendLine(inv, $"Embedded node (one process), {Environment.ProcessorCount} cores shared with other work: load average at start `{load[0]}`, at end `{load[^1]}`. " +
-            $"Namespace `churn`: HistoryTtl 15 s, PositionTtl 15 s, wildcards on; Routing:Lease 10 s; Silo:IdleGrainTimeout 30 s. " +
+            $"Namespace `churn`: HistoryTtl 15 s, PositionTtl 15 s, wildcards on; the memory topics in `churnm`: HistoryTtl 3 min, PositionTtl 15 s, wildcards on; Routing:Lease 10 s; Silo:IdleGrainTimeout 30 s. " +
             $"Heap and RSS marked *after a full GC* were taken after `dotnet-gcdump collect` forced one in the server {(GcTool is null ? "(dotnet-gcdump was not installed: no forced GC in this run)" : "")}. " +
             $"Asked: {spec.TopicsPerSecond:N0} new topics/s for {spec.Minutes:0.#} min, {spec.PublishesPerTopic} messages (~200 bytes) each, " +
             $"{spec.ConnectionsPerSecond} connections/s each subscribed to one new topic for {spec.Hold.TotalSeconds:0} s.");
@@ -284,6 +320,7 @@ internal static class Churn
         md.AppendLine(inv, $"| topics created | {topics:N0} in {churnSeconds:F0} s ({topics / churnSeconds:N0}/s) |");
         md.AppendLine(inv, $"| connections opened and closed | {connections:N0} |");
         md.AppendLine(inv, $"| CPU per created topic ({spec.PublishesPerTopic} publishes) | {churnCpu * 1e6 / Math.Max(1, topics):N0} µs ({churnCpu / churnSeconds:F2} cores) |");
+        md.AppendLine(inv, $"| loader CPU during the churn (this process: publishing, connections, sampling) | {loaderCpu * 1e6 / Math.Max(1, topics):N0} µs per topic ({loaderCpu / churnSeconds:F2} cores) |");
         if (churned.Count >= 3)
         {
             var third = Math.Max(1, churned.Count / 3);
@@ -294,25 +331,26 @@ internal static class Churn
         md.AppendLine(inv, $"| memory per live topic, one message in history (RSS) | {(live.Rss - start.Rss) / (double)spec.MemoryTopics:N0} bytes ({spec.MemoryTopics:N0} topics, created in {memorySeconds:F0} s) |");
         md.AppendLine(inv, $"| RSS start → peak → end | {MiB(start.Rss)} → {MiB(samples.Max(s => s.Rss))} → {MiB(end.Rss)} MiB (target: end within max(20 %, 100 MiB) of start: {(end.Rss - start.Rss <= Math.Max(start.Rss / 5, 100L << 20) ? "met" : "not met")}) |");
         md.AppendLine(inv, $"| managed heap start → peak → end | {MiB(start.Heap)} → {MiB(samples.Max(s => s.Heap))} → {MiB(end.Heap)} MiB |");
+        md.AppendLine(inv, $"| committed by the GC start → peak → end | {MiB(start.Committed)} → {MiB(samples.Max(s => s.Committed))} → {MiB(end.Committed)} MiB |");
         md.AppendLine(inv, $"| grain activations start → peak → end | {start.Activations:N0} → {samples.Max(s => s.Activations):N0} → {end.Activations:N0} (target: within 1 %: {(end.Activations <= start.Activations + Math.Max(1, start.Activations / 100) ? "met" : "not met")}) |");
         md.AppendLine(inv, $"| open handles start → peak → end | {start.Handles} → {samples.Max(s => s.Handles)} → {end.Handles} |");
-        md.AppendLine(inv, $"| after the memory topics expired (grains deactivated) | RSS {MiB(rested.Rss)} MiB, heap {MiB(rested.Heap)} MiB ({(rested.Heap - start.Heap) / (double)spec.MemoryTopics:N0} bytes per topic), activations {rested.Activations} |");
+        md.AppendLine(inv, $"| memory per live topic, one message in history, once its grain idled out (managed heap after a full GC) | {(rested.Heap - start.Heap) / (double)spec.MemoryTopics:N0} bytes (RSS {MiB(rested.Rss)} MiB, heap {MiB(rested.Heap)} MiB, activations {rested.Activations}) |");
         md.AppendLine(inv, $"| expiry after the churn stopped | {expirySeconds:F0} s |");
         md.AppendLine();
         md.AppendLine("## Over time");
         md.AppendLine();
-        md.AppendLine("Phases: `expiry` waits, `start`, `memory` (after creating the memory topics), `rested`, `churn`, `expiry` again, `end`. Samples `start`, `memory`, `rested` and `end` follow a forced full GC. Each plot: time left to right, one column per sample.");
+        md.AppendLine("Phases: `expiry` waits, `start`, `memory` (after creating the memory topics), `idle` (their grains deactivated, their history still live), `churn`, `expiry` again, `end`. Samples `start`, `memory`, `idle` and `end` follow a forced full GC. Each plot: time left to right, one column per sample.");
         md.AppendLine();
         Plot(md, "RSS (MiB)", samples, s => s.Rss / 1048576.0);
         Plot(md, "managed heap after the last GC (MiB)", samples, s => s.Heap / 1048576.0);
         Plot(md, "grain activations", samples, s => s.Activations);
         Plot(md, "open handles", samples, s => s.Handles);
         Plot(md, "CPU (cores)", samples, s => s.Cores);
-        md.AppendLine("| s | phase | RSS MiB | heap MiB | activations | handles | cores | topics created | connections |");
-        md.AppendLine("|---|---|---|---|---|---|---|---|---|");
+        md.AppendLine("| s | phase | RSS MiB | heap MiB | GC committed MiB | activations | handles | cores | topics created | connections |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
         foreach (var s in samples)
         {
-            md.AppendLine(inv, $"| {s.Seconds:F0} | {s.Phase} | {MiB(s.Rss)} | {MiB(s.Heap)} | {s.Activations} | {s.Handles} | {s.Cores:F2} | {s.Topics} | {s.Connections} |");
+            md.AppendLine(inv, $"| {s.Seconds:F0} | {s.Phase} | {MiB(s.Rss)} | {MiB(s.Heap)} | {MiB(s.Committed)} | {s.Activations} | {s.Handles} | {s.Cores:F2} | {s.Topics} | {s.Connections} |");
         }
 
         return md.ToString();

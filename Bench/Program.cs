@@ -29,7 +29,7 @@ internal static class Program
                 return await RunSuiteAsync(options);
             default:
                 Console.Error.WriteLine("usage: OrleansPush.Bench run [--root DIR] [--out DIR] [--measure S] [--warmup S] [--idle N] [--storm N] [--systems a,b] [--scenarios a,b]");
-                Console.Error.WriteLine("       OrleansPush.Bench run --scenarios churn [--churn-minutes M] [--churn-rate N] [--churn-connections N] [--churn-memory-topics N] [--label L]");
+                Console.Error.WriteLine("       OrleansPush.Bench run --scenarios churn [--churn-minutes M] [--churn-rate N] [--churn-connections N] [--churn-memory-topics N] [--churn-gcdumps DIR] [--label L]");
                 Console.Error.WriteLine("       OrleansPush.Bench serve-limit --port N | serve-signalr --port N [--redis HOST:PORT]");
                 return 2;
         }
@@ -85,7 +85,7 @@ internal static class Program
             var spec = new ChurnSpec(minutes, int.Parse(options.GetValueOrDefault("churn-rate") ?? "5000", CultureInfo.InvariantCulture), PublishesPerTopic: 3,
                 ConnectionsPerSecond: int.Parse(options.GetValueOrDefault("churn-connections") ?? "20", CultureInfo.InvariantCulture), Hold: TimeSpan.FromSeconds(3),
                 MemoryTopics: int.Parse(options.GetValueOrDefault("churn-memory-topics") ?? "20000", CultureInfo.InvariantCulture), ExpiryWait: TimeSpan.FromMinutes(5),
-                Label: options.GetValueOrDefault("label") ?? "");
+                Label: options.GetValueOrDefault("label") ?? "", GcDumps: options.GetValueOrDefault("churn-gcdumps") is { } dumps ? Path.GetFullPath(dumps) : null);
             try
             {
                 Console.WriteLine(await Churn.RunAsync(outDir, spec));

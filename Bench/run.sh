@@ -5,6 +5,7 @@
 # Extra arguments go to `OrleansPush.Bench run` (e.g. --systems limit,orleanspush --scenarios fanout-1000 --measure 5).
 # `--scenarios churn` runs the churn scenario alone (issue 16; 3 minutes of churn plus settling and expiry, about 10
 # minutes in all; `--churn-minutes 60` for the hour-long run) and writes Bench/results/<yyyy-MM-dd>-churn[-<label>].md.
+# `--churn-gcdumps DIR` keeps the server's GC dumps of the start, memory, idle and end samples (dotnet-gcdump) to compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results=Bench/results

@@ -93,10 +93,18 @@ public sealed class NamespaceGrain(ILogger<NamespaceGrain> logger, IOptions<Rout
         }
 
         _nextSweep = now + SweepPeriod();
+        var dropped = 0;
         foreach (var lapsed in _topics.Where(t => t.Value.Expires <= now).Select(t => t.Key).ToArray())
         {
             _topics.Remove(lapsed);
             _full = false;
+            dropped++;
+        }
+
+        // A dictionary keeps the size of its peak: once most of it lapsed, it shrinks to what is left (issue 16).
+        if (dropped > 0 && _topics.Count < _topics.Capacity / 4)
+        {
+            _topics.TrimExcess();
         }
     }
 

@@ -58,16 +58,24 @@ public static class PushSilo
             silo.Services.AddHostedService<WebhookWaker>();
         }
         silo.Services.AddSingleton(TimeProvider.System);
+        silo.Services.AddIdleMemoryTrim();
         silo.CollectIdleGrains(configuration);
         return silo;
     }
 
     /// <summary>Topic and user grains without calls for <see cref="GrainLifetimeOptions.IdleGrainTimeout"/> deactivate, so
-    /// that memory follows the topics and users that are alive.</summary>
+    /// that memory follows the topics and users that are alive; their cached locations are bounded by count and age
+    /// (<see cref="GrainLifetimeOptions.LocationCacheSize"/>, <see cref="GrainLifetimeOptions.LocationCacheTtl"/>).</summary>
     private static void CollectIdleGrains(this ISiloBuilder silo, IConfiguration configuration)
     {
         var lease = configuration.GetSection(RoutingOptions.Section).Get<RoutingOptions>()?.Lease ?? RoutingOptions.DefaultLease;
-        var idle = SharedOptions.Read(configuration, GrainLifetimeOptions.Section, new GrainLifetimeOptionsValidator(lease)).IdleGrainTimeout;
+        var lifetimes = SharedOptions.Read(configuration, GrainLifetimeOptions.Section, new GrainLifetimeOptionsValidator(lease));
+        var idle = lifetimes.IdleGrainTimeout;
+        silo.Services.Configure<Orleans.Configuration.GrainDirectoryOptions>(o =>
+        {
+            o.CacheSize = lifetimes.LocationCacheSize;
+            o.MaximumCacheTTL = lifetimes.LocationCacheTtl;
+        });
         silo.Services.Configure<Orleans.Configuration.GrainCollectionOptions>(o =>
         {
             foreach (var grain in new[] { typeof(TopicGrain), typeof(UserGrain) })

@@ -57,8 +57,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private readonly RoutingOptions _routing;
     private readonly IHistoryStore _store;
     private readonly WebhookEvents _webhooks;
-    private LeaseOccupancy _occupancy = null!;
-    private readonly Action<string, Exception> _onRouteFailure;
+    private Action<string, Exception>? _onRouteFailure;
     private string _topic = string.Empty;
     private bool _valid;
     private string _epoch = string.Empty;
@@ -71,13 +70,17 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private TopicMessage? _latest;
     private bool _keepLatest;
     private bool _retain;
-    private GatewayRoutes _routes = null!;
+
+    // Routes, their occupancy events and the route-failure callback are made at the first lease, and the batch list at
+    // the first publish: a topic that nobody subscribes to needs none of them (issue 16: memory per live topic).
+    private GatewayRoutes? _routes;
+    private LeaseOccupancy? _occupancy;
     private IdempotencyWindow _dedupe = null!;
     private Dictionary<string, Dictionary<string, int>>? _presenceByGateway;
     private IGrainTimer? _presenceTimer;
     private TimeSpan _announceEvery;
     private DateTimeOffset _announceAgainAt;
-    private List<Pending> _batch = [];
+    private List<Pending>? _batch;
     private bool _flushing;
 
     public TopicGrain(ILogger<TopicGrain> logger, IOptions<TopicOptions> topics, IOptions<RoutingOptions> routing, IHistoryStore store, TimeProvider time,
@@ -89,7 +92,6 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _routing = routing.Value;
         _store = store;
         _time = time;
-        _onRouteFailure = (gateway, ex) => GrainsLog.RouteFailed(_logger, _topic, gateway, ex);
     }
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -101,8 +103,6 @@ public sealed class TopicGrain : Grain, ITopicGrain
         _keepLatest = ns.KeepLatest;
         _retain = ns.Retain;
         _history = new RecentHistory(ns.HistorySize, ns.HistoryTtl);
-        _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
-        _occupancy = new LeaseOccupancy(_routes, _webhooks, WebhookEventTypes.TopicOccupied, WebhookEventTypes.TopicVacated, _topic, null, _routing.Lease);
         _dedupe = new IdempotencyWindow(_topics.DedupeWindow, _time);
         if (!_valid)
         {
@@ -251,7 +251,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
     private void Enqueue(Pending pending)
     {
-        _batch.Add(pending);
+        (_batch ??= []).Add(pending);
         if (!_flushing)
         {
             _flushing = true;
@@ -262,15 +262,26 @@ public sealed class TopicGrain : Grain, ITopicGrain
     public async Task<TopicPosition> AddInterestAsync(string gatewayId)
     {
         EnsureValid();
+        if (_routes is null)
+        {
+            _routes = new GatewayRoutes(this.GetStreamProvider(PushNames.StreamProvider), _time, _routing.Lease);
+            _occupancy = new LeaseOccupancy(_routes, _webhooks, WebhookEventTypes.TopicOccupied, WebhookEventTypes.TopicVacated, _topic, null, _routing.Lease);
+        }
+
         _routes.Renew(gatewayId);
-        await _occupancy.ChangedAsync(this);
+        await _occupancy!.ChangedAsync(this);
         return new TopicPosition(_epoch, _durableSeq);
     }
 
     public Task RemoveInterestAsync(string gatewayId)
     {
+        if (_routes is null)
+        {
+            return Task.CompletedTask; // never leased: nothing to remove, never occupied
+        }
+
         _routes.Remove(gatewayId);
-        return _occupancy.ChangedAsync(this);
+        return _occupancy!.ChangedAsync(this);
     }
 
     public Task<HistorySlice> ReadAsync(long afterSeq, int max)
@@ -299,7 +310,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         return Task.FromResult(new TopicPosition(_epoch, _durableSeq));
     }
 
-    public Task<string[]> GetGatewaysAsync() => Task.FromResult(_routes.LiveGateways());
+    public Task<string[]> GetGatewaysAsync() => Task.FromResult(_routes?.LiveGateways() ?? []);
 
     public async Task ReportPresenceAsync(string gatewayId, string member, int connections)
     {
@@ -328,7 +339,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         var after = MemberConnections(member);
         if (member.Length > 0 && (before == 0) != (after == 0))
         {
-            await _routes.SendAsync(new PresenceChanged(_topic, member, Joined: after > 0), _onRouteFailure);
+            await SendToGatewaysAsync(new PresenceChanged(_topic, member, Joined: after > 0));
             await _webhooks.EmitAsync(after > 0 ? WebhookEventTypes.PresenceJoin : WebhookEventTypes.PresenceLeave, _topic, _topic, member);
         }
     }
@@ -356,7 +367,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     private async Task LeavePresenceOfLapsedGatewaysAsync()
     {
         List<string>? left = null;
-        foreach (var gone in Presence.Keys.Where(g => !_routes.IsLive(g)).ToArray())
+        foreach (var gone in Presence.Keys.Where(g => _routes?.IsLive(g) != true).ToArray())
         {
             var members = Presence[gone];
             Presence.Remove(gone);
@@ -372,7 +383,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         WatchPresenceLeases();
         foreach (var member in left ?? [])
         {
-            await _routes.SendAsync(new PresenceChanged(_topic, member, Joined: false), _onRouteFailure);
+            await SendToGatewaysAsync(new PresenceChanged(_topic, member, Joined: false));
             await _webhooks.EmitAsync(WebhookEventTypes.PresenceLeave, _topic, _topic, member);
         }
     }
@@ -403,7 +414,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     {
         try
         {
-            while (_batch.Count > 0)
+            while (_batch is { Count: > 0 })
             {
                 if (_batch[0].Clears)
                 {
@@ -417,7 +428,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
                 var next = _batch.FindIndex(p => p.Clears);
                 var take = Math.Min(MaxBatch, next < 0 ? _batch.Count : next);
                 var batch = _batch.Count == take ? _batch : _batch[..take];
-                _batch = _batch.Count == take ? [] : _batch[take..];
+                _batch = _batch.Count == take ? null : _batch[take..];
                 var (outcome, messages) = await StoreAsync(batch);
                 switch (outcome)
                 {
@@ -702,12 +713,16 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
 
         GatewayEvent routed = messages.Length == 1 ? messages[0] : new TopicMessageBatch(messages);
-        await _routes.SendAsync(routed, _onRouteFailure);
+        await SendToGatewaysAsync(routed);
         for (var i = 0; i < batch.Count; i++)
         {
             batch[i].Completion.TrySetResult(new TopicPosition(messages[i].Epoch, messages[i].Seq));
         }
     }
+
+    /// <summary>One event to every gateway that holds a lease (none before the first lease).</summary>
+    private Task SendToGatewaysAsync(GatewayEvent e) =>
+        _routes is null ? Task.CompletedTask : _routes.SendAsync(e, _onRouteFailure ??= (gateway, ex) => GrainsLog.RouteFailed(_logger, _topic, gateway, ex));
 
     private const string NotPublished = "The message could not be stored; it was not published. Retry it.";
     private const string NotCleared = "The retained value could not be cleared; retry.";

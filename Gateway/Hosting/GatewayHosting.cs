@@ -60,6 +60,7 @@ public static class GatewayHosting
         services.AddSingleton<WebSocketKeepAlive>();
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();
+        services.AddIdleMemoryTrim();
         services.AddSseAndLongPolling(builder.Configuration);
         services.AddMqttTransport(builder.Configuration);
 
