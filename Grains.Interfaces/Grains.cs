@@ -23,6 +23,11 @@ public interface ITopicGrain : IGrainWithStringKey
     [Alias("PublishFormatted")]
     Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey);
 
+    /// <summary>As <see cref="PublishAsync(byte[], PayloadFormat, string?)"/>, with the message's transport properties
+    /// (<see cref="TopicMessage.Properties"/>, opaque here; null for none), kept and delivered with it.</summary>
+    [Alias("PublishWithProperties")]
+    Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, byte[]? properties, string? idempotencyKey);
+
     /// <summary>Registers or renews a gateway's interest lease and returns the position at that instant: every
     /// message after it is routed to the gateway while the lease lives.</summary>
     [Alias("AddInterest")]

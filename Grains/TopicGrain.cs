@@ -146,7 +146,9 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
     public Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey) => PublishAsync(data, PayloadFormat.Json, idempotencyKey);
 
-    public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey)
+    public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey) => PublishAsync(data, format, null, idempotencyKey);
+
+    public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, byte[]? properties, string? idempotencyKey)
     {
         EnsureValid();
         if (data is null || format is not (PayloadFormat.Json or PayloadFormat.Binary))
@@ -159,7 +161,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
             throw new PushRejectedException(WireCodes.BadRequest, "The message must be one JSON value.");
         }
 
-        var pending = new Pending(data, format, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
+        var pending = new Pending(data, format, properties is { Length: > 0 } ? properties : null, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey);
         if (idempotencyKey is null)
         {
             Enqueue(pending);
@@ -532,7 +534,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         for (var i = 0; i < messages.Length; i++)
         {
             var p = batch[i];
-            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs, p.Format);
+            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs, p.Format, p.Properties);
         }
 
         return messages;
@@ -650,11 +652,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
         Unknown,
     }
 
-    private sealed class Pending(byte[] data, PayloadFormat format, long publishedAtUnixMs, string? key)
+    private sealed class Pending(byte[] data, PayloadFormat format, byte[]? properties, long publishedAtUnixMs, string? key)
     {
         public byte[] Data { get; } = data;
 
         public PayloadFormat Format { get; } = format;
+
+        public byte[]? Properties { get; } = properties;
 
         public long PublishedAtUnixMs { get; } = publishedAtUnixMs;
 

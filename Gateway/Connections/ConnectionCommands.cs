@@ -257,8 +257,10 @@ public sealed class ConnectionCommands
     }
 
     /// <summary>A client's own publish, where the topic's namespace allows it; a <c>message.published</c> webhook event
-    /// follows it when an endpoint wants those.</summary>
-    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format = PayloadFormat.Json)
+    /// follows it when an endpoint wants those. <paramref name="properties"/>: the message's transport properties
+    /// (<see cref="TopicMessage.Properties"/>), when it has any.</summary>
+    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format = PayloadFormat.Json,
+        byte[]? properties = null)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -271,7 +273,7 @@ public sealed class ConnectionCommands
             (data, format) = await PublishProxyAllowsAsync(connection, topic!, data, format);
         }
 
-        var position = await _publisher.PublishAsync(topic!, data, idempotencyKey: null, format);
+        var position = await _publisher.PublishAsync(topic!, data, idempotencyKey: null, format, properties);
         await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, data, format);
         return position;
     }

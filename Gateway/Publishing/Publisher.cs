@@ -15,9 +15,11 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     private readonly TimeSpan _publishTimeout = options.Value.PublishTimeout;
 
     /// <summary>Publishes <paramref name="data"/> to <paramref name="topic"/>: one JSON value when
-    /// <paramref name="format"/> is <see cref="PayloadFormat.Json"/>, any bytes when it is <see cref="PayloadFormat.Binary"/>.</summary>
+    /// <paramref name="format"/> is <see cref="PayloadFormat.Json"/>, any bytes when it is <see cref="PayloadFormat.Binary"/>.
+    /// <paramref name="properties"/> (<see cref="TopicMessage.Properties"/>) count towards the size limit with the data.</summary>
     /// <exception cref="PushRejectedException">With the protocol's error code when the publish is refused.</exception>
-    public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> data, string? idempotencyKey, PayloadFormat format = PayloadFormat.Json)
+    public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> data, string? idempotencyKey, PayloadFormat format = PayloadFormat.Json,
+        byte[]? properties = null)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -29,8 +31,10 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
             throw new PushRejectedException(WireCodes.Forbidden, "Topics of a namespace that starts with _ are reserved.");
         }
 
-        var bytes = Validate(data, format);
-        return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, idempotencyKey));
+        var bytes = Validate(data, format, properties?.Length ?? 0);
+        return CallAsync(topic, idempotencyKey, properties is null
+            ? () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, idempotencyKey)
+            : () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, properties, idempotencyKey));
     }
 
     /// <summary>Publishes to a user's personal channel.</summary>
@@ -45,9 +49,9 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
         return CallAsync(TopicName.Personal(userId), idempotencyKey, () => cluster.GetGrain<IUserGrain>(userId).PushAsync(bytes, format, idempotencyKey));
     }
 
-    private byte[] Validate(ReadOnlyMemory<byte> data, PayloadFormat format)
+    private byte[] Validate(ReadOnlyMemory<byte> data, PayloadFormat format, int propertyBytes = 0)
     {
-        if (data.Length > _maxBytes)
+        if (data.Length + propertyBytes > _maxBytes)
         {
             throw new PushRejectedException(WireCodes.TooLarge, $"A message is at most {_maxBytes} bytes.");
         }

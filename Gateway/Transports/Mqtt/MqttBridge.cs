@@ -147,7 +147,8 @@ internal sealed class MqttBridge : IDisposable
         }
 
         var will = channel?.Will;
-        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will);
+        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will,
+            mqtt5 ? e.MaximumPacketSize : 0, mqtt5 ? e.ReceiveMaximum : (ushort)0);
     }
 
     private async Task OnConnectedAsync(ClientConnectedEventArgs e)
@@ -166,6 +167,9 @@ internal sealed class MqttBridge : IDisposable
             Access = info.Access,
             Mqtt5 = info.Mqtt5,
             Will = info.Will,
+            Time = _time,
+            MaximumPacketSize = info.MaximumPacketSize,
+            ReceiveMaximum = info.ReceiveMaximum,
         };
         if (_delayedWills.TryRemove(e.ClientId, out var delayedWill))
         {
@@ -290,7 +294,7 @@ internal sealed class MqttBridge : IDisposable
     {
         try
         {
-            await PublishAsync(connection, will.Topic, new ReadOnlySequence<byte>(will.Payload), will.Retain);
+            await PublishAsync(connection, will.Topic, new ReadOnlySequence<byte>(will.Payload), will.Retain, will.Properties);
         }
         catch (PushRejectedException rejected)
         {
@@ -380,6 +384,7 @@ internal sealed class MqttBridge : IDisposable
         var (code, reason) = await SubscribeFilterAsync(connection, e.TopicFilter.Topic, e.TopicFilter.QualityOfServiceLevel);
         if (reason is null)
         {
+            connection.SetFilterOptions(e.TopicFilter.Topic, e.TopicFilter.NoLocal, connection.PendingSubscriptionIdentifier);
             e.Response.ReasonCode = code;
         }
         else
@@ -605,12 +610,21 @@ internal sealed class MqttBridge : IDisposable
         try
         {
             var message = e.ApplicationMessage;
+            if (string.IsNullOrEmpty(message.Topic) && connection.Mqtt5)
+            {
+                // A Topic Alias this connection never set (aliases end with their connection): a protocol error, §3.3.2.3.4.
+                e.Response.ReasonCode = MqttPubAckReasonCode.TopicNameInvalid;
+                _ = DisconnectClientAsync(connection.ClientId, MqttDisconnectReasonCode.TopicAliasInvalid, "bad_topic: unknown topic alias.");
+                return;
+            }
+
             if (!_security.TryAcceptMessage(connection))
             {
                 throw new PushRejectedException(WireCodes.RateLimited, "Too many messages; slow down.");
             }
 
-            await PublishAsync(connection, message.Topic, message.Payload, message.Retain);
+            var properties = MqttMessageProperties.Encode(message, connection.NoLocalFor(message.Topic) ? connection.ClientId : null);
+            await PublishAsync(connection, message.Topic, message.Payload, message.Retain, properties);
             e.Response.ReasonCode = MqttPubAckReasonCode.Success;
         }
         catch (PushRejectedException rejected)
@@ -652,7 +666,7 @@ internal sealed class MqttBridge : IDisposable
 
     /// <summary>Publishes a client's message (a PUBLISH or its will) through the ordinary publish path; throws
     /// <see cref="PushRejectedException"/> when it is refused.</summary>
-    private async Task PublishAsync(MqttConnection connection, string topic, ReadOnlySequence<byte> payload, bool retain)
+    private async Task PublishAsync(MqttConnection connection, string topic, ReadOnlySequence<byte> payload, bool retain, byte[]? properties)
     {
         if (retain)
         {
@@ -673,7 +687,7 @@ internal sealed class MqttBridge : IDisposable
         // anything else as binary; MQTT subscribers get the same bytes either way.
         var bytes = payload.IsSingleSegment ? payload.First : payload.ToArray();
         var format = JsonPayload.IsOneValue(bytes.Span) ? PayloadFormat.Json : PayloadFormat.Binary;
-        await _commands.PublishAsync(connection, topic, bytes, format);
+        await _commands.PublishAsync(connection, topic, bytes, format, properties);
     }
 
     /// <summary>Sees each inbound packet before the broker handles it: QoS 2 packet ids (see
@@ -688,6 +702,10 @@ internal sealed class MqttBridge : IDisposable
         else if (e.Packet is MQTTnet.Packets.MqttPubRelPacket release && _connections.TryGetValue(e.ClientId, out var releasing))
         {
             releasing.Qos2Released(release.PacketIdentifier);
+        }
+        else if (e.Packet is MQTTnet.Packets.MqttSubscribePacket subscribe && _connections.TryGetValue(e.ClientId, out var subscriber))
+        {
+            subscriber.PendingSubscriptionIdentifier = subscribe.SubscriptionIdentifier;
         }
 
         return Task.CompletedTask;
@@ -713,7 +731,16 @@ internal sealed class MqttBridge : IDisposable
         await DisconnectClientAsync(connection.ClientId, reason);
     }
 
-    private async Task DisconnectClientAsync(string clientId, string reason)
+    private Task DisconnectClientAsync(string clientId, string reason) => DisconnectClientAsync(clientId, reason switch
+    {
+        WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
+        WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
+        WireCodes.Unauthorized => MqttDisconnectReasonCode.NotAuthorized,
+        WireCodes.Disconnected => MqttDisconnectReasonCode.AdministrativeAction,
+        _ => MqttDisconnectReasonCode.QuotaExceeded,
+    }, reason);
+
+    private async Task DisconnectClientAsync(string clientId, MqttDisconnectReasonCode code, string reason)
     {
         if (_server is not { } server)
         {
@@ -722,18 +749,7 @@ internal sealed class MqttBridge : IDisposable
 
         try
         {
-            await server.DisconnectClientAsync(clientId, new MqttServerClientDisconnectOptions
-            {
-                ReasonCode = reason switch
-                {
-                    WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
-                    WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
-                    WireCodes.Unauthorized => MqttDisconnectReasonCode.NotAuthorized,
-                    WireCodes.Disconnected => MqttDisconnectReasonCode.AdministrativeAction,
-                    _ => MqttDisconnectReasonCode.QuotaExceeded,
-                },
-                ReasonString = reason,
-            });
+            await server.DisconnectClientAsync(clientId, new MqttServerClientDisconnectOptions { ReasonCode = code, ReasonString = reason });
         }
         catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or OperationCanceledException)
         {
@@ -750,7 +766,7 @@ internal sealed class MqttBridge : IDisposable
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
     private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots, bool Mqtt5,
-        MqttWill? Will);
+        MqttWill? Will, uint MaximumPacketSize, ushort ReceiveMaximum);
 
     /// <summary>What a persistent session leaves for its next connection: per topic where it was, the QoS 2 packet ids it
     /// had sent and not yet released, and its subscriptions (filter and QoS).</summary>
