@@ -384,7 +384,7 @@ internal sealed class MqttBridge : IDisposable
         var (code, reason) = await SubscribeFilterAsync(connection, e.TopicFilter.Topic, e.TopicFilter.QualityOfServiceLevel);
         if (reason is null)
         {
-            connection.SetFilterOptions(e.TopicFilter.Topic, e.TopicFilter.NoLocal, connection.PendingSubscriptionIdentifier);
+            connection.SetFilterOptions(e.TopicFilter.Topic, e.TopicFilter.NoLocal, e.TopicFilter.RetainAsPublished, connection.PendingSubscriptionIdentifier);
             e.Response.ReasonCode = code;
         }
         else

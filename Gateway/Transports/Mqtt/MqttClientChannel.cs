@@ -133,6 +133,7 @@ internal sealed class MqttClientChannel(IMqttChannelAdapter inner) : IMqttChanne
             var properties = MqttMessageProperties.Encode(new MqttApplicationMessage
             {
                 QualityOfServiceLevel = connect.WillQoS,
+                Retain = connect.WillRetain,
                 PayloadFormatIndicator = connect.WillPayloadFormatIndicator,
                 MessageExpiryInterval = connect.WillMessageExpiryInterval,
                 ContentType = connect.WillContentType,

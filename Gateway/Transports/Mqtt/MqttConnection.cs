@@ -9,11 +9,9 @@ using OrleansPush.Gateway.Routing;
 
 namespace OrleansPush.Gateway.Transports.Mqtt;
 
-/// <summary>What an MQTT connection queues: the shared application message and the position it carries; the publisher's
-/// client id when it asked to be told (see <see cref="MqttMessageProperties.Origin"/>), and when the message expires
-/// (Unix milliseconds, 0: never).</summary>
-internal readonly record struct MqttFrame(MqttApplicationMessage Message, string Topic, string Epoch, long Seq, bool Acknowledged,
-    string? Origin = null, long ExpiresAtUnixMs = 0);
+/// <summary>What an MQTT connection queues: the shared application message and the position it carries, and the message's
+/// forms (what the publisher gave it that differs per subscriber: expiry, origin, retain flag).</summary>
+internal readonly record struct MqttFrame(MqttApplicationMessage Message, string Topic, string Epoch, long Seq, bool Acknowledged, MqttForms Forms);
 
 /// <summary>
 /// One MQTT client (TCP or WebSocket). Its bounded queue feeds the broker's session for the client; a message's MQTT
@@ -210,14 +208,15 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     }
 
     /// <summary>The MQTT 5 options of a subscription (SUBSCRIBE again replaces them): no local (the client's own
-    /// messages are not sent back to it through this filter) and its subscription identifier (0: none).</summary>
-    public void SetFilterOptions(string filter, bool noLocal, uint identifier)
+    /// messages are not sent back to it through this filter), retain as published (a message published with the retain
+    /// flag keeps it when sent live) and its subscription identifier (0: none).</summary>
+    public void SetFilterOptions(string filter, bool noLocal, bool retainAsPublished, uint identifier)
     {
         lock (_topics)
         {
-            if (noLocal || identifier != 0)
+            if (noLocal || retainAsPublished || identifier != 0)
             {
-                _filterOptions[filter] = new FilterOptions(noLocal, identifier);
+                _filterOptions[filter] = new FilterOptions(noLocal, retainAsPublished, identifier);
             }
             else
             {
@@ -353,22 +352,21 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         {
             // Only a KeepLatest namespace replays to a subscribe without a resume point: this is the topic's latest
             // value, which MQTT calls a retained message. Built for this subscriber alone (once per subscribe).
-            return new MqttFrame(forms.Build(qos, retain: true), m.Topic, m.Epoch, m.Seq, qos != MqttQualityOfServiceLevel.AtMostOnce,
-                forms.Origin, forms.ExpiresAtUnixMs);
+            return new MqttFrame(forms.Build(qos, retain: true), m.Topic, m.Epoch, m.Seq, qos != MqttQualityOfServiceLevel.AtMostOnce, forms);
         }
 
         return qos switch
         {
-            MqttQualityOfServiceLevel.AtMostOnce => new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false, forms.Origin, forms.ExpiresAtUnixMs),
-            MqttQualityOfServiceLevel.AtLeastOnce => new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true, forms.Origin, forms.ExpiresAtUnixMs),
-            _ => new MqttFrame(forms.ExactlyOnce, m.Topic, m.Epoch, m.Seq, true, forms.Origin, forms.ExpiresAtUnixMs),
+            MqttQualityOfServiceLevel.AtMostOnce => new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false, forms),
+            MqttQualityOfServiceLevel.AtLeastOnce => new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true, forms),
+            _ => new MqttFrame(forms.ExactlyOnce, m.Topic, m.Epoch, m.Seq, true, forms),
         };
     }
 
     protected override async ValueTask WriteAsync(MqttFrame frame, bool moreQueued, CancellationToken cancellationToken)
     {
         var session = Volatile.Read(ref _session) ?? throw new IOException("The MQTT session is not attached.");
-        if (frame.Origin is not null || frame.ExpiresAtUnixMs != 0 || MaximumPacketSize != 0 || HasFilterOptions)
+        if (frame.Forms.Origin is not null || frame.Forms.ExpiresAtUnixMs != 0 || MaximumPacketSize != 0 || HasFilterOptions)
         {
             // MQTT 5 rules that differ per subscriber: none of them applies to most messages and clients.
             if (ForThisClient(frame) is not { } message)
@@ -424,16 +422,17 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     }
 
     /// <summary>The message as this client gets it, or null when it does not get it: expired (MQTT 5 §3.3.2.3.3; it
-    /// gets the remaining interval), its own publish and every matching subscription no-local (§3.8.3.1), or larger than
+    /// gets the remaining interval), its own publish and every matching subscription no-local (§3.8.3.1; a matching
+    /// subscription with retain as published keeps a retained publish's flag), or larger than
     /// its Maximum Packet Size even without the properties of ours (§3.1.2.11.4: not sent, as if delivered). Its
     /// matching subscriptions' identifiers go with it (§3.3.4).</summary>
     private MqttApplicationMessage? ForThisClient(MqttFrame frame)
     {
         var message = frame.Message;
         uint expiry = 0;
-        if (frame.ExpiresAtUnixMs != 0)
+        if (frame.Forms.ExpiresAtUnixMs != 0)
         {
-            var left = frame.ExpiresAtUnixMs - Time.GetUtcNow().ToUnixTimeMilliseconds();
+            var left = frame.Forms.ExpiresAtUnixMs - Time.GetUtcNow().ToUnixTimeMilliseconds();
             if (left <= 0)
             {
                 return null;
@@ -443,11 +442,12 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
 
         List<uint>? identifiers = null;
+        var retain = message.Retain;
         lock (_topics)
         {
-            if (_filterOptions.Count > 0 || frame.Origin is not null)
+            if (_filterOptions.Count > 0 || frame.Forms.Origin is not null)
             {
-                var own = frame.Origin == ClientId;
+                var own = frame.Forms.Origin == ClientId;
                 var delivered = !own;
                 foreach (var filter in _filters.Keys)
                 {
@@ -463,6 +463,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
                     }
 
                     delivered = true;
+                    retain |= options.RetainAsPublished && frame.Forms.PublishedRetained;
                     if (options.Identifier != 0)
                     {
                         (identifiers ??= []).Add(options.Identifier);
@@ -476,9 +477,10 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
             }
         }
 
-        if (expiry != 0 || identifiers is not null)
+        if (expiry != 0 || identifiers is not null || retain != message.Retain)
         {
             message = MqttForms.Copy(message, expiry != 0 ? expiry : message.MessageExpiryInterval, identifiers);
+            message.Retain = retain;
         }
 
         if (MaximumPacketSize != 0 && MqttForms.PacketSize(message) > MaximumPacketSize)
@@ -547,7 +549,7 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         public bool Fresh { get; set; }
     }
 
-    private readonly record struct FilterOptions(bool NoLocal, uint Identifier);
+    private readonly record struct FilterOptions(bool NoLocal, bool RetainAsPublished, uint Identifier);
 
     private sealed class MessageForm : WireForm<MqttForms>
     {
@@ -583,6 +585,9 @@ internal sealed class MqttForms(TopicMessage message)
 
     /// <summary>The QoS it was published with (MQTT), or <see cref="MqttQualityOfServiceLevel.ExactlyOnce"/>.</summary>
     public MqttQualityOfServiceLevel MaxQos => _properties?.MaxQos ?? MqttQualityOfServiceLevel.ExactlyOnce;
+
+    /// <summary>The publisher set the retain flag (MQTT): sent live with it to a subscription with retain as published.</summary>
+    public bool PublishedRetained => _properties?.Retained ?? false;
 
     /// <summary>When the message expires (Unix milliseconds), 0 when it does not.</summary>
     public long ExpiresAtUnixMs => _properties is { ExpiryInterval: > 0 } p ? message.PublishedAtUnixMs + (p.ExpiryInterval * 1000L) : 0;

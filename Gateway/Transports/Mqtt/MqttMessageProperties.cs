@@ -16,8 +16,8 @@ namespace OrleansPush.Gateway.Transports.Mqtt;
 /// property (two strings), in the order the publisher gave them. Ids of ours, outside MQTT's range: 0xF0 the publisher's
 /// client id, written only when the publisher itself has a no-local subscription matching the topic (so that its
 /// gateway can leave the message out for it); 0xF1 the QoS of the PUBLISH (one byte) when below 2, since no subscriber
-/// gets a message at a higher QoS than it was published with (§3.8.4). A message published without MQTT (or at QoS 2)
-/// goes at each subscription's QoS.</para>
+/// gets a message at a higher QoS than it was published with (§3.8.4), a message published without MQTT (or at QoS 2)
+/// goes at each subscription's QoS; 0xF2 (no value) the PUBLISH had the retain flag (for retain as published, §3.8.3.1).</para>
 /// </summary>
 internal sealed class MqttMessageProperties
 {
@@ -29,6 +29,7 @@ internal sealed class MqttMessageProperties
     private const byte UserPropertyId = 0x26;
     private const byte OriginId = 0xF0;
     private const byte QosId = 0xF1;
+    private const byte RetainedId = 0xF2;
 
     public MqttPayloadFormatIndicator PayloadFormat { get; private init; }
 
@@ -46,6 +47,9 @@ internal sealed class MqttMessageProperties
     /// <summary>The client id of the publisher when it has a no-local subscription that matches the topic.</summary>
     public string? Origin { get; private init; }
 
+    /// <summary>The PUBLISH had the retain flag.</summary>
+    public bool Retained { get; private init; }
+
     /// <summary>The highest QoS the message is delivered at: the QoS it was published with.</summary>
     public MqttQualityOfServiceLevel MaxQos { get; private init; } = MqttQualityOfServiceLevel.ExactlyOnce;
 
@@ -56,13 +60,13 @@ internal sealed class MqttMessageProperties
         var users = message.UserProperties is { Count: > 0 } u ? u : null;
         var format = message.PayloadFormatIndicator == MqttPayloadFormatIndicator.CharacterData;
         var qos = message.QualityOfServiceLevel != MqttQualityOfServiceLevel.ExactlyOnce;
-        if (!format && !qos && message.MessageExpiryInterval == 0 && message.ContentType is null && message.ResponseTopic is null
+        if (!format && !qos && !message.Retain && message.MessageExpiryInterval == 0 && message.ContentType is null && message.ResponseTopic is null
             && message.CorrelationData is null && users is null && origin is null)
         {
             return null;
         }
 
-        var size = (format ? 2 : 0) + (qos ? 2 : 0) + (message.MessageExpiryInterval > 0 ? 5 : 0) + StringSize(message.ContentType)
+        var size = (format ? 2 : 0) + (qos ? 2 : 0) + (message.Retain ? 1 : 0) + (message.MessageExpiryInterval > 0 ? 5 : 0) + StringSize(message.ContentType)
             + StringSize(message.ResponseTopic) + (message.CorrelationData is { } c ? 3 + c.Length : 0) + StringSize(origin);
         foreach (var p in users ?? [])
         {
@@ -103,7 +107,12 @@ internal sealed class MqttMessageProperties
         if (qos)
         {
             bytes[at++] = QosId;
-            bytes[at] = (byte)message.QualityOfServiceLevel;
+            bytes[at++] = (byte)message.QualityOfServiceLevel;
+        }
+
+        if (message.Retain)
+        {
+            bytes[at] = RetainedId;
         }
 
         return bytes;
@@ -120,6 +129,7 @@ internal sealed class MqttMessageProperties
 
         var format = MqttPayloadFormatIndicator.Unspecified;
         var maxQos = MqttQualityOfServiceLevel.ExactlyOnce;
+        var retained = false;
         uint expiry = 0;
         string? contentType = null, responseTopic = null, origin = null;
         byte[]? correlation = null;
@@ -158,6 +168,9 @@ internal sealed class MqttMessageProperties
                     case QosId:
                         maxQos = (MqttQualityOfServiceLevel)span[at++];
                         break;
+                    case RetainedId:
+                        retained = true;
+                        break;
                     default:
                         throw new FormatException($"Unknown message property id 0x{span[at - 1]:X2}.");
                 }
@@ -178,6 +191,7 @@ internal sealed class MqttMessageProperties
             UserProperties = users,
             Origin = origin,
             MaxQos = maxQos,
+            Retained = retained,
         };
     }
 
