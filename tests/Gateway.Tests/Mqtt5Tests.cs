@@ -287,4 +287,37 @@ public sealed class Mqtt5Tests(Mqtt5Fixture fixture)
         Assert.Equal(MqttClientDisconnectReason.TopicAliasInvalid, gone.Reason);
         await subscriber.AssertQuietAsync(Quiet);
     }
+
+    [Fact]
+    public async Task AnMqtt5SessionIsKeptForItsExpiryIntervalWhateverCleanStartSaysAndADisconnectMayChangeIt()
+    {
+        var topic = Unique();
+        var clientId = "se-" + Guid.NewGuid().ToString("N")[..10];
+        Action<MqttClientOptionsBuilder> expiry(uint seconds) => o => o.WithSessionExpiryInterval(seconds);
+
+        // Clean start with an interval: a new session, kept when the client goes.
+        await using (var first = await MqttTestClient.ConnectTcpAsync(fixture.PortA, clientId, cleanSession: true, configure: expiry(600)))
+        {
+            Assert.False(first.Connected.IsSessionPresent);
+            await first.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+        }
+
+        await fixture.B.PublishAsync(topic, "{\"n\":1}");
+        await using (var second = await MqttTestClient.ConnectTcpAsync(fixture.PortA, clientId, cleanSession: false, configure: expiry(0)))
+        {
+            Assert.True(second.Connected.IsSessionPresent);
+            Assert.Equal((topic, "{\"n\":1}"), await second.NextAsync());
+        }
+
+        // Its interval was 0 this time: nothing was kept.
+        await using (var third = await MqttTestClient.ConnectTcpAsync(fixture.PortA, clientId, cleanSession: false, configure: expiry(600)))
+        {
+            Assert.False(third.Connected.IsSessionPresent);
+            await third.SubscribeAsync(topic, MqttQualityOfServiceLevel.AtLeastOnce);
+        }
+
+        // A CONNECT interval of 600 s is kept: present again.
+        await using var fourth = await MqttTestClient.ConnectTcpAsync(fixture.PortA, clientId, cleanSession: false, configure: expiry(600));
+        Assert.True(fourth.Connected.IsSessionPresent);
+    }
 }

@@ -262,6 +262,13 @@ internal sealed class MqttTestClient : IAsyncDisposable
         MqttProtocolVersion protocol = MqttProtocolVersion.V500, Action<MqttClientOptionsBuilder>? configure = null)
     {
         var builder = new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", port);
+        if (!cleanSession && protocol == MqttProtocolVersion.V500)
+        {
+            // MQTT 5 keeps a session after the connection only for its Session Expiry Interval (0 unless given): a
+            // persistent session here is one that does not expire (the gateway bounds it by SessionResumeWindow).
+            builder.WithSessionExpiryInterval(uint.MaxValue);
+        }
+
         configure?.Invoke(builder);
         return ConnectAsync(builder, clientId, cleanSession, acknowledge, userName, protocol);
     }

@@ -148,7 +148,7 @@ internal sealed class MqttBridge : IDisposable
 
         var will = channel?.Will;
         e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will,
-            mqtt5 ? e.MaximumPacketSize : 0, mqtt5 ? e.ReceiveMaximum : (ushort)0);
+            mqtt5 ? e.MaximumPacketSize : 0, mqtt5 ? e.ReceiveMaximum : (ushort)0, SessionExpiry(mqtt5 ? e.SessionExpiryInterval : null, e.CleanSession == false));
     }
 
     private async Task OnConnectedAsync(ClientConnectedEventArgs e)
@@ -168,6 +168,7 @@ internal sealed class MqttBridge : IDisposable
             Mqtt5 = info.Mqtt5,
             Will = info.Will,
             Time = _time,
+            SessionExpiry = info.SessionExpiry,
             MaximumPacketSize = info.MaximumPacketSize,
             ReceiveMaximum = info.ReceiveMaximum,
         };
@@ -236,6 +237,12 @@ internal sealed class MqttBridge : IDisposable
                 || !_connections.TryRemove(new KeyValuePair<string, MqttConnection>(e.ClientId, connection)))
             {
                 return Task.CompletedTask;
+            }
+
+            if (connection.Mqtt5 && e.SessionExpiryInterval > 0 && connection.SessionExpiry > TimeSpan.Zero)
+            {
+                // MQTT 5 §3.14.2.2.2: the DISCONNECT may change it (MQTTnet reads an interval of 0 there as none given).
+                connection.SessionExpiry = SessionExpiry(e.SessionExpiryInterval, persistent: true);
             }
 
             KeepPositions(connection);
@@ -311,16 +318,12 @@ internal sealed class MqttBridge : IDisposable
     /// <see cref="_lifecycle"/>, so that a reconnect's subscribe never runs between the removal and this).</summary>
     private void KeepPositions(MqttConnection connection)
     {
-        if (!connection.PersistentSession || _options.SessionResumeWindow <= TimeSpan.Zero)
-        {
-            return;
-        }
-
         var positions = connection.Positions();
         var pending = connection.PendingReleases();
         var filters = connection.Filters();
-        if (positions.Count == 0 && pending.Length == 0 && filters.Length == 0)
+        if (connection.SessionExpiry <= TimeSpan.Zero || (positions.Count == 0 && pending.Length == 0 && filters.Length == 0))
         {
+            _gone.TryRemove(connection.ClientId, out _); // the session ends with this connection (a resumed one too)
             return;
         }
 
@@ -332,7 +335,7 @@ internal sealed class MqttBridge : IDisposable
 
         if (_gone.Count < _options.MaxResumableSessions)
         {
-            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + _options.SessionResumeWindow,
+            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + connection.SessionExpiry,
                 positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal), pending, filters);
         }
         else
@@ -529,7 +532,7 @@ internal sealed class MqttBridge : IDisposable
         lock (_lifecycle)
         {
             return GoneSessionOf(clientId, userId) is { Filters.Length: > 0 }
-                || (_connections.TryGetValue(clientId, out var live) && live.PersistentSession && live.UserId == userId && live.Filters().Length > 0);
+                || (_connections.TryGetValue(clientId, out var live) && live.SessionExpiry > TimeSpan.Zero && live.UserId == userId && live.Filters().Length > 0);
         }
     }
 
@@ -757,6 +760,14 @@ internal sealed class MqttBridge : IDisposable
         }
     }
 
+    /// <summary>How long a client's session outlives its connection: MQTT 3.1.1 with clean session off, and MQTT 5 with a
+    /// Session Expiry Interval (whatever clean start says, §3.1.2.11.2), at most <see cref="MqttOptions.SessionResumeWindow"/>.</summary>
+    private TimeSpan SessionExpiry(uint? mqtt5Interval, bool persistent)
+    {
+        var window = _options.SessionResumeWindow;
+        return mqtt5Interval is { } seconds ? TimeSpan.FromSeconds(Math.Min(seconds, window.TotalSeconds)) : persistent ? window : TimeSpan.Zero;
+    }
+
     private static string? Remote(EndPoint? endPoint) => endPoint switch
     {
         IPEndPoint ip => ip.Address.ToString(),
@@ -766,7 +777,7 @@ internal sealed class MqttBridge : IDisposable
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
     private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots, bool Mqtt5,
-        MqttWill? Will, uint MaximumPacketSize, ushort ReceiveMaximum);
+        MqttWill? Will, uint MaximumPacketSize, ushort ReceiveMaximum, TimeSpan SessionExpiry);
 
     /// <summary>What a persistent session leaves for its next connection: per topic where it was, the QoS 2 packet ids it
     /// had sent and not yet released, and its subscriptions (filter and QoS).</summary>

@@ -61,8 +61,12 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     /// <summary>The client's address and port: tells this connection from a later one with the same client id.</summary>
     public string? Endpoint { get; }
 
-    /// <summary>The client connected with clean session (MQTT 5: clean start) off.</summary>
+    /// <summary>The client connected with clean session (MQTT 5: clean start) off: it resumes a session it left.</summary>
     public bool PersistentSession { get; }
+
+    /// <summary>How long its session (subscriptions, positions) is kept after it goes; zero: not at all. MQTT 5: its
+    /// Session Expiry Interval (CONNECT, or the DISCONNECT that changed it), at most <see cref="MqttOptions.SessionResumeWindow"/>.</summary>
+    public TimeSpan SessionExpiry { get; set; }
 
     /// <summary>The client speaks MQTT 5 (which has reason codes in PUBACK and DISCONNECT).</summary>
     public bool Mqtt5 { get; init; }
