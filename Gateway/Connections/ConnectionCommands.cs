@@ -23,11 +23,18 @@ public sealed class ConnectionCommands
     private readonly ConnectionSecurity _security;
     private readonly WebhookEvents _webhooks;
     private readonly Proxies.BackendProxies _proxies;
+    private readonly TimeProvider _time;
+
+    /// <summary>How long a connection keeps its connect proxy answer past its <c>expiresAt</c> when the backend, asked
+    /// again, does not answer (as Centrifugo's refresh proxy does: a backend's short outage drops no connection).</summary>
+    public static readonly TimeSpan ProxyRetryDelay = TimeSpan.FromMinutes(1);
 
     public ConnectionCommands(TopicRouter router, UserConnections users, Publisher publisher, IOptions<GatewayOptions> options,
         IOptions<TopicOptions> topics, ILogger<ConnectionCommands> logger, ConnectionDrain drain,
-        ConnectionSecurity security, WebhookEvents webhooks, Proxies.BackendProxies proxies)
+        ConnectionSecurity security, WebhookEvents webhooks, Proxies.BackendProxies proxies, TokenExpiry expiry, TimeProvider time)
     {
+        _time = time;
+        expiry.RenewProxied = RenewFromProxyAsync;
         _webhooks = webhooks;
         _security = security;
         _proxies = proxies;
@@ -243,6 +250,59 @@ public sealed class ConnectionCommands
         return revoked;
     }
 
+    /// <summary>The connect proxy's answer for <paramref name="connection"/> reached its <c>expiresAt</c>: the backend is
+    /// asked again, with what it was told at the door and the user it named (DESIGN.md "Backends in the loop"; the same
+    /// moment and outcomes as Centrifugo's refresh proxy). Still admitted as the same user: the connection stays and
+    /// takes the new answer (patterns, expiry, per-connection subscriptions: new ones are subscribed, those the new
+    /// answer no longer grants end). Refused (4xx), or named another user: closed with the backend's code
+    /// (<c>forbidden</c> for another user). No answer (timeout, 5xx, a body off the contract): the connection keeps its
+    /// answer for <see cref="ProxyRetryDelay"/> and the backend is asked again then.</summary>
+    private async Task RenewFromProxyAsync(PushConnection connection)
+    {
+        var held = connection.Access;
+        if (held.ProxyRequest is not { } asked)
+        {
+            // A token refresh took over since the sweep (and watches its own expiry).
+            return;
+        }
+
+        var (renewed, refused) = await _proxies.ConnectAsync(asked with { User = connection.UserId });
+        if (connection.IsGone)
+        {
+            return;
+        }
+
+        if (refused is { NoAnswer: true })
+        {
+            var retryAt = _time.GetUtcNow() + ProxyRetryDelay;
+            Proxies.ProxyLog.RenewPostponed(_logger, connection.Id, retryAt);
+            _security.Replace(connection, held.ExpiringAt(retryAt));
+            return;
+        }
+
+        if (renewed is null || renewed.UserId != connection.UserId)
+        {
+            var code = refused?.Code ?? WireCodes.Forbidden;
+            _security.Audit.TokenRefused("connect_proxy:" + (refused is null ? "other_user" : code), connection.Transport + " refresh", connection.RemoteAddress);
+            connection.Close(code);
+            return;
+        }
+
+        foreach (var topic in _security.Replace(connection, renewed))
+        {
+            Unsubscribe(connection, topic);
+        }
+
+        if (connection.Registration == Registration.Full)
+        {
+            var holds = connection.ClientTopics();
+            foreach (var topic in renewed.Subscriptions.Except(held.Subscriptions, StringComparer.Ordinal).Except(holds, StringComparer.Ordinal))
+            {
+                SubscribeQuietly(connection, topic, serverSide: false);
+            }
+        }
+    }
+
     public void Unsubscribe(PushConnection connection, string? topic)
     {
         if (!TopicName.IsValid(topic))
@@ -310,13 +370,19 @@ public sealed class ConnectionCommands
             return;
         }
 
+        SubscribeQuietly(connection, topic, serverSide: true);
+    }
+
+    /// <summary>A subscription the backend decided (not the client): a failure is logged, not answered.</summary>
+    private void SubscribeQuietly(PushConnection connection, string topic, bool serverSide)
+    {
         _ = SubscribeQuietlyAsync();
 
         async Task SubscribeQuietlyAsync()
         {
             try
             {
-                await SubscribeAsync(connection, topic, null, 0, serverSide: true);
+                await SubscribeAsync(connection, topic, null, 0, serverSide: serverSide);
             }
             catch (Exception ex)
             {

@@ -24,6 +24,9 @@ public sealed record Admitted(ConnectionAccess Access, string? UserId, IDisposab
 /// <param name="OpenModeUser">The user an open-mode client named (<c>?user=</c>, MQTT's user name), already checked.</param>
 /// <param name="Proxy">What the backend's connect proxy is told when the connection carries no token (null: this
 /// request cannot be sent there).</param>
+/// <param name="ProxyAnswer">The connect proxy's answer the connection already holds, still before its
+/// <c>expiresAt</c> (a later request of a SignalR connection, see <see cref="ProxiedConnections"/>): used in place of
+/// asking again.</param>
 public sealed record AdmissionRequest(
     string Where,
     string? Remote,
@@ -31,7 +34,8 @@ public sealed record AdmissionRequest(
     bool Handshake,
     Func<Task<(ConnectionAccess? Access, string Reason)>> Authenticate,
     string? OpenModeUser,
-    Func<ConnectProxyRequest>? Proxy = null);
+    Func<ConnectProxyRequest>? Proxy = null,
+    ConnectionAccess? ProxyAnswer = null);
 
 /// <summary>
 /// The door every client connection passes, whatever its transport (raw WebSocket, SignalR on every transport, SSE,
@@ -39,7 +43,8 @@ public sealed record AdmissionRequest(
 /// <c>forbidden</c>), refusal while the gateway drains (503 <c>unavailable</c>), the handshake rate (429
 /// <c>rate_limited</c>), the token when tokens are required (401 <c>unauthorized</c>, also for a token revoked by
 /// <see cref="TokenRevocations"/>; a connection without a token is sent to the backend's connect proxy when one is
-/// configured, whose 4xx refuses with the backend's code and whose failure answers 503 <c>unavailable</c>), and the connections per user (on this gateway, then across the cluster through
+/// configured, whose 4xx refuses with the backend's code and whose failure answers 503 <c>unavailable</c>; in open mode
+/// a configured connect proxy is asked about every connection and decides who it is), and the connections per user (on this gateway, then across the cluster through
 /// <see cref="ClusterUserLimit"/>) and per IP (429 <c>rate_limited</c>), whose slots are held until the connection's teardown. Every refusal but the drain's
 /// is audited. HTTP transports come through <see cref="ConnectionGate"/>; MQTT through its CONNECT.
 /// <para>What happens after the door is <see cref="ConnectionCommands.OnConnectedAsync"/> (registration) and
@@ -95,13 +100,12 @@ public sealed class ConnectionDoor(
         if (security.Secured)
         {
             var (granted, reason) = await request.Authenticate();
-            if (granted is null && reason is TokenReasons.Missing or TokenReasons.Malformed && proxies.ConnectEnabled && request.Proxy is { } ask)
+            if (granted is null && reason is TokenReasons.Missing or TokenReasons.Malformed && AsksProxy(request))
             {
-                var (decided, refused) = await proxies.ConnectAsync(ask());
+                var (decided, refused) = await AskProxyAsync(request);
                 if (decided is null)
                 {
-                    security.Audit.TokenRefused("connect_proxy:" + refused!.Code, request.Where, request.Remote);
-                    return (null, new DoorRefusal(refused.Code, refused.Message, refused.Status, RetrySoon: refused.Code == WireCodes.Unavailable));
+                    return (null, refused);
                 }
 
                 granted = decided;
@@ -130,6 +134,19 @@ public sealed class ConnectionDoor(
 
             access = granted;
             userId = TopicName.IsValidUserId(granted.UserId) ? granted.UserId : null;
+        }
+        else if (AsksProxy(request))
+        {
+            // Open mode: the operator configured a connect proxy, so the backend still decides who the connection is
+            // (told the user the client named, if any) and its rights hold.
+            var (decided, refused) = await AskProxyAsync(request);
+            if (decided is null)
+            {
+                return (null, refused);
+            }
+
+            access = decided;
+            userId = decided.UserId;
         }
 
         var slots = limits.TryConnect(userId, request.Remote, out var refusedBy);
@@ -161,6 +178,27 @@ public sealed class ConnectionDoor(
         }
 
         return (new Admitted(access, userId, slots), null);
+    }
+
+    private bool AsksProxy(AdmissionRequest request) => proxies.ConnectEnabled && request.Proxy is not null;
+
+    /// <summary>The connect proxy's answer (or the one the connection already holds), or the refusal to answer with
+    /// (audited).</summary>
+    private async Task<(ConnectionAccess? Access, DoorRefusal? Refusal)> AskProxyAsync(AdmissionRequest request)
+    {
+        if (request.ProxyAnswer is { } held)
+        {
+            return (held, null);
+        }
+
+        var (decided, refused) = await proxies.ConnectAsync(request.Proxy!() with { User = request.OpenModeUser });
+        if (decided is null)
+        {
+            security.Audit.TokenRefused("connect_proxy:" + refused!.Code, request.Where, request.Remote);
+            return (null, new DoorRefusal(refused.Code, refused.Message, refused.Status, RetrySoon: refused.Code == WireCodes.Unavailable));
+        }
+
+        return (decided, null);
     }
 
     private sealed class Both(IDisposable first, IDisposable second) : IDisposable

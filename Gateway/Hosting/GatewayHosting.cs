@@ -57,6 +57,7 @@ public static class GatewayHosting
         services.AddSingleton<ConnectionDoor>();
         services.AddBackendProxies(builder.Configuration);
         services.AddSingleton<WebSocketEndpoint>();
+        services.AddSingleton<WebSocketKeepAlive>();
         services.AddSingleton<SignalRConnections>();
         services.AddHostedService<GatewayStream>();
         services.AddSseAndLongPolling(builder.Configuration);
@@ -76,6 +77,16 @@ public static class GatewayHosting
         app.UseDefaultFiles();
         app.UseStaticFiles();
         app.UseOrleansPushSecurity();
+        var keepAlive = app.Services.GetRequiredService<WebSocketKeepAlive>();
+        app.Use((context, next) =>
+        {
+            if (context.Request.Path == WebSocketEndpoint.Path)
+            {
+                keepAlive.Attach(context);
+            }
+
+            return next(context);
+        });
         app.UseWebSockets();
         app.Map(WebSocketEndpoint.Path, (HttpContext context, WebSocketEndpoint endpoint) => endpoint.HandleAsync(context));
         app.MapsPush(new PushEndpoint(WebSocketEndpoint.Path, "ws"));

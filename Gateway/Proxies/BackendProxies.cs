@@ -5,29 +5,43 @@ using OrleansPush.Gateway.Security;
 
 namespace OrleansPush.Gateway.Proxies;
 
-/// <summary>What the connect proxy is told about a connection that carries no token.</summary>
+/// <summary>What the connect proxy is told about a connection that carries no token (at the door, and again whenever
+/// its answer reaches <c>expiresAt</c>).</summary>
 /// <param name="Transport">The transport (<c>ws</c>, <c>sse</c>, <c>poll</c>, <c>signalr</c>, <c>mqtt</c>, ...).</param>
-/// <param name="Cookies">The request's cookies, for a backend that knows its users by their session cookie.</param>
+/// <param name="Cookies">The HTTP request's cookies (MQTT over WebSocket too), for a backend that knows its users by
+/// their session cookie.</param>
 /// <param name="Mqtt">An MQTT client's CONNECT credentials.</param>
+/// <param name="User">The user the connection named in open mode (<c>?user=</c>, MQTT's user name), or, when the
+/// answer is asked again, the user the backend named before.</param>
+/// <param name="Token">A token the connection carried that the gateway does not take as a JWT (an application's own
+/// opaque token; in open mode, any token), as sent: the backend may know it.</param>
+/// <param name="Headers">The HTTP request's headers named in <c>Connect:Headers</c> that it carries.</param>
 public sealed record ConnectProxyRequest(
     string Transport,
     string? RemoteAddress,
     IReadOnlyDictionary<string, string>? Cookies = null,
-    MqttCredentials? Mqtt = null);
+    MqttCredentials? Mqtt = null,
+    string? User = null,
+    string? Token = null,
+    IReadOnlyDictionary<string, string>? Headers = null);
 
 public sealed record MqttCredentials(string ClientId, string? Username, string? Password);
 
 /// <summary>A proxy's refusal as the client sees it: a wire code and a message (the connect proxy's own 4xx body, or
 /// <c>unavailable</c> when the proxy timed out or failed).</summary>
-public sealed record ProxyRefusal(string Code, string Message, int Status);
+public sealed record ProxyRefusal(string Code, string Message, int Status)
+{
+    /// <summary>The backend did not decide (no answer in time, a 5xx, a body off the contract), as opposed to a 4xx.</summary>
+    public bool NoAnswer => Status >= StatusCodes.Status500InternalServerError;
+}
 
 /// <summary>
 /// The backend's connect, subscribe and publish proxies (DESIGN.md "Backends in the loop"): one <c>POST</c> of JSON to
 /// the configured URL, bounded by its <c>Timeout</c>. A 2xx answer allows, a 4xx refuses (the connect proxy's
 /// <c>{"code","message"}</c> is passed on to the client), and anything else (5xx, no answer in time, an answer that is
-/// not what the contract says) refuses with <c>unavailable</c>: never a guess in the client's favour. Nothing is cached:
-/// the connect answer holds for its connection until its <c>expiresAt</c>, subscribe and publish answers for one
-/// request.
+/// not what the contract says) refuses with <c>unavailable</c>: never a guess in the client's favour. The connect answer
+/// holds for its connection until its <c>expiresAt</c> (then it is asked again, see
+/// <see cref="Connections.ConnectionCommands"/>); subscribe and publish answers hold for one request.
 /// </summary>
 public sealed class BackendProxies(IHttpClientFactory clients, IOptions<ProxyOptions> options, ILogger<BackendProxies> logger)
 {
@@ -47,8 +61,28 @@ public sealed class BackendProxies(IHttpClientFactory clients, IOptions<ProxyOpt
 
     public bool PublishEnabled => _options.Publish.Url is not null;
 
+    /// <summary>What an HTTP request tells the connect proxy: its cookies, its token (<c>Authorization: Bearer</c>, else
+    /// <c>?access_token=</c>; asked about only when it is not a JWT the gateway takes) and the headers
+    /// <c>Connect:Headers</c> names.</summary>
+    public ConnectProxyRequest RequestOf(string transport, string? remoteAddress, HttpRequest request)
+    {
+        var cookies = request.Cookies.Count == 0 ? null : request.Cookies.ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
+        var authorization = request.Headers.Authorization.ToString();
+        var token = authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? authorization[7..].Trim() : request.Query["access_token"].ToString();
+        Dictionary<string, string>? headers = null;
+        foreach (var name in _options.Connect.Headers)
+        {
+            if (request.Headers.TryGetValue(name, out var value) && value.Count > 0)
+            {
+                (headers ??= new(StringComparer.OrdinalIgnoreCase))[name] = value.ToString();
+            }
+        }
+
+        return new ConnectProxyRequest(transport, remoteAddress, cookies, Token: token.Length > 0 ? token : null, Headers: headers);
+    }
+
     /// <summary>Asks who the connection is. The access it grants carries the backend's patterns, its per-connection
-    /// subscriptions and its expiry.</summary>
+    /// subscriptions, its expiry and <paramref name="request"/> (to ask again with at that expiry).</summary>
     public async Task<(ConnectionAccess? Access, ProxyRefusal? Refusal)> ConnectAsync(ConnectProxyRequest request)
     {
         var (status, body, failure) = await PostAsync(_options.Connect, "connect", request);
@@ -78,7 +112,7 @@ public sealed class BackendProxies(IHttpClientFactory clients, IOptions<ProxyOpt
             answer.ExpiresAt,
             subscriptions: [.. (answer.Subscriptions ?? []).Where(t => TopicName.IsValid(t)).Take(1000)])
         {
-            FromConnectProxy = true,
+            ProxyRequest = request,
         }, null);
     }
 
@@ -205,4 +239,10 @@ internal static partial class ProxyLog
 
     [LoggerMessage(EventId = 9002, Level = LogLevel.Warning, Message = "The {Proxy} proxy answered with a body that does not follow the contract")]
     public static partial void BadAnswer(ILogger logger, string proxy);
+
+    [LoggerMessage(EventId = 9003, Level = LogLevel.Error, Message = "Asking the connect proxy again for connection {ConnectionId} failed; the connection is closed")]
+    public static partial void RenewFailed(ILogger logger, string connectionId, Exception exception);
+
+    [LoggerMessage(EventId = 9004, Level = LogLevel.Warning, Message = "The connect proxy did not answer for connection {ConnectionId} at its expiry; it keeps its answer until {RetryAt} and is asked again then")]
+    public static partial void RenewPostponed(ILogger logger, string connectionId, DateTimeOffset retryAt);
 }

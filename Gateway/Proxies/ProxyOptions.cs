@@ -7,8 +7,9 @@ public sealed class ProxyOptions
 {
     public const string Section = "OrleansPush:Proxy";
 
-    /// <summary>Asked at the door for a connection that carries no token (e.g. a session cookie).</summary>
-    public ProxyEndpointOptions Connect { get; set; } = new();
+    /// <summary>Asked at the door for a connection that carries no token (e.g. a session cookie); in open mode, for
+    /// every connection.</summary>
+    public ConnectProxyOptions Connect { get; set; } = new();
 
     /// <summary>Asked for a subscribe the connection's patterns do not cover.</summary>
     public ProxyEndpointOptions Subscribe { get; set; } = new();
@@ -17,7 +18,7 @@ public sealed class ProxyOptions
     public ProxyEndpointOptions Publish { get; set; } = new();
 }
 
-public sealed class ProxyEndpointOptions
+public class ProxyEndpointOptions
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(3);
 
@@ -28,12 +29,28 @@ public sealed class ProxyEndpointOptions
     public TimeSpan Timeout { get; set; } = DefaultTimeout;
 }
 
+public sealed class ConnectProxyOptions : ProxyEndpointOptions
+{
+    public const int MaxHeaders = 32;
+
+    /// <summary>Names of HTTP request headers (any case) the connect proxy gets as <c>"headers"</c> when a connection's
+    /// request carries them (raw WebSocket, SSE, long polling, SignalR, MQTT over WebSocket): e.g. <c>User-Agent</c> or
+    /// an application's own session header. None by default.</summary>
+    public string[] Headers { get; set; } = [];
+}
+
 internal sealed class ProxyOptionsValidator : IValidateOptions<ProxyOptions>
 {
     public ValidateOptionsResult Validate(string? name, ProxyOptions o)
     {
         var failures = new List<string>();
         Check(failures, "Connect", o.Connect);
+        if (o.Connect.Headers.Length > ConnectProxyOptions.MaxHeaders
+            || o.Connect.Headers.Any(h => h is not { Length: > 0 and <= 100 } || !h.All(c => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c))))
+        {
+            failures.Add($"{ProxyOptions.Section}:Connect:Headers must be at most {ConnectProxyOptions.MaxHeaders} HTTP header names.");
+        }
+
         Check(failures, "Subscribe", o.Subscribe);
         Check(failures, "Publish", o.Publish);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
@@ -64,6 +81,7 @@ public static class ProxyHosting
         services.AddSingleton<IValidateOptions<ProxyOptions>, ProxyOptionsValidator>();
         services.AddHttpClient(BackendProxies.ClientName, c => c.Timeout = Timeout.InfiniteTimeSpan);
         services.AddSingleton<BackendProxies>();
+        services.AddSingleton<ProxiedConnections>();
         return services;
     }
 }

@@ -45,9 +45,17 @@ public sealed class ConnectionAccess
     /// server-side subscriptions); empty for a token. The connection may subscribe to each of them.</summary>
     public IReadOnlyList<string> Subscriptions { get; }
 
-    /// <summary>True when the backend's connect proxy granted this (a connection without a token): no <c>iat</c>, so a
-    /// token revocation does not apply to it; the backend decides at each connect.</summary>
-    public bool FromConnectProxy { get; init; }
+    /// <summary>What the backend's connect proxy was asked when it granted this (a connection without a token), so that
+    /// it can be asked again at <see cref="ExpiresAt"/>; null for a token.</summary>
+    public Proxies.ConnectProxyRequest? ProxyRequest { get; init; }
+
+    /// <summary>True when the backend's connect proxy granted this: no <c>iat</c>, so a token revocation does not apply
+    /// to it; the backend decides at each connect and each time its answer expires. Its rights hold in open mode too.</summary>
+    public bool FromConnectProxy => ProxyRequest is not null;
+
+    /// <summary>The same rights until <paramref name="expiresAt"/>.</summary>
+    public ConnectionAccess ExpiringAt(DateTimeOffset expiresAt) =>
+        new(UserId, Subscribe, Publish, Admin, expiresAt, IssuedAt, Subscriptions) { ProxyRequest = ProxyRequest };
 
     /// <summary>When the token expires (its <c>exp</c>); null when it does not.</summary>
     public DateTimeOffset? ExpiresAt { get; }

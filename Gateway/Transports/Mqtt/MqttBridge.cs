@@ -117,7 +117,11 @@ internal sealed class MqttBridge : IDisposable
 
         var (admitted, refusal) = await _door.AdmitAsync(new AdmissionRequest(
             Transport, remote, Origin: null, Handshake: true, () => _validator.ValidateAsync(e.Password), openUser,
-            () => new Proxies.ConnectProxyRequest(Transport, remote, Mqtt: new Proxies.MqttCredentials(e.ClientId, e.UserName, e.Password))));
+            () => (MqttWebSocketRequest.Current ?? new Proxies.ConnectProxyRequest(Transport, null)) with
+            {
+                RemoteAddress = remote,
+                Mqtt = new Proxies.MqttCredentials(e.ClientId, e.UserName, e.Password),
+            }));
         if (admitted is null)
         {
             e.ReasonCode = refusal!.Code switch
@@ -738,7 +742,7 @@ internal sealed class MqttBridge : IDisposable
     {
         WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
         WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
-        WireCodes.Unauthorized => MqttDisconnectReasonCode.NotAuthorized,
+        WireCodes.Unauthorized or WireCodes.Forbidden => MqttDisconnectReasonCode.NotAuthorized,
         WireCodes.Disconnected => MqttDisconnectReasonCode.AdministrativeAction,
         _ => MqttDisconnectReasonCode.QuotaExceeded,
     }, reason);

@@ -1,3 +1,5 @@
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http.Connections;
 using Microsoft.Extensions.Options;
 using MQTTnet.AspNetCore;
 using MQTTnet.Diagnostics.Logger;
@@ -20,6 +22,7 @@ public static class MqttHosting
         services.AddSingleton<MqttWildcards>();
         services.AddConnections();
         services.AddSingleton<MqttConnectionHandler>();
+        services.AddSingleton<MqttWebSocketRequest>();
         services.AddHostedService<MqttBroker>();
         return services;
     }
@@ -29,7 +32,7 @@ public static class MqttHosting
         var options = app.ServiceProvider.GetRequiredService<IOptions<MqttOptions>>().Value;
         if (options.WebSockets)
         {
-            app.MapConnectionHandler<MqttConnectionHandler>(options.WebSocketPath, o =>
+            app.MapConnectionHandler<MqttWebSocketRequest>(options.WebSocketPath, o =>
             {
                 o.WebSockets.SubProtocolSelector = MqttSubProtocolSelector.SelectSubProtocol;
             });
@@ -37,6 +40,26 @@ public static class MqttHosting
         }
 
         return app;
+    }
+}
+
+/// <summary>MQTT over WebSocket: hands the connection to the broker's handler with what its HTTP request tells the
+/// connect proxy (cookies, configured headers) at hand for CONNECT (<see cref="Current"/>), as raw WebSocket and SSE
+/// give theirs. The client's token is its CONNECT password, which the bridge sends.</summary>
+internal sealed class MqttWebSocketRequest(MqttConnectionHandler broker, Proxies.BackendProxies proxies) : ConnectionHandler
+{
+    // Set here and read at CONNECT, which the broker validates within this same call (it awaits the whole connection).
+    private static readonly AsyncLocal<Proxies.ConnectProxyRequest?> Request = new();
+
+    /// <summary>What the WebSocket request whose MQTT connection is being served tells the connect proxy (null over TCP).</summary>
+    public static Proxies.ConnectProxyRequest? Current => Request.Value;
+
+    public override async Task OnConnectedAsync(ConnectionContext connection)
+    {
+        Request.Value = connection.GetHttpContext() is { } http
+            ? proxies.RequestOf(MqttConnection.TransportName, null, http.Request) with { Token = null }
+            : null;
+        await broker.OnConnectedAsync(connection);
     }
 }
 

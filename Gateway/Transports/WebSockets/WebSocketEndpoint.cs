@@ -41,7 +41,8 @@ internal sealed class WebSocketEndpoint(ConnectionCommands commands, Identity id
         using var socket = await context.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext
         {
             SubProtocol = requested.Count > 0 ? WsFrames.SubProtocol : null,
-            KeepAliveInterval = _options.KeepAliveInterval,
+            // One gateway-wide sweep pings the sockets it was attached to (WebSocketKeepAlive); others ping themselves.
+            KeepAliveInterval = WebSocketKeepAlive.IsAttached(context) ? TimeSpan.Zero : _options.KeepAliveInterval,
         });
         var connection = new WebSocketConnection(socket, userId, context.Connection.RemoteIpAddress?.ToString(), _options.Outbound);
         connection.Access = identity.AccessOf(context);
