@@ -27,9 +27,13 @@ public interface ITopicGrain : IGrainWithStringKey
     /// <c>bad_request</c>). With a payload it is published as <see cref="PublishAsync(byte[], PayloadFormat, string?)"/>
     /// and becomes the topic's latest value, which a subscribe without <c>since</c> receives first. An empty one clears
     /// the latest value and is not published: the answer is then the topic's position. Clears and publishes of a topic
-    /// apply in the order they arrive.</summary>
+    /// apply in the order they arrive. <paramref name="properties"/>: as for a publish.</summary>
     [Alias("PublishRetained")]
-    Task<TopicPosition> PublishRetainedAsync(byte[] data, PayloadFormat format);
+    Task<TopicPosition> PublishRetainedAsync(byte[] data, PayloadFormat format, byte[]? properties);
+    /// <summary>As <see cref="PublishAsync(byte[], PayloadFormat, string?)"/>, with the message's transport properties
+    /// (<see cref="TopicMessage.Properties"/>, opaque here; null for none), kept and delivered with it.</summary>
+    [Alias("PublishWithProperties")]
+    Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, byte[]? properties, string? idempotencyKey);
 
     /// <summary>Registers or renews a gateway's interest lease and returns the position at that instant: every
     /// message after it is routed to the gateway while the lease lives.</summary>

@@ -11,7 +11,9 @@ public abstract record GatewayEvent;
 
 /// <summary>One sequenced message. <see cref="Data"/> is the publisher's payload, byte for byte: one UTF-8 JSON value
 /// when <see cref="Format"/> is <see cref="PayloadFormat.Json"/> (the default),
-/// any bytes when it is <see cref="PayloadFormat.Binary"/>.</summary>
+/// any bytes when it is <see cref="PayloadFormat.Binary"/>. <see cref="Properties"/> are the transport properties the
+/// publisher gave the message (MQTT 5 message properties), encoded once by the gateway that took the publish and opaque to
+/// the cluster: they travel with the message to history and to every gateway; null (nothing at all) when there are none.</summary>
 [GenerateSerializer, Immutable, Alias("OrleansPush.TopicMessage")]
 public sealed record TopicMessage(
     [property: Id(0)] string Topic,
@@ -19,7 +21,8 @@ public sealed record TopicMessage(
     [property: Id(2)] long Seq,
     [property: Id(3)] byte[] Data,
     [property: Id(4)] long PublishedAtUnixMs,
-    [property: Id(5)] PayloadFormat Format = PayloadFormat.Json) : GatewayEvent;
+    [property: Id(5)] PayloadFormat Format = PayloadFormat.Json,
+    [property: Id(6)] byte[]? Properties = null) : GatewayEvent;
 
 /// <summary>What a message's payload is. Frozen: never renumber. A message serialized before this existed reads as
 /// <see cref="Json"/>.</summary>

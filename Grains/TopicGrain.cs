@@ -151,11 +151,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
     public Task<TopicPosition> PublishAsync(byte[] data, string? idempotencyKey) => PublishAsync(data, PayloadFormat.Json, idempotencyKey);
 
-    public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey)
+    public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, string? idempotencyKey) => PublishAsync(data, format, null, idempotencyKey);
+
+    public Task<TopicPosition> PublishAsync(byte[] data, PayloadFormat format, byte[]? properties, string? idempotencyKey)
     {
         EnsureValid();
         CheckPayload(data, format);
-        var pending = new Pending(data, format, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey, retained: false);
+        var pending = new Pending(data, format, properties is { Length: > 0 } ? properties : null, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey, retained: false);
         if (idempotencyKey is null)
         {
             Enqueue(pending);
@@ -187,7 +189,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         return pending.Completion.Task;
     }
 
-    public Task<TopicPosition> PublishRetainedAsync(byte[] data, PayloadFormat format)
+    public Task<TopicPosition> PublishRetainedAsync(byte[] data, PayloadFormat format, byte[]? properties)
     {
         EnsureValid();
         if (!_keepLatest && !_retain)
@@ -198,13 +200,13 @@ public sealed class TopicGrain : Grain, ITopicGrain
         if (data is { Length: 0 })
         {
             // Clears the latest value; published to nobody (as MQTT brokers do with an empty retained message).
-            var clear = new Pending(data, format, 0, null, retained: true);
+            var clear = new Pending(data, format, null, 0, null, retained: true);
             Enqueue(clear);
             return clear.Completion.Task;
         }
 
         CheckPayload(data, format);
-        var pending = new Pending(data, format, _time.GetUtcNow().ToUnixTimeMilliseconds(), null, retained: true);
+        var pending = new Pending(data, format, properties is { Length: > 0 } ? properties : null, _time.GetUtcNow().ToUnixTimeMilliseconds(), null, retained: true);
         Enqueue(pending);
         return pending.Completion.Task;
     }
@@ -648,7 +650,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         for (var i = 0; i < messages.Length; i++)
         {
             var p = batch[i];
-            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs, p.Format);
+            messages[i] = new TopicMessage(_topic, _epoch, _durableSeq + 1 + i, p.Data, p.PublishedAtUnixMs, p.Format, p.Properties);
         }
 
         return messages;
@@ -771,7 +773,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         Unknown,
     }
 
-    private sealed class Pending(byte[] data, PayloadFormat format, long publishedAtUnixMs, string? key, bool retained)
+    private sealed class Pending(byte[] data, PayloadFormat format, byte[]? properties, long publishedAtUnixMs, string? key, bool retained)
     {
         /// <summary>A retained publish: in a Retain namespace it becomes the latest value.</summary>
         public bool Retained { get; } = retained;
@@ -782,6 +784,8 @@ public sealed class TopicGrain : Grain, ITopicGrain
         public byte[] Data { get; } = data;
 
         public PayloadFormat Format { get; } = format;
+
+        public byte[]? Properties { get; } = properties;
 
         public long PublishedAtUnixMs { get; } = publishedAtUnixMs;
 

@@ -317,14 +317,12 @@ public sealed class ConnectionCommands
     }
 
     /// <summary>A client's own publish, where the topic's namespace allows it; a <c>message.published</c> webhook event
-    /// follows it when an endpoint wants those.</summary>
-    public Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format = PayloadFormat.Json) =>
-        PublishAsync(connection, topic, data, format, retained: false);
-
-    /// <summary>A client's own publish, as <see cref="PublishAsync(PushConnection, string?, ReadOnlyMemory{byte}, PayloadFormat)"/>;
-    /// a <paramref name="retained"/> one (MQTT's retain flag) becomes the topic's latest value where the namespace keeps
-    /// one, and an empty retained one clears it without being published (no webhook event either).</summary>
-    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format, bool retained)
+    /// follows it when an endpoint wants those. <paramref name="properties"/>: the message's transport properties
+    /// (<see cref="TopicMessage.Properties"/>), when it has any. A <paramref name="retained"/> one (MQTT's retain flag)
+    /// becomes the topic's latest value where the namespace keeps one, and an empty retained one clears it without being
+    /// published (no webhook event either).</summary>
+    public async Task<TopicPosition> PublishAsync(PushConnection connection, string? topic, ReadOnlyMemory<byte> data, PayloadFormat format = PayloadFormat.Json,
+        byte[]? properties = null, bool retained = false)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -339,12 +337,12 @@ public sealed class ConnectionCommands
 
         if (!retained)
         {
-            var position = await _publisher.PublishAsync(topic!, data, idempotencyKey: null, format);
+            var position = await _publisher.PublishAsync(topic!, data, idempotencyKey: null, format, properties);
             await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, data, format);
             return position;
         }
 
-        var retainedAt = await _publisher.PublishRetainedAsync(topic!, data, format);
+        var retainedAt = await _publisher.PublishRetainedAsync(topic!, data, format, properties);
         if (!data.IsEmpty)
         {
             await _webhooks.EmitAsync(WebhookEventTypes.MessagePublished, topic!, topic, connection.UserId, data, format);

@@ -15,23 +15,28 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
     private readonly TimeSpan _publishTimeout = options.Value.PublishTimeout;
 
     /// <summary>Publishes <paramref name="data"/> to <paramref name="topic"/>: one JSON value when
-    /// <paramref name="format"/> is <see cref="PayloadFormat.Json"/>, any bytes when it is <see cref="PayloadFormat.Binary"/>.</summary>
+    /// <paramref name="format"/> is <see cref="PayloadFormat.Json"/>, any bytes when it is <see cref="PayloadFormat.Binary"/>.
+    /// <paramref name="properties"/> (<see cref="TopicMessage.Properties"/>) count towards the size limit with the data.</summary>
     /// <exception cref="PushRejectedException">With the protocol's error code when the publish is refused.</exception>
-    public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> data, string? idempotencyKey, PayloadFormat format = PayloadFormat.Json)
+    public Task<TopicPosition> PublishAsync(string topic, ReadOnlyMemory<byte> data, string? idempotencyKey, PayloadFormat format = PayloadFormat.Json,
+        byte[]? properties = null)
     {
-        var bytes = Validate(topic, data, format);
-        return CallAsync(topic, idempotencyKey, () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, idempotencyKey));
+        var bytes = Validate(topic, data, format, properties?.Length ?? 0);
+        return CallAsync(topic, idempotencyKey, properties is null
+            ? () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, idempotencyKey)
+            : () => cluster.GetGrain<ITopicGrain>(topic).PublishAsync(bytes, format, properties, idempotencyKey));
     }
 
     /// <summary>A retained publish (MQTT's retain flag; see <see cref="ITopicGrain.PublishRetainedAsync"/>): it becomes the
-    /// topic's latest value, and an empty one clears it without being published.</summary>
-    public Task<TopicPosition> PublishRetainedAsync(string topic, ReadOnlyMemory<byte> data, PayloadFormat format)
+    /// topic's latest value, and an empty one clears it without being published. <paramref name="properties"/>: as for
+    /// <see cref="PublishAsync"/>.</summary>
+    public Task<TopicPosition> PublishRetainedAsync(string topic, ReadOnlyMemory<byte> data, PayloadFormat format, byte[]? properties = null)
     {
-        var bytes = Validate(topic, data, format);
-        return CallAsync(topic, idempotencyKey: null, () => cluster.GetGrain<ITopicGrain>(topic).PublishRetainedAsync(bytes, format));
+        var bytes = Validate(topic, data, format, properties?.Length ?? 0);
+        return CallAsync(topic, idempotencyKey: null, () => cluster.GetGrain<ITopicGrain>(topic).PublishRetainedAsync(bytes, format, properties));
     }
 
-    private byte[] Validate(string topic, ReadOnlyMemory<byte> data, PayloadFormat format)
+    private byte[] Validate(string topic, ReadOnlyMemory<byte> data, PayloadFormat format, int propertiesLength)
     {
         if (!TopicName.IsValid(topic))
         {
@@ -43,7 +48,7 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
             throw new PushRejectedException(WireCodes.Forbidden, "Topics of a namespace that starts with _ are reserved.");
         }
 
-        return Validate(data, format);
+        return Validate(data, format, propertiesLength);
     }
 
     /// <summary>Publishes to a user's personal channel.</summary>
@@ -58,9 +63,9 @@ public sealed class Publisher(IClusterClient cluster, IOptions<GatewayOptions> o
         return CallAsync(TopicName.Personal(userId), idempotencyKey, () => cluster.GetGrain<IUserGrain>(userId).PushAsync(bytes, format, idempotencyKey));
     }
 
-    private byte[] Validate(ReadOnlyMemory<byte> data, PayloadFormat format)
+    private byte[] Validate(ReadOnlyMemory<byte> data, PayloadFormat format, int propertyBytes = 0)
     {
-        if (data.Length > _maxBytes)
+        if (data.Length + propertyBytes > _maxBytes)
         {
             throw new PushRejectedException(WireCodes.TooLarge, $"A message is at most {_maxBytes} bytes.");
         }

@@ -101,11 +101,13 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
         return result
         """;
 
-    /// <summary>The member header: seq (8 bytes), flags (1 byte; bit 0: binary payload), published-at ms (7 bytes).
-    /// Members written before the flags existed have a zero there (an 8-byte timestamp whose top byte is zero), so they
-    /// read as JSON.</summary>
+    /// <summary>The member header: seq (8 bytes), flags (1 byte; bit 0: binary payload, bit 1: properties follow),
+    /// published-at ms (7 bytes). Members written before the flags existed have a zero there (an 8-byte timestamp whose top
+    /// byte is zero), so they read as JSON without properties. With bit 1, the message's properties come next (a 4-byte
+    /// big-endian length, then the bytes), then the payload.</summary>
     private const int HeaderBytes = 16;
     private const byte BinaryFlag = 1;
+    private const byte PropertiesFlag = 2;
 
     public async Task<StoredHistory?> LoadAsync(string topic, HistoryBounds bounds, CancellationToken cancellationToken = default)
     {
@@ -209,11 +211,18 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
 
     private static byte[] Encode(TopicMessage m)
     {
-        var bytes = new byte[HeaderBytes + m.Data.Length];
+        var properties = m.Properties is { } p ? 4 + p.Length : 0;
+        var bytes = new byte[HeaderBytes + properties + m.Data.Length];
         BinaryPrimitives.WriteInt64BigEndian(bytes, m.Seq);
         BinaryPrimitives.WriteInt64BigEndian(bytes.AsSpan(8), m.PublishedAtUnixMs);
-        bytes[8] = m.Format == PayloadFormat.Binary ? BinaryFlag : (byte)0;
-        m.Data.CopyTo(bytes.AsSpan(HeaderBytes));
+        bytes[8] = (byte)((m.Format == PayloadFormat.Binary ? BinaryFlag : 0) | (m.Properties is null ? 0 : PropertiesFlag));
+        if (m.Properties is { } props)
+        {
+            BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(HeaderBytes), props.Length);
+            props.CopyTo(bytes.AsSpan(HeaderBytes + 4));
+        }
+
+        m.Data.CopyTo(bytes.AsSpan(HeaderBytes + properties));
         return bytes;
     }
 
@@ -221,6 +230,15 @@ public sealed class RedisHistoryStore(IConnectionMultiplexer redis, string prefi
     {
         var format = (bytes[8] & BinaryFlag) != 0 ? PayloadFormat.Binary : PayloadFormat.Json;
         var publishedAt = BinaryPrimitives.ReadInt64BigEndian(bytes.AsSpan(8)) & 0x00FF_FFFF_FFFF_FFFF;
-        return new TopicMessage(topic, epoch, BinaryPrimitives.ReadInt64BigEndian(bytes), bytes[HeaderBytes..], publishedAt, format);
+        byte[]? properties = null;
+        var data = HeaderBytes;
+        if ((bytes[8] & PropertiesFlag) != 0)
+        {
+            var length = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(HeaderBytes));
+            properties = bytes[(HeaderBytes + 4)..(HeaderBytes + 4 + length)];
+            data = HeaderBytes + 4 + length;
+        }
+
+        return new TopicMessage(topic, epoch, BinaryPrimitives.ReadInt64BigEndian(bytes), bytes[data..], publishedAt, format, properties);
     }
 }

@@ -228,6 +228,7 @@ internal sealed class MqttTestClient : IAsyncDisposable
     private readonly IMqttClient _client;
     private readonly Channel<MqttReceived> _received = Channel.CreateUnbounded<MqttReceived>();
     private readonly TaskCompletionSource<MqttClientDisconnectedEventArgs> _disconnected = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly System.Collections.Concurrent.ConcurrentQueue<MqttApplicationMessageReceivedEventArgs> _unacknowledged = new();
 
     private MqttTestClient(IMqttClient client, bool acknowledge)
     {
@@ -240,8 +241,13 @@ internal sealed class MqttTestClient : IAsyncDisposable
         client.ApplicationMessageReceivedAsync += e =>
         {
             e.AutoAcknowledge = acknowledge;
+            if (!acknowledge)
+            {
+                _unacknowledged.Enqueue(e);
+            }
+
             _received.Writer.TryWrite(new MqttReceived(e.ApplicationMessage.Topic, e.ApplicationMessage.ConvertPayloadToString(), e.ApplicationMessage.Retain,
-                e.ApplicationMessage.QualityOfServiceLevel, e.ApplicationMessage.Payload.ToArray()));
+                e.ApplicationMessage.QualityOfServiceLevel, e.ApplicationMessage.Payload.ToArray(), e.ApplicationMessage));
             return Task.CompletedTask;
         };
     }
@@ -251,9 +257,21 @@ internal sealed class MqttTestClient : IAsyncDisposable
     /// <summary>Completes when the connection ends, with why (MQTT 5: the server's reason code).</summary>
     public Task<MqttClientDisconnectedEventArgs> Disconnected => _disconnected.Task;
 
+    /// <param name="configure">Sets more of the CONNECT (MQTT 5 properties, a will).</param>
     public static Task<MqttTestClient> ConnectTcpAsync(int port, string? clientId = null, bool cleanSession = true, bool acknowledge = true, string? userName = null,
-        MqttProtocolVersion protocol = MqttProtocolVersion.V500) =>
-        ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", port), clientId, cleanSession, acknowledge, userName, protocol);
+        MqttProtocolVersion protocol = MqttProtocolVersion.V500, Action<MqttClientOptionsBuilder>? configure = null)
+    {
+        var builder = new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", port);
+        if (!cleanSession && protocol == MqttProtocolVersion.V500)
+        {
+            // MQTT 5 keeps a session after the connection only for its Session Expiry Interval (0 unless given): a
+            // persistent session here is one that does not expire (the gateway bounds it by SessionResumeWindow).
+            builder.WithSessionExpiryInterval(uint.MaxValue);
+        }
+
+        configure?.Invoke(builder);
+        return ConnectAsync(builder, clientId, cleanSession, acknowledge, userName, protocol);
+    }
 
     public static Task<MqttTestClient> ConnectWebSocketAsync(Uri uri) =>
         ConnectAsync(new MqttClientOptionsBuilder().WithWebSocketServer(o => o.WithUri(uri.ToString())), null, true, true, null, MqttProtocolVersion.V500);
@@ -300,6 +318,36 @@ internal sealed class MqttTestClient : IAsyncDisposable
         var result = await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(qos)
             .WithRetainFlag(retain).Build(), cts.Token);
         return result.ReasonCode;
+    }
+
+    /// <summary>Subscribes with every option of <paramref name="options"/> (MQTT 5 subscription options and identifier).</summary>
+    public async Task<MqttClientSubscribeResultCode> SubscribeAsync(MqttClientSubscribeOptions options)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        var result = await _client.SubscribeAsync(options, cts.Token);
+        return result.Items.Single().ResultCode;
+    }
+
+    /// <summary>Publishes <paramref name="message"/> as built (MQTT 5 properties included).</summary>
+    public async Task<MqttClientPublishReasonCode> PublishAsync(MqttApplicationMessage message)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        return (await _client.PublishAsync(message, cts.Token)).ReasonCode;
+    }
+
+    /// <summary>Acknowledges the oldest message not acknowledged yet (a client connected with <c>acknowledge: false</c>).</summary>
+    public async Task AcknowledgeOldestAsync()
+    {
+        Assert.True(_unacknowledged.TryDequeue(out var oldest), "no message awaits an acknowledgement");
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        await oldest.AcknowledgeAsync(cts.Token);
+    }
+
+    /// <summary>Ends the connection with DISCONNECT reason 0x04 (MQTT 5: the server publishes the will).</summary>
+    public async Task DisconnectWithWillAsync()
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        await _client.DisconnectAsync(new MqttClientDisconnectOptions { Reason = MqttClientDisconnectOptionsReason.DisconnectWithWillMessage }, cts.Token);
     }
 
     /// <summary>Publishes <paramref name="payload"/> as is (any bytes).</summary>
@@ -363,5 +411,6 @@ internal sealed class MqttTestClient : IAsyncDisposable
 }
 
 /// <summary>A message an <see cref="MqttTestClient"/> received: its topic, payload (as text, and as the bytes received),
-/// retain flag and QoS.</summary>
-internal readonly record struct MqttReceived(string Topic, string Payload, bool Retain, MqttQualityOfServiceLevel Qos, byte[]? Bytes = null);
+/// retain flag and QoS, and the whole message as received (MQTT 5 properties).</summary>
+internal readonly record struct MqttReceived(string Topic, string Payload, bool Retain, MqttQualityOfServiceLevel Qos, byte[]? Bytes = null,
+    MqttApplicationMessage? Message = null);

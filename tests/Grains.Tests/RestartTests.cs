@@ -88,12 +88,12 @@ public sealed class RestartTests
         try
         {
             var topic = first.Client.GetGrain<ITopicGrain>(retained);
-            Assert.Equal(1, (await topic.PublishRetainedAsync([0x00, 0x01], PayloadFormat.Binary)).Seq);
+            Assert.Equal(1, (await topic.PublishRetainedAsync([0x00, 0x01], PayloadFormat.Binary, null)).Seq);
             Assert.Equal(2, (await topic.PublishAsync(Encoding.UTF8.GetBytes("{\"plain\":2}"), null)).Seq);
             var keepLatest = first.Client.GetGrain<ITopicGrain>(state);
             await keepLatest.PublishAsync(Encoding.UTF8.GetBytes("{\"hp\":1}"), null);
             Assert.Single((await keepLatest.ReadLatestAsync()).Messages);
-            Assert.Equal(1, (await keepLatest.PublishRetainedAsync([], PayloadFormat.Binary)).Seq); // clears; not published
+            Assert.Equal(1, (await keepLatest.PublishRetainedAsync([], PayloadFormat.Binary, null)).Seq); // clears; not published
             Assert.Empty((await keepLatest.ReadLatestAsync()).Messages);
         }
         finally

@@ -151,14 +151,8 @@ internal sealed class MqttBridge : IDisposable
         }
 
         var will = channel?.Will;
-        // The session outlives the connection with clean session off (MQTT 3.1.1) or, on MQTT 5, also with clean start
-        // and a session expiry interval (clean start only discards the session the client had: MQTT 5 §3.1.2.4, §3.1.2.11.2).
-        var expiry = mqtt5 && e.SessionExpiryInterval > 0 ? TimeSpan.FromSeconds(e.SessionExpiryInterval) : (TimeSpan?)null;
-        var kept = e.CleanSession == false || expiry is not null;
-        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will)
-        {
-            KeptFor = kept ? (expiry is { } e5 && e5 < _options.SessionResumeWindow ? e5 : _options.SessionResumeWindow) : TimeSpan.Zero,
-        };
+        e.SessionItems[InfoKey] = new ClientInfo(admitted.UserId, e.CleanSession == false, remote, admitted.Access, admitted.Slots, mqtt5, will,
+            mqtt5 ? e.MaximumPacketSize : 0, mqtt5 ? e.ReceiveMaximum : (ushort)0, SessionExpiry(mqtt5 ? e.SessionExpiryInterval : null, e.CleanSession == false));
     }
 
     private async Task OnConnectedAsync(ClientConnectedEventArgs e)
@@ -171,13 +165,16 @@ internal sealed class MqttBridge : IDisposable
         }
 
         e.SessionItems.Remove(InfoKey);
-        var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.KeptFor > TimeSpan.Zero,
+        var connection = new MqttConnection(e.ClientId, e.RemoteEndPoint?.ToString(), info.UserId, info.Remote, info.Persistent,
             _gateway.Outbound, DisconnectAsync)
         {
-            SessionKeptFor = info.KeptFor,
             Access = info.Access,
             Mqtt5 = info.Mqtt5,
             Will = info.Will,
+            Time = _time,
+            SessionExpiry = info.SessionExpiry,
+            MaximumPacketSize = info.MaximumPacketSize,
+            ReceiveMaximum = info.ReceiveMaximum,
         };
         if (_delayedWills.TryRemove(e.ClientId, out var delayedWill))
         {
@@ -246,6 +243,12 @@ internal sealed class MqttBridge : IDisposable
                 return Task.CompletedTask;
             }
 
+            if (connection.Mqtt5 && e.SessionExpiryInterval > 0 && connection.SessionExpiry > TimeSpan.Zero)
+            {
+                // MQTT 5 §3.14.2.2.2: the DISCONNECT may change it (MQTTnet reads an interval of 0 there as none given).
+                connection.SessionExpiry = SessionExpiry(e.SessionExpiryInterval, persistent: true);
+            }
+
             KeepPositions(connection);
         }
 
@@ -302,7 +305,7 @@ internal sealed class MqttBridge : IDisposable
     {
         try
         {
-            await PublishAsync(connection, will.Topic, new ReadOnlySequence<byte>(will.Payload), will.Retain);
+            await PublishAsync(connection, will.Topic, new ReadOnlySequence<byte>(will.Payload), will.Retain, will.Properties);
         }
         catch (PushRejectedException rejected)
         {
@@ -319,16 +322,12 @@ internal sealed class MqttBridge : IDisposable
     /// <see cref="_lifecycle"/>, so that a reconnect's subscribe never runs between the removal and this).</summary>
     private void KeepPositions(MqttConnection connection)
     {
-        if (!connection.PersistentSession || connection.SessionKeptFor <= TimeSpan.Zero)
-        {
-            return;
-        }
-
         var positions = connection.Positions();
         var pending = connection.PendingReleases();
         var filters = connection.Filters();
-        if (positions.Count == 0 && pending.Length == 0 && filters.Length == 0)
+        if (connection.SessionExpiry <= TimeSpan.Zero || (positions.Count == 0 && pending.Length == 0 && filters.Length == 0))
         {
+            _gone.TryRemove(connection.ClientId, out _); // the session ends with this connection (a resumed one too)
             return;
         }
 
@@ -340,7 +339,7 @@ internal sealed class MqttBridge : IDisposable
 
         if (_gone.Count < _options.MaxResumableSessions)
         {
-            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + connection.SessionKeptFor,
+            _gone[connection.ClientId] = new GoneSession(connection.UserId, now + connection.SessionExpiry,
                 positions.ToDictionary(p => p.Topic, p => p.Since, StringComparer.Ordinal), pending, filters);
         }
         else
@@ -392,6 +391,7 @@ internal sealed class MqttBridge : IDisposable
         var (code, reason) = await SubscribeFilterAsync(connection, e.TopicFilter.Topic, e.TopicFilter.QualityOfServiceLevel);
         if (reason is null)
         {
+            connection.SetFilterOptions(e.TopicFilter.Topic, e.TopicFilter.NoLocal, e.TopicFilter.RetainAsPublished, connection.PendingSubscriptionIdentifier);
             e.Response.ReasonCode = code;
         }
         else
@@ -537,7 +537,7 @@ internal sealed class MqttBridge : IDisposable
         lock (_lifecycle)
         {
             return GoneSessionOf(clientId, userId) is { Filters.Length: > 0 }
-                || (_connections.TryGetValue(clientId, out var live) && live.PersistentSession && live.UserId == userId && live.Filters().Length > 0);
+                || (_connections.TryGetValue(clientId, out var live) && live.SessionExpiry > TimeSpan.Zero && live.UserId == userId && live.Filters().Length > 0);
         }
     }
 
@@ -618,12 +618,21 @@ internal sealed class MqttBridge : IDisposable
         try
         {
             var message = e.ApplicationMessage;
+            if (string.IsNullOrEmpty(message.Topic) && connection.Mqtt5)
+            {
+                // A Topic Alias this connection never set (aliases end with their connection): a protocol error, §3.3.2.3.4.
+                e.Response.ReasonCode = MqttPubAckReasonCode.TopicNameInvalid;
+                _ = DisconnectClientAsync(connection.ClientId, MqttDisconnectReasonCode.TopicAliasInvalid, "bad_topic: unknown topic alias.");
+                return;
+            }
+
             if (!_security.TryAcceptMessage(connection))
             {
                 throw new PushRejectedException(WireCodes.RateLimited, "Too many messages; slow down.");
             }
 
-            await PublishAsync(connection, message.Topic, message.Payload, message.Retain);
+            var properties = MqttMessageProperties.Encode(message, connection.NoLocalFor(message.Topic) ? connection.ClientId : null);
+            await PublishAsync(connection, message.Topic, message.Payload, message.Retain, properties);
             e.Response.ReasonCode = MqttPubAckReasonCode.Success;
         }
         catch (PushRejectedException rejected)
@@ -665,7 +674,7 @@ internal sealed class MqttBridge : IDisposable
 
     /// <summary>Publishes a client's message (a PUBLISH or its will) through the ordinary publish path; throws
     /// <see cref="PushRejectedException"/> when it is refused.</summary>
-    private async Task PublishAsync(MqttConnection connection, string topic, ReadOnlySequence<byte> payload, bool retain)
+    private async Task PublishAsync(MqttConnection connection, string topic, ReadOnlySequence<byte> payload, bool retain, byte[]? properties)
     {
         if (retain && (!TopicName.IsValid(topic) || !_topics.For(topic).KeepsLatestValue))
         {
@@ -678,7 +687,7 @@ internal sealed class MqttBridge : IDisposable
         // anything else as binary; MQTT subscribers get the same bytes either way.
         var bytes = payload.IsSingleSegment ? payload.First : payload.ToArray();
         var format = JsonPayload.IsOneValue(bytes.Span) ? PayloadFormat.Json : PayloadFormat.Binary;
-        await _commands.PublishAsync(connection, topic, bytes, format, retain);
+        await _commands.PublishAsync(connection, topic, bytes, format, properties, retain);
     }
 
     /// <summary>Sees each inbound packet before the broker handles it: QoS 2 packet ids (see
@@ -694,13 +703,17 @@ internal sealed class MqttBridge : IDisposable
         {
             releasing.Qos2Released(release.PacketIdentifier);
         }
+        else if (e.Packet is MQTTnet.Packets.MqttSubscribePacket subscribe && _connections.TryGetValue(e.ClientId, out var subscriber))
+        {
+            subscriber.PendingSubscriptionIdentifier = subscribe.SubscriptionIdentifier;
+        }
 
         return Task.CompletedTask;
     }
 
     private Task OnAcknowledgedAsync(ClientAcknowledgedPublishPacketEventArgs e)
     {
-        if (e.IsCompleted && !e.PublishPacket.Retain && _connections.TryGetValue(e.ClientId, out var connection))
+        if (e.IsCompleted && _connections.TryGetValue(e.ClientId, out var connection))
         {
             connection.Acknowledged(e.PublishPacket.Topic);
         }
@@ -718,7 +731,16 @@ internal sealed class MqttBridge : IDisposable
         await DisconnectClientAsync(connection.ClientId, reason);
     }
 
-    private async Task DisconnectClientAsync(string clientId, string reason)
+    private Task DisconnectClientAsync(string clientId, string reason) => DisconnectClientAsync(clientId, reason switch
+    {
+        WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
+        WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
+        WireCodes.Unauthorized or WireCodes.Forbidden => MqttDisconnectReasonCode.NotAuthorized,
+        WireCodes.Disconnected => MqttDisconnectReasonCode.AdministrativeAction,
+        _ => MqttDisconnectReasonCode.QuotaExceeded,
+    }, reason);
+
+    private async Task DisconnectClientAsync(string clientId, MqttDisconnectReasonCode code, string reason)
     {
         if (_server is not { } server)
         {
@@ -727,23 +749,20 @@ internal sealed class MqttBridge : IDisposable
 
         try
         {
-            await server.DisconnectClientAsync(clientId, new MqttServerClientDisconnectOptions
-            {
-                ReasonCode = reason switch
-                {
-                    WireCodes.Shutdown => MqttDisconnectReasonCode.ServerShuttingDown,
-                    WireCodes.InsufficientState or WireCodes.Unavailable => MqttDisconnectReasonCode.UnspecifiedError,
-                    WireCodes.Unauthorized or WireCodes.Forbidden => MqttDisconnectReasonCode.NotAuthorized,
-                    WireCodes.Disconnected => MqttDisconnectReasonCode.AdministrativeAction,
-                    _ => MqttDisconnectReasonCode.QuotaExceeded,
-                },
-                ReasonString = reason,
-            });
+            await server.DisconnectClientAsync(clientId, new MqttServerClientDisconnectOptions { ReasonCode = code, ReasonString = reason });
         }
         catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException or OperationCanceledException)
         {
             // Already gone.
         }
+    }
+
+    /// <summary>How long a client's session outlives its connection: MQTT 3.1.1 with clean session off, and MQTT 5 with a
+    /// Session Expiry Interval (whatever clean start says, §3.1.2.11.2), at most <see cref="MqttOptions.SessionResumeWindow"/>.</summary>
+    private TimeSpan SessionExpiry(uint? mqtt5Interval, bool persistent)
+    {
+        var window = _options.SessionResumeWindow;
+        return mqtt5Interval is { } seconds ? TimeSpan.FromSeconds(Math.Min(seconds, window.TotalSeconds)) : persistent ? window : TimeSpan.Zero;
     }
 
     private static string? Remote(EndPoint? endPoint) => endPoint switch
@@ -755,11 +774,7 @@ internal sealed class MqttBridge : IDisposable
 
     /// <summary>What CONNECT established, kept in the broker's session items for the connected event.</summary>
     private sealed record ClientInfo(string? UserId, bool Persistent, string? Remote, Security.ConnectionAccess Access, IDisposable Slots, bool Mqtt5,
-        MqttWill? Will)
-    {
-        /// <summary>How long the session outlives the connection (zero: it ends with it).</summary>
-        public TimeSpan KeptFor { get; init; }
-    }
+        MqttWill? Will, uint MaximumPacketSize, ushort ReceiveMaximum, TimeSpan SessionExpiry);
 
     /// <summary>What a persistent session leaves for its next connection: per topic where it was, the QoS 2 packet ids it
     /// had sent and not yet released, and its subscriptions (filter and QoS).</summary>

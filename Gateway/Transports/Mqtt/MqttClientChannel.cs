@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using MQTTnet;
 using MQTTnet.Adapter;
 using MQTTnet.Diagnostics.Logger;
 using MQTTnet.Formatter;
@@ -10,8 +11,9 @@ using MQTTnet.Server;
 namespace OrleansPush.Gateway.Transports.Mqtt;
 
 /// <summary>A client's will, taken out of its CONNECT: published by <see cref="MqttBridge"/> (not by the broker) when
-/// the client goes without DISCONNECT, after <see cref="Delay"/>.</summary>
-internal sealed record MqttWill(string Topic, byte[] Payload, MqttQualityOfServiceLevel Qos, bool Retain, TimeSpan Delay);
+/// the client goes without DISCONNECT, after <see cref="Delay"/>.
+/// <see cref="Properties"/>: its MQTT 5 message properties (<see cref="MqttMessageProperties"/>), null when it has none.</summary>
+internal sealed record MqttWill(string Topic, byte[] Payload, MqttQualityOfServiceLevel Qos, bool Retain, TimeSpan Delay, byte[]? Properties = null);
 
 /// <summary>Puts <see cref="MqttClientChannel"/> between a listener (TCP or WebSocket) and the broker.</summary>
 internal sealed class MqttChannelListener(IMqttServerAdapter inner) : IMqttServerAdapter
@@ -127,7 +129,19 @@ internal sealed class MqttClientChannel(IMqttChannelAdapter inner) : IMqttChanne
         {
             // MQTT 5 §3.1.3.2.2: the will waits for its delay or for the session's end, whichever comes first.
             var delay = mqtt5 ? TimeSpan.FromSeconds(Math.Min(connect.WillDelayInterval, connect.SessionExpiryInterval)) : TimeSpan.Zero;
-            Will = new MqttWill(connect.WillTopic, connect.WillMessage ?? [], connect.WillQoS, connect.WillRetain, delay);
+            // An MQTT 3.1.1 CONNECT has none of these properties (they read as absent).
+            var properties = MqttMessageProperties.Encode(new MqttApplicationMessage
+            {
+                QualityOfServiceLevel = connect.WillQoS,
+                Retain = connect.WillRetain,
+                PayloadFormatIndicator = connect.WillPayloadFormatIndicator,
+                MessageExpiryInterval = connect.WillMessageExpiryInterval,
+                ContentType = connect.WillContentType,
+                ResponseTopic = connect.WillResponseTopic,
+                CorrelationData = connect.WillCorrelationData,
+                UserProperties = connect.WillUserProperties,
+            }, origin: null);
+            Will = new MqttWill(connect.WillTopic, connect.WillMessage ?? [], connect.WillQoS, connect.WillRetain, delay, properties);
             connect.WillFlag = false;
         }
 

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using MQTTnet;
+using MQTTnet.Packets;
 using MQTTnet.Protocol;
 using MQTTnet.Server;
 using OrleansPush.Gateway.Connections;
@@ -8,8 +9,10 @@ using OrleansPush.Gateway.Routing;
 
 namespace OrleansPush.Gateway.Transports.Mqtt;
 
-/// <summary>What an MQTT connection queues: the shared application message and the position it carries.</summary>
-internal readonly record struct MqttFrame(MqttApplicationMessage Message, string Topic, string Epoch, long Seq, bool Acknowledged);
+/// <summary>What an MQTT connection queues: the shared application message and the position it carries, and the message's
+/// forms (what the publisher gave it that differs per subscriber: expiry, origin, retain flag).</summary>
+/// <param name="LatestValue">The topic's latest value sent at SUBSCRIBE (with the retain flag): it moves no position.</param>
+internal readonly record struct MqttFrame(MqttApplicationMessage Message, string Topic, string Epoch, long Seq, bool Acknowledged, MqttForms Forms, bool LatestValue = false);
 
 /// <summary>
 /// One MQTT client (TCP or WebSocket). Its bounded queue feeds the broker's session for the client; a message's MQTT
@@ -36,6 +39,9 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     private readonly Func<MqttConnection, string, Task> _disconnect;
     private readonly CancellationTokenSource _gone = new();
     private readonly HashSet<ushort> _releasePending = [];
+    private readonly Dictionary<string, FilterOptions> _filterOptions = new(StringComparer.Ordinal);
+    private readonly int _receiveMaximum;
+    private SemaphoreSlim? _sendQuota;
     private MqttSessionStatus? _session;
     private int _unawaited;
     private bool _duplicate;
@@ -56,18 +62,40 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     /// <summary>The client's address and port: tells this connection from a later one with the same client id.</summary>
     public string? Endpoint { get; }
 
-    /// <summary>The client's session outlives this connection: clean session off, or (MQTT 5) a session expiry interval.</summary>
+    /// <summary>The client connected with clean session (MQTT 5: clean start) off: it resumes a session it left.</summary>
     public bool PersistentSession { get; }
 
-    /// <summary>How long the session is kept after this connection ends (<see cref="MqttOptions.SessionResumeWindow"/>, or
-    /// the MQTT 5 session expiry interval when shorter).</summary>
-    public TimeSpan SessionKeptFor { get; init; }
+    /// <summary>How long its session (subscriptions, positions) is kept after it goes; zero: not at all. MQTT 5: its
+    /// Session Expiry Interval (CONNECT, or the DISCONNECT that changed it), at most <see cref="MqttOptions.SessionResumeWindow"/>.</summary>
+    public TimeSpan SessionExpiry { get; set; }
 
     /// <summary>The client speaks MQTT 5 (which has reason codes in PUBACK and DISCONNECT).</summary>
     public bool Mqtt5 { get; init; }
 
     /// <summary>The will of its CONNECT, published if it goes without DISCONNECT.</summary>
     public MqttWill? Will { get; init; }
+
+    /// <summary>The clock that tells whether a message has expired (MQTT 5 message expiry).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>MQTT 5 Maximum Packet Size of the CONNECT: no larger PUBLISH is sent to this client (0: no limit).</summary>
+    public uint MaximumPacketSize { get; init; }
+
+    /// <summary>MQTT 5 Receive Maximum of the CONNECT: at most this many QoS 1 and 2 messages are sent to the client and
+    /// not yet acknowledged (PUBACK, PUBCOMP) at any time; 0 means no limit beyond the protocol's 65,535.</summary>
+    public ushort ReceiveMaximum
+    {
+        get => (ushort)(_sendQuota is null ? 0 : _receiveMaximum);
+        init
+        {
+            _receiveMaximum = value;
+            _sendQuota = value is > 0 and < ushort.MaxValue ? new SemaphoreSlim(value, value) : null;
+        }
+    }
+
+    /// <summary>The Subscription Identifier of the SUBSCRIBE being handled (MQTT 5; 0: none). The broker handles one
+    /// packet of a client at a time, and each filter of that SUBSCRIBE right after it arrives.</summary>
+    public uint PendingSubscriptionIdentifier { get; set; }
 
     /// <summary>An inbound QoS 2 PUBLISH arrived (before the broker handles it): a packet id already received and not yet
     /// released (PUBREL) is the same message sent again, and is not published twice (MQTT 3.1.1 §4.3.3).</summary>
@@ -180,6 +208,43 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         lock (_topics)
         {
             _filters.Remove(filter);
+            _filterOptions.Remove(filter);
+        }
+    }
+
+    /// <summary>The MQTT 5 options of a subscription (SUBSCRIBE again replaces them): no local (the client's own
+    /// messages are not sent back to it through this filter), retain as published (a message published with the retain
+    /// flag keeps it when sent live) and its subscription identifier (0: none).</summary>
+    public void SetFilterOptions(string filter, bool noLocal, bool retainAsPublished, uint identifier)
+    {
+        lock (_topics)
+        {
+            if (noLocal || retainAsPublished || identifier != 0)
+            {
+                _filterOptions[filter] = new FilterOptions(noLocal, retainAsPublished, identifier);
+            }
+            else
+            {
+                _filterOptions.Remove(filter);
+            }
+        }
+    }
+
+    /// <summary>Whether a no-local subscription of this client matches <paramref name="topic"/>: its own publish to the
+    /// topic then carries its client id, so that it does not come back to it.</summary>
+    public bool NoLocalFor(string topic)
+    {
+        lock (_topics)
+        {
+            foreach (var (filter, options) in _filterOptions)
+            {
+                if (options.NoLocal && MqttWildcards.Matches(topic, filter))
+                {
+                    return true;
+                }
+            }
+
+            return false;
         }
     }
 
@@ -232,13 +297,18 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
     }
 
-    /// <summary>The client acknowledged (PUBACK) the oldest unacknowledged QoS 1 message of <paramref name="topic"/> (a
-    /// retained one, sent at SUBSCRIBE, is not counted).</summary>
+    /// <summary>The client acknowledged (PUBACK, PUBCOMP) the oldest unacknowledged QoS 1 or 2 message of <paramref name="topic"/>
+    /// (a latest value sent at SUBSCRIBE moves no position).</summary>
     public void Acknowledged(string topic)
     {
+        if (_sendQuota is { } quota && quota.CurrentCount < _receiveMaximum)
+        {
+            quota.Release();
+        }
+
         lock (_topics)
         {
-            if (_topics.TryGetValue(topic, out var state) && state.Inflight.TryDequeue(out var seq))
+            if (_topics.TryGetValue(topic, out var state) && state.Inflight.TryDequeue(out var seq) && seq != LatestValueMark)
             {
                 state.Acked = seq;
             }
@@ -266,25 +336,48 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         var m = message.Message;
         var qos = QosOf(m.Topic);
         size = m.Data.Length + m.Topic.Length + 64;
+        var forms = message.Encoded(Message);
+        if (forms.MaxQos < qos)
+        {
+            qos = forms.MaxQos; // the minimum of the published and the granted QoS (MQTT 5 §3.8.4, MQTT 3.1.1 §3.8.4)
+        }
+
         if (message.Retained)
         {
             // The topic's latest value, sent to a subscribe without a resume point (KeepLatest, Retain): what MQTT calls
             // a retained message. Built for this subscriber alone (once per subscribe).
-            return new MqttFrame(MqttForms.Build(m, qos, retain: true), m.Topic, m.Epoch, m.Seq, qos != MqttQualityOfServiceLevel.AtMostOnce);
+            return new MqttFrame(forms.Build(qos, retain: true), m.Topic, m.Epoch, m.Seq, qos != MqttQualityOfServiceLevel.AtMostOnce, forms, LatestValue: true);
         }
 
-        var forms = message.Encoded(Message);
         return qos switch
         {
-            MqttQualityOfServiceLevel.AtMostOnce => new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false),
-            MqttQualityOfServiceLevel.AtLeastOnce => new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true),
-            _ => new MqttFrame(forms.ExactlyOnce, m.Topic, m.Epoch, m.Seq, true),
+            MqttQualityOfServiceLevel.AtMostOnce => new MqttFrame(forms.AtMostOnce, m.Topic, m.Epoch, m.Seq, false, forms),
+            MqttQualityOfServiceLevel.AtLeastOnce => new MqttFrame(forms.AtLeastOnce, m.Topic, m.Epoch, m.Seq, true, forms),
+            _ => new MqttFrame(forms.ExactlyOnce, m.Topic, m.Epoch, m.Seq, true, forms),
         };
     }
 
     protected override async ValueTask WriteAsync(MqttFrame frame, bool moreQueued, CancellationToken cancellationToken)
     {
         var session = Volatile.Read(ref _session) ?? throw new IOException("The MQTT session is not attached.");
+        if (frame.Forms.Origin is not null || frame.Forms.ExpiresAtUnixMs != 0 || MaximumPacketSize != 0 || HasFilterOptions)
+        {
+            // MQTT 5 rules that differ per subscriber: none of them applies to most messages and clients.
+            if (ForThisClient(frame) is not { } message)
+            {
+                Skipped(frame);
+                return;
+            }
+
+            frame = frame with { Message = message };
+        }
+
+        if (frame.Acknowledged && _sendQuota is { } quota)
+        {
+            // Receive Maximum: the client takes no more unacknowledged QoS 1 and 2 messages than it said.
+            await quota.WaitAsync(cancellationToken);
+        }
+
         Sending(frame);
         if (moreQueued && _unawaited < AwaitEvery)
         {
@@ -311,12 +404,122 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 
     protected override bool IsTransportGone(Exception ex) => ex is MQTTnet.Exceptions.MqttCommunicationException || base.IsTransportGone(ex);
 
+    private bool HasFilterOptions
+    {
+        get
+        {
+            lock (_topics)
+            {
+                return _filterOptions.Count > 0;
+            }
+        }
+    }
+
+    /// <summary>The message as this client gets it, or null when it does not get it: expired (MQTT 5 §3.3.2.3.3; it
+    /// gets the remaining interval), its own publish and every matching subscription no-local (§3.8.3.1; a matching
+    /// subscription with retain as published keeps a retained publish's flag), or larger than
+    /// its Maximum Packet Size even without the properties of ours (§3.1.2.11.4: not sent, as if delivered). Its
+    /// matching subscriptions' identifiers go with it (§3.3.4).</summary>
+    private MqttApplicationMessage? ForThisClient(MqttFrame frame)
+    {
+        var message = frame.Message;
+        uint expiry = 0;
+        if (frame.Forms.ExpiresAtUnixMs != 0)
+        {
+            var left = frame.Forms.ExpiresAtUnixMs - Time.GetUtcNow().ToUnixTimeMilliseconds();
+            if (left <= 0)
+            {
+                return null;
+            }
+
+            expiry = (uint)((left + 999) / 1000);
+        }
+
+        List<uint>? identifiers = null;
+        var retain = message.Retain;
+        lock (_topics)
+        {
+            if (_filterOptions.Count > 0 || frame.Forms.Origin is not null)
+            {
+                var own = frame.Forms.Origin == ClientId;
+                var delivered = !own;
+                foreach (var filter in _filters.Keys)
+                {
+                    if (!MqttWildcards.Matches(frame.Topic, filter))
+                    {
+                        continue;
+                    }
+
+                    _filterOptions.TryGetValue(filter, out var options);
+                    if (own && options.NoLocal)
+                    {
+                        continue;
+                    }
+
+                    delivered = true;
+                    retain |= options.RetainAsPublished && frame.Forms.PublishedRetained;
+                    if (options.Identifier != 0)
+                    {
+                        (identifiers ??= []).Add(options.Identifier);
+                    }
+                }
+
+                if (!delivered)
+                {
+                    return null;
+                }
+            }
+        }
+
+        if (expiry != 0 || identifiers is not null || retain != message.Retain)
+        {
+            message = MqttForms.Copy(message, expiry != 0 ? expiry : message.MessageExpiryInterval, identifiers);
+            message.Retain = retain;
+        }
+
+        if (MaximumPacketSize != 0 && MqttForms.PacketSize(message) > MaximumPacketSize)
+        {
+            message = MqttForms.WithoutOurProperties(message);
+            if (MqttForms.PacketSize(message) > MaximumPacketSize)
+            {
+                return null;
+            }
+        }
+
+        return message;
+    }
+
+    /// <summary>A message this client does not get counts as delivered (its position moves on when nothing before it
+    /// awaits an acknowledgement).</summary>
+    private void Skipped(MqttFrame frame)
+    {
+        lock (_topics)
+        {
+            if (_topics.TryGetValue(frame.Topic, out var state) && state.Epoch == frame.Epoch && state.Inflight.Count == 0)
+            {
+                state.Acked = frame.Seq;
+            }
+        }
+    }
+
     private void Sending(MqttFrame frame)
     {
-        if (frame.Message.Retain)
+        if (frame.LatestValue)
         {
             // A latest value sent at SUBSCRIBE may be older than where the subscription goes on from (the subscribe's
-            // answer says where): it moves no position, and its acknowledgement is not counted (see Acknowledged).
+            // answer says where): it moves no position. Its acknowledgement comes in order with the topic's others
+            // (MQTT 3.1.1 §4.6), so it takes a place in the queue that moves nothing when acknowledged.
+            if (frame.Acknowledged)
+            {
+                lock (_topics)
+                {
+                    if (_topics.TryGetValue(frame.Topic, out var latest))
+                    {
+                        latest.Inflight.Enqueue(LatestValueMark);
+                    }
+                }
+            }
+
             return;
         }
 
@@ -345,6 +548,9 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
     }
 
+    // In a topic's queue of unacknowledged messages: a latest value's place.
+    private const long LatestValueMark = -1;
+
     private sealed class TopicState(MqttQualityOfServiceLevel qos, string? epoch, long acked)
     {
         public MqttQualityOfServiceLevel Qos { get; set; } = qos;
@@ -356,6 +562,8 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         public Queue<long> Inflight { get; } = new();
     }
 
+    private readonly record struct FilterOptions(bool NoLocal, bool RetainAsPublished, uint Identifier);
+
     private sealed class MessageForm : WireForm<MqttForms>
     {
         public override MqttForms Encode(TopicMessage message) => new(message);
@@ -366,28 +574,121 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
 internal sealed record ResumePoint(string Topic, MqttQualityOfServiceLevel Qos, Since Since);
 
 /// <summary>A message's MQTT forms: the same payload (the published bytes, JSON or binary) at QoS 0, 1 and 2, each built on first
-/// use. MQTT 5 clients also get the position as user properties <c>epoch</c> and <c>seq</c>.</summary>
+/// use, with the MQTT 5 properties the publisher gave it (<see cref="MqttMessageProperties"/>, decoded once per message).
+/// Where the publisher gave none, MQTT 5 clients get ours: a content type (<c>application/json</c> or
+/// <c>application/octet-stream</c>) and the position as user properties <c>epoch</c> and <c>seq</c>; a message with user
+/// properties of its own carries exactly those, in their order, as a broker forwards them (§3.3.2.3.7).</summary>
 internal sealed class MqttForms(TopicMessage message)
 {
+    private const string EpochProperty = "epoch";
+    private const string SeqProperty = "seq";
+    private readonly MqttMessageProperties? _properties = MqttMessageProperties.Decode(message.Properties);
     private MqttApplicationMessage? _atMostOnce;
     private MqttApplicationMessage? _atLeastOnce;
     private MqttApplicationMessage? _exactlyOnce;
 
-    public MqttApplicationMessage AtMostOnce => _atMostOnce ??= Build(message, MqttQualityOfServiceLevel.AtMostOnce, retain: false);
+    public MqttApplicationMessage AtMostOnce => _atMostOnce ??= Build(MqttQualityOfServiceLevel.AtMostOnce, retain: false);
 
-    public MqttApplicationMessage AtLeastOnce => _atLeastOnce ??= Build(message, MqttQualityOfServiceLevel.AtLeastOnce, retain: false);
+    public MqttApplicationMessage AtLeastOnce => _atLeastOnce ??= Build(MqttQualityOfServiceLevel.AtLeastOnce, retain: false);
 
-    public MqttApplicationMessage ExactlyOnce => _exactlyOnce ??= Build(message, MqttQualityOfServiceLevel.ExactlyOnce, retain: false);
+    public MqttApplicationMessage ExactlyOnce => _exactlyOnce ??= Build(MqttQualityOfServiceLevel.ExactlyOnce, retain: false);
+
+    /// <summary>The publisher's client id, when it has a no-local subscription matching the topic.</summary>
+    public string? Origin => _properties?.Origin;
+
+    /// <summary>The QoS it was published with (MQTT), or <see cref="MqttQualityOfServiceLevel.ExactlyOnce"/>.</summary>
+    public MqttQualityOfServiceLevel MaxQos => _properties?.MaxQos ?? MqttQualityOfServiceLevel.ExactlyOnce;
+
+    /// <summary>The publisher set the retain flag (MQTT): sent live with it to a subscription with retain as published.</summary>
+    public bool PublishedRetained => _properties?.Retained ?? false;
+
+    /// <summary>When the message expires (Unix milliseconds), 0 when it does not.</summary>
+    public long ExpiresAtUnixMs => _properties is { ExpiryInterval: > 0 } p ? message.PublishedAtUnixMs + (p.ExpiryInterval * 1000L) : 0;
 
     /// <summary>The message's MQTT form; <paramref name="retain"/> marks the latest value sent at SUBSCRIBE.</summary>
-    public static MqttApplicationMessage Build(TopicMessage message, MqttQualityOfServiceLevel qos, bool retain) => new MqttApplicationMessageBuilder()
-        .WithTopic(message.Topic)
-        .WithPayload(message.Data)
-        .WithQualityOfServiceLevel(qos)
-        .WithRetainFlag(retain)
-        .WithContentType(message.Format == PayloadFormat.Binary ? "application/octet-stream" : "application/json")
-        .WithPayloadFormatIndicator(message.Format == PayloadFormat.Binary ? MqttPayloadFormatIndicator.Unspecified : MqttPayloadFormatIndicator.CharacterData)
-        .WithUserProperty("epoch", Encoding.UTF8.GetBytes(message.Epoch))
-        .WithUserProperty("seq", Encoding.UTF8.GetBytes(message.Seq.ToString(CultureInfo.InvariantCulture)))
-        .Build();
+    public MqttApplicationMessage Build(MqttQualityOfServiceLevel qos, bool retain)
+    {
+        var p = _properties;
+        var binary = message.Format == PayloadFormat.Binary;
+        var built = new MqttApplicationMessage
+        {
+            Topic = message.Topic,
+            Payload = new System.Buffers.ReadOnlySequence<byte>(message.Data),
+            QualityOfServiceLevel = qos,
+            Retain = retain,
+            ContentType = p?.ContentType ?? (binary ? "application/octet-stream" : "application/json"),
+            PayloadFormatIndicator = binary && p?.PayloadFormat != MqttPayloadFormatIndicator.CharacterData
+                ? MqttPayloadFormatIndicator.Unspecified
+                : MqttPayloadFormatIndicator.CharacterData,
+            MessageExpiryInterval = p?.ExpiryInterval ?? 0,
+            ResponseTopic = p?.ResponseTopic,
+            CorrelationData = p?.CorrelationData,
+            UserProperties = p?.UserProperties ??
+            [
+                new MqttUserProperty(EpochProperty, Encoding.UTF8.GetBytes(message.Epoch)),
+                new MqttUserProperty(SeqProperty, Encoding.UTF8.GetBytes(message.Seq.ToString(CultureInfo.InvariantCulture))),
+            ],
+        };
+        return built;
+    }
+
+    /// <summary>A copy of <paramref name="message"/> for one client: its remaining expiry, its subscription identifiers.</summary>
+    public static MqttApplicationMessage Copy(MqttApplicationMessage message, uint expiry, List<uint>? identifiers) => new()
+    {
+        Topic = message.Topic,
+        Payload = message.Payload,
+        QualityOfServiceLevel = message.QualityOfServiceLevel,
+        Retain = message.Retain,
+        ContentType = message.ContentType,
+        PayloadFormatIndicator = message.PayloadFormatIndicator,
+        MessageExpiryInterval = expiry,
+        ResponseTopic = message.ResponseTopic,
+        CorrelationData = message.CorrelationData,
+        UserProperties = message.UserProperties,
+        SubscriptionIdentifiers = identifiers ?? message.SubscriptionIdentifiers,
+    };
+
+    /// <summary>Without the properties a publisher did not give (our content type and position), for a client whose
+    /// Maximum Packet Size the message exceeds with them.</summary>
+    public static MqttApplicationMessage WithoutOurProperties(MqttApplicationMessage message)
+    {
+        var copy = Copy(message, message.MessageExpiryInterval, null);
+        if (copy.UserProperties is [{ Name: EpochProperty }, { Name: SeqProperty }])
+        {
+            copy.UserProperties = null;
+        }
+
+        if (copy.ContentType is "application/json" or "application/octet-stream")
+        {
+            copy.ContentType = null;
+        }
+
+        return copy;
+    }
+
+    /// <summary>The size in bytes of the MQTT 5 PUBLISH packet that carries <paramref name="message"/> (§3.3).</summary>
+    public static long PacketSize(MqttApplicationMessage message)
+    {
+        long properties = (message.PayloadFormatIndicator != MqttPayloadFormatIndicator.Unspecified ? 2 : 0)
+            + (message.MessageExpiryInterval != 0 ? 5 : 0)
+            + StringSize(message.ContentType) + StringSize(message.ResponseTopic)
+            + (message.CorrelationData is { } c ? 3 + c.Length : 0);
+        foreach (var p in message.UserProperties ?? [])
+        {
+            properties += 1 + 2 + Encoding.UTF8.GetByteCount(p.Name) + 2 + p.ValueBuffer.Length;
+        }
+
+        foreach (var id in message.SubscriptionIdentifiers ?? [])
+        {
+            properties += 1 + VariableByteSize(id);
+        }
+
+        var remaining = 2 + Encoding.UTF8.GetByteCount(message.Topic) + (message.QualityOfServiceLevel == MqttQualityOfServiceLevel.AtMostOnce ? 0 : 2)
+            + VariableByteSize(properties) + properties + message.Payload.Length;
+        return 1 + VariableByteSize(remaining) + remaining;
+    }
+
+    private static long StringSize(string? value) => value is null ? 0 : 3 + Encoding.UTF8.GetByteCount(value);
+
+    private static int VariableByteSize(long value) => value < 128 ? 1 : value < 16_384 ? 2 : value < 2_097_152 ? 3 : 4;
 }

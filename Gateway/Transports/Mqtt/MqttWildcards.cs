@@ -212,6 +212,11 @@ internal sealed class MqttWildcards
         }
     }
 
+    /// <summary>Whether <paramref name="topic"/> matches <paramref name="filter"/> (a topic name, or a valid wildcard filter),
+    /// by the rules of <see cref="Matches(string, string, string)"/>.</summary>
+    public static bool Matches(string topic, string filter) =>
+        topic == filter || (IsWildcard(filter) && NamespaceOf(filter) is { } ns && Matches(topic, filter, ns));
+
     /// <summary>Whether <paramref name="topic"/> matches <paramref name="filter"/> of namespace <paramref name="ns"/>: the
     /// same namespace, MQTT's matching, and a filter that starts with a wildcard matches no topic that starts with
     /// <c>$</c> (MQTT 3.1.1 §4.7.2).</summary>
