@@ -388,14 +388,22 @@ internal sealed class MqttBridge : IDisposable
         }
 
         connection.Attach(e.Session);
+
+        // The options first: the subscribe may send the topics' latest values at once, and retain handling 2 says none.
+        connection.SetFilterOptions(e.TopicFilter.Topic, e.TopicFilter.NoLocal, e.TopicFilter.RetainAsPublished, connection.PendingSubscriptionIdentifier,
+            noRetained: e.TopicFilter.RetainHandling == MqttRetainHandling.DoNotSendOnSubscribe);
         var (code, reason) = await SubscribeFilterAsync(connection, e.TopicFilter.Topic, e.TopicFilter.QualityOfServiceLevel);
         if (reason is null)
         {
-            connection.SetFilterOptions(e.TopicFilter.Topic, e.TopicFilter.NoLocal, e.TopicFilter.RetainAsPublished, connection.PendingSubscriptionIdentifier);
             e.Response.ReasonCode = code;
         }
         else
         {
+            if (!connection.HasFilter(e.TopicFilter.Topic))
+            {
+                connection.SetFilterOptions(e.TopicFilter.Topic, false, false, 0);
+            }
+
             Refuse(e, code, reason);
         }
     }

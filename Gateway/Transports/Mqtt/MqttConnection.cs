@@ -215,13 +215,13 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
     /// <summary>The MQTT 5 options of a subscription (SUBSCRIBE again replaces them): no local (the client's own
     /// messages are not sent back to it through this filter), retain as published (a message published with the retain
     /// flag keeps it when sent live) and its subscription identifier (0: none).</summary>
-    public void SetFilterOptions(string filter, bool noLocal, bool retainAsPublished, uint identifier)
+    public void SetFilterOptions(string filter, bool noLocal, bool retainAsPublished, uint identifier, bool noRetained = false)
     {
         lock (_topics)
         {
-            if (noLocal || retainAsPublished || identifier != 0)
+            if (noLocal || retainAsPublished || identifier != 0 || noRetained)
             {
-                _filterOptions[filter] = new FilterOptions(noLocal, retainAsPublished, identifier);
+                _filterOptions[filter] = new FilterOptions(noLocal, retainAsPublished, identifier, noRetained);
             }
             else
             {
@@ -439,6 +439,11 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         var retain = message.Retain;
         lock (_topics)
         {
+            if (frame.LatestValue && NoRetainedFor(frame.Topic))
+            {
+                return null;
+            }
+
             if (_filterOptions.Count > 0 || frame.Forms.Origin is not null)
             {
                 var own = frame.Forms.Origin == ClientId;
@@ -489,10 +494,30 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         return message;
     }
 
+    /// <summary>A subscription matching <paramref name="topic"/> asked for no retained message at subscribe (retain handling
+    /// 2). Its options are set before it subscribes, so they are there when its topics' latest values come.</summary>
+    private bool NoRetainedFor(string topic)
+    {
+        foreach (var (filter, options) in _filterOptions)
+        {
+            if (options.NoRetained && MqttWildcards.Matches(topic, filter))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     /// <summary>A message this client does not get counts as delivered (its position moves on when nothing before it
     /// awaits an acknowledgement).</summary>
     private void Skipped(MqttFrame frame)
     {
+        if (frame.LatestValue)
+        {
+            return; // a latest value never moves the position
+        }
+
         lock (_topics)
         {
             if (_topics.TryGetValue(frame.Topic, out var state) && state.Epoch == frame.Epoch && state.Inflight.Count == 0)
@@ -562,7 +587,8 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         public Queue<long> Inflight { get; } = new();
     }
 
-    private readonly record struct FilterOptions(bool NoLocal, bool RetainAsPublished, uint Identifier);
+    /// <param name="NoRetained">Retain handling 2 (MQTT 5 §3.8.3.1): no retained message (latest value) at subscribe.</param>
+    private readonly record struct FilterOptions(bool NoLocal, bool RetainAsPublished, uint Identifier, bool NoRetained);
 
     private sealed class MessageForm : WireForm<MqttForms>
     {
