@@ -157,7 +157,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
     {
         EnsureValid();
         CheckPayload(data, format);
-        var pending = new Pending(data, format, properties is { Length: > 0 } ? properties : null, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey, retained: false);
+        var pending = new Pending(data, format, properties, _time.GetUtcNow().ToUnixTimeMilliseconds(), idempotencyKey, retained: false);
         if (idempotencyKey is null)
         {
             Enqueue(pending);
@@ -206,7 +206,7 @@ public sealed class TopicGrain : Grain, ITopicGrain
         }
 
         CheckPayload(data, format);
-        var pending = new Pending(data, format, properties is { Length: > 0 } ? properties : null, _time.GetUtcNow().ToUnixTimeMilliseconds(), null, retained: true);
+        var pending = new Pending(data, format, properties, _time.GetUtcNow().ToUnixTimeMilliseconds(), null, retained: true);
         Enqueue(pending);
         return pending.Completion.Task;
     }
@@ -785,7 +785,8 @@ public sealed class TopicGrain : Grain, ITopicGrain
 
         public PayloadFormat Format { get; } = format;
 
-        public byte[]? Properties { get; } = properties;
+        /// <summary>The message's transport properties; none (null) when it came with an empty set.</summary>
+        public byte[]? Properties { get; } = properties is { Length: > 0 } ? properties : null;
 
         public long PublishedAtUnixMs { get; } = publishedAtUnixMs;
 
