@@ -316,6 +316,24 @@ public sealed class ConnectionCommands
         }
     }
 
+    /// <summary>Sends <paramref name="topic"/>'s latest value again to a connection that already follows the topic, marked
+    /// as a latest value (it moves no position): MQTT's SUBSCRIBE again with retain handling 0 re-sends the retained
+    /// messages (MQTT 3.1.1 §3.8.4, MQTT 5 §3.3.1.3). Nothing when the namespace keeps no latest value or the topic has
+    /// none.</summary>
+    public async Task ResendLatestAsync(PushConnection connection, string topic)
+    {
+        if (!_topics.For(topic).KeepsLatestValue)
+        {
+            return;
+        }
+
+        var slice = await _router.ReadLatestAsync(topic);
+        if (slice.Messages is [var latest] && !connection.IsGone)
+        {
+            connection.Deliver(new OutboundMessage(latest) { Replayed = true, Retained = true });
+        }
+    }
+
     /// <summary>A client's own publish, where the topic's namespace allows it; a <c>message.published</c> webhook event
     /// follows it when an endpoint wants those. <paramref name="properties"/>: the message's transport properties
     /// (<see cref="TopicMessage.Properties"/>), when it has any. A <paramref name="retained"/> one (MQTT's retain flag)

@@ -74,6 +74,9 @@ public sealed class TopicRouter : IAsyncDisposable
 
     public void Unsubscribe(PushConnection connection, string topic) => ShardOf(topic).Post(new UnsubscribeCommand(connection, topic));
 
+    /// <summary>The topic's latest value (<c>KeepLatest</c>, <c>Retain</c>) as its grain holds it now.</summary>
+    public Task<HistorySlice> ReadLatestAsync(string topic) => _grains.ReadLatestAsync(topic);
+
     /// <summary>A message from this gateway's stream.</summary>
     public void OnMessage(TopicMessage message) => ShardOf(message.Topic).PostEvent(message);
 

@@ -96,6 +96,54 @@ public sealed class RetainTests(RetainBrokerFixture fixture)
         Assert.Equal(2, (await RetainedOnSubscribeAsync(p + "/+", p + "/a")).Count);
     }
 
+    /// <summary>Paho MQTT 5 <c>test_subscribe_options</c>: a SUBSCRIBE to a filter the client holds already replaces it
+    /// and, with retain handling 0 (always, on MQTT 3.1.1: §3.8.4), sends its retained values again; with retain
+    /// handling 1 (only for a new subscription) it sends none.</summary>
+    [Theory]
+    [InlineData(MQTTnet.Formatter.MqttProtocolVersion.V500)]
+    [InlineData(MQTTnet.Formatter.MqttProtocolVersion.V311)]
+    public async Task SubscribingAgainToAHeldFilterSendsItsRetainedValuesAgainUnlessOnlyNewOnesAreAsked(MQTTnet.Formatter.MqttProtocolVersion protocol)
+    {
+        var p = Unique();
+        await using (var publisher = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort))
+        {
+            Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(p + "/a", "kept a", MqttQualityOfServiceLevel.AtLeastOnce, retain: true));
+            Assert.Equal(MqttClientPublishReasonCode.Success, await publisher.PublishAsync(p + "/b", "kept b", MqttQualityOfServiceLevel.ExactlyOnce, retain: true));
+        }
+
+        await using var client = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, protocol: protocol);
+        var markers = 0;
+
+        // What a SUBSCRIBE brings before a live message published once it was answered.
+        async Task<string[]> SubscribeAsync(string filter, MqttRetainHandling handling, string markerTopic = "m")
+        {
+            var options = new MqttClientSubscribeOptionsBuilder().WithTopicFilter(f => f.WithTopic(filter).WithExactlyOnceQoS().WithRetainHandling(handling)).Build();
+            Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS2, await client.SubscribeAsync(options));
+            var marker = "{\"marker\":" + ++markers + "}";
+            await Gateway.PublishAsync(p + "/" + markerTopic, marker);
+            var before = new List<string>();
+            for (var m = await client.NextMessageAsync(); m.Payload != marker; m = await client.NextMessageAsync())
+            {
+                Assert.True(m.Retain, $"{m.Topic} {m.Payload} came without the retain flag");
+                before.Add(m.Topic + " " + m.Payload);
+            }
+
+            return [.. before.Order(StringComparer.Ordinal)];
+        }
+
+        string[] both = [p + "/a kept a", p + "/b kept b"];
+        Assert.Equal(both, await SubscribeAsync(p + "/+", MqttRetainHandling.SendAtSubscribe));
+        Assert.Equal(both, await SubscribeAsync(p + "/+", MqttRetainHandling.SendAtSubscribe));
+        if (protocol == MQTTnet.Formatter.MqttProtocolVersion.V500)
+        {
+            Assert.Empty(await SubscribeAsync(p + "/+", MqttRetainHandling.SendAtSubscribeIfNewSubscriptionOnly));
+        }
+
+        await client.UnsubscribeAsync(p + "/+");
+        Assert.Equal([p + "/b kept b"], await SubscribeAsync(p + "/b", MqttRetainHandling.SendAtSubscribe, markerTopic: "b"));
+        Assert.Equal([p + "/b kept b"], await SubscribeAsync(p + "/b", MqttRetainHandling.SendAtSubscribe, markerTopic: "b"));
+    }
+
     [Fact]
     public async Task OnlyARetainedPublishSetsTheRetainedValueAndAnEmptyOneClearsItWithoutBeingDelivered()
     {

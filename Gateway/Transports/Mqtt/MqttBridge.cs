@@ -392,10 +392,17 @@ internal sealed class MqttBridge : IDisposable
         // The options first: the subscribe may send the topics' latest values at once, and retain handling 2 says none.
         connection.SetFilterOptions(e.TopicFilter.Topic, e.TopicFilter.NoLocal, e.TopicFilter.RetainAsPublished, connection.PendingSubscriptionIdentifier,
             noRetained: e.TopicFilter.RetainHandling == MqttRetainHandling.DoNotSendOnSubscribe);
+        var again = connection.HasFilter(e.TopicFilter.Topic);
         var (code, reason) = await SubscribeFilterAsync(connection, e.TopicFilter.Topic, e.TopicFilter.QualityOfServiceLevel);
         if (reason is null)
         {
             e.Response.ReasonCode = code;
+            if (again && e.TopicFilter.RetainHandling == MqttRetainHandling.SendAtSubscribe)
+            {
+                // The subscription stood already, so nothing new was subscribed: its retained messages are sent again,
+                // queued before the SUBACK goes (as a first subscribe's are).
+                await ResendRetainedAsync(connection, e.TopicFilter.Topic);
+            }
         }
         else
         {
@@ -405,6 +412,22 @@ internal sealed class MqttBridge : IDisposable
             }
 
             Refuse(e, code, reason);
+        }
+    }
+
+    private async Task ResendRetainedAsync(MqttConnection connection, string filter)
+    {
+        var topics = MqttWildcards.IsWildcard(filter) ? connection.ClientTopics().Where(t => MqttWildcards.Matches(t, filter)) : [filter];
+        foreach (var topic in topics)
+        {
+            try
+            {
+                await _commands.ResendLatestAsync(connection, topic);
+            }
+            catch (Exception ex)
+            {
+                GatewayLog.RequestFailed(_logger, connection.Id, ex);
+            }
         }
     }
 

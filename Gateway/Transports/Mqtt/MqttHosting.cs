@@ -1,5 +1,4 @@
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Http.Connections;
 using Microsoft.Extensions.Options;
 using MQTTnet.AspNetCore;
 using MQTTnet.Diagnostics.Logger;
@@ -32,9 +31,16 @@ public static class MqttHosting
         var options = app.ServiceProvider.GetRequiredService<IOptions<MqttOptions>>().Value;
         if (options.WebSockets)
         {
+            var proxies = app.ServiceProvider.GetRequiredService<Proxies.BackendProxies>();
             app.MapConnectionHandler<MqttWebSocketRequest>(options.WebSocketPath, o =>
             {
                 o.WebSockets.SubProtocolSelector = MqttSubProtocolSelector.SelectSubProtocol;
+            }).Add(endpoint =>
+            {
+                if (endpoint.RequestDelegate is { } dispatch)
+                {
+                    endpoint.RequestDelegate = http => MqttWebSocketRequest.ServeAsync(http, dispatch, proxies);
+                }
             });
             app.MapsPush(new PushEndpoint(options.WebSocketPath, MqttConnection.TransportName, AuthenticatesInProtocol: true));
         }
@@ -46,21 +52,25 @@ public static class MqttHosting
 /// <summary>MQTT over WebSocket: hands the connection to the broker's handler with what its HTTP request tells the
 /// connect proxy (cookies, configured headers) at hand for CONNECT (<see cref="Current"/>), as raw WebSocket and SSE
 /// give theirs. The client's token is its CONNECT password, which the bridge sends.</summary>
-internal sealed class MqttWebSocketRequest(MqttConnectionHandler broker, Proxies.BackendProxies proxies) : ConnectionHandler
+internal sealed class MqttWebSocketRequest(MqttConnectionHandler broker) : ConnectionHandler
 {
-    // Set here and read at CONNECT, which the broker validates within this same call (it awaits the whole connection).
+    // Set on the request, before the connection's handler starts: it flows into the handler, which the broker awaits
+    // for the whole connection, CONNECT included. The handler never reads the request itself: it runs beside the
+    // WebSocket upgrade, which changes the request's features meanwhile (reading cookies there failed at times with a
+    // NullReferenceException inside ASP.NET Core, which closed the connection before its CONNACK).
     private static readonly AsyncLocal<Proxies.ConnectProxyRequest?> Request = new();
 
     /// <summary>What the WebSocket request whose MQTT connection is being served tells the connect proxy (null over TCP).</summary>
     public static Proxies.ConnectProxyRequest? Current => Request.Value;
 
-    public override async Task OnConnectedAsync(ConnectionContext connection)
+    /// <summary>The endpoint's request delegate: takes what the connect proxy is told, then dispatches the connection.</summary>
+    public static async Task ServeAsync(HttpContext http, RequestDelegate dispatch, Proxies.BackendProxies proxies)
     {
-        Request.Value = connection.GetHttpContext() is { } http
-            ? proxies.RequestOf(MqttConnection.TransportName, null, http.Request) with { Token = null }
-            : null;
-        await broker.OnConnectedAsync(connection);
+        Request.Value = proxies.RequestOf(MqttConnection.TransportName, null, http.Request) with { Token = null };
+        await dispatch(http);
     }
+
+    public override Task OnConnectedAsync(ConnectionContext connection) => broker.OnConnectedAsync(connection);
 }
 
 /// <summary>Runs the broker for as long as the gateway runs.</summary>
