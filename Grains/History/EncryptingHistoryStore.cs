@@ -8,9 +8,10 @@ using OrleansPush.Hosting;
 namespace OrleansPush.Grains.History;
 
 /// <summary>
-/// Encryption at rest for any <see cref="IHistoryStore"/>: each message's payload is sealed with AES-256-GCM before it
-/// is appended and opened after it is loaded, so the store (Redis, PostgreSQL, a dump of either) only ever holds
-/// ciphertext. Epoch, seq, topic and timestamps stay in the clear: the stores need them to order and trim.
+/// Encryption at rest for any <see cref="IHistoryStore"/>: each message's payload, and its transport properties when it
+/// has any (MQTT 5 user properties, correlation data, a response topic: the publisher's data too), are sealed with
+/// AES-256-GCM before they are appended and opened after they are loaded, so the store (Redis, PostgreSQL, a dump of
+/// either) only ever holds ciphertext. Epoch, seq, topic and timestamps stay in the clear: the stores need them to order and trim.
 /// <para>Each sealed payload carries the id of the key that sealed it, so keys rotate without rewriting history: new
 /// messages use <see cref="HistoryEncryptionOptions.ActiveKey"/>, older ones open with whichever configured key they
 /// name; drop an old key once the history it sealed has aged out. The topic, epoch and seq are bound in as associated
@@ -25,6 +26,7 @@ public sealed class EncryptingHistoryStore : IHistoryStore
     private const int NonceSize = 12;
     private const int TagSize = 16;
     private static readonly byte[] Magic = [0x00, (byte)'O', (byte)'P', (byte)'E', 0x01];
+    private const byte PropertiesMark = (byte)'P';
 
     private readonly IHistoryStore _inner;
     private readonly Dictionary<string, byte[]> _keys;
@@ -52,10 +54,10 @@ public sealed class EncryptingHistoryStore : IHistoryStore
         for (var i = 0; i < opened.Length; i++)
         {
             var m = stored.Messages[i];
-            opened[i] = m with { Data = Open(m) };
+            opened[i] = Open(m);
         }
 
-        return stored with { Messages = opened, Latest = stored.Latest is { } latest ? latest with { Data = Open(latest) } : null };
+        return stored with { Messages = opened, Latest = stored.Latest is { } latest ? Open(latest) : null };
     }
 
     public Task AppendAsync(string topic, string epoch, IReadOnlyList<TopicMessage> messages, IReadOnlyList<IdempotencyKey> keys, HistoryBounds bounds,
@@ -66,7 +68,11 @@ public sealed class EncryptingHistoryStore : IHistoryStore
         for (var i = 0; i < sealedMessages.Length; i++)
         {
             var m = messages[i];
-            sealedMessages[i] = m with { Data = Seal(aes, m) };
+            sealedMessages[i] = m with
+            {
+                Data = Seal(aes, m.Data, AssociatedData(m, properties: false)),
+                Properties = m.Properties is { } properties ? Seal(aes, properties, AssociatedData(m, properties: true)) : null,
+            };
         }
 
         return _inner.AppendAsync(topic, epoch, sealedMessages, keys, bounds, latest, cancellationToken);
@@ -88,26 +94,34 @@ public sealed class EncryptingHistoryStore : IHistoryStore
             ? Encoding.UTF8.GetString(data.Slice(Magic.Length + 1, data[Magic.Length]))
             : null;
 
+    private TopicMessage Open(TopicMessage m) => m with
+    {
+        Data = Open(m, m.Data, AssociatedData(m, properties: false)),
+        Properties = m.Properties is { } properties ? Open(m, properties, AssociatedData(m, properties: true)) : null,
+    };
+
     // Layout: magic(5) | key id length(1) | key id | nonce(12) | tag(16) | ciphertext.
-    private byte[] Seal(AesGcm aes, TopicMessage m)
+    private byte[] Seal(AesGcm aes, byte[] plain, byte[] associatedData)
     {
         var header = Magic.Length + 1 + _activeKeyId.Length;
-        var output = new byte[header + NonceSize + TagSize + m.Data.Length];
+        var output = new byte[header + NonceSize + TagSize + plain.Length];
         Magic.CopyTo(output, 0);
         output[Magic.Length] = (byte)_activeKeyId.Length;
         _activeKeyId.CopyTo(output, Magic.Length + 1);
         var nonce = output.AsSpan(header, NonceSize);
         RandomNumberGenerator.Fill(nonce);
-        aes.Encrypt(nonce, m.Data, output.AsSpan(header + NonceSize + TagSize), output.AsSpan(header + NonceSize, TagSize), AssociatedData(m));
+        aes.Encrypt(nonce, plain, output.AsSpan(header + NonceSize + TagSize), output.AsSpan(header + NonceSize, TagSize), associatedData);
         return output;
     }
 
-    private byte[] Open(TopicMessage m)
+    /// <summary>Opens <paramref name="stored"/> (<paramref name="m"/>'s payload or properties); what is not sealed was
+    /// stored before encryption was turned on and is returned as it is (MQTT properties never start with a zero byte).</summary>
+    private byte[] Open(TopicMessage m, byte[] stored, byte[] associatedData)
     {
-        var data = m.Data.AsSpan();
+        var data = stored.AsSpan();
         if (!IsSealed(data))
         {
-            return m.Data;
+            return stored;
         }
 
         var keyId = KeyIdOf(data) ?? throw new CryptographicException($"History of {m.Topic} seq {m.Seq}: the sealed payload is truncated.");
@@ -125,22 +139,28 @@ public sealed class EncryptingHistoryStore : IHistoryStore
 
         var plain = new byte[data.Length - header - NonceSize - TagSize];
         using var aes = new AesGcm(key, TagSize);
-        aes.Decrypt(data.Slice(header, NonceSize), data[(header + NonceSize + TagSize)..], data.Slice(header + NonceSize, TagSize), plain, AssociatedData(m));
+        aes.Decrypt(data.Slice(header, NonceSize), data[(header + NonceSize + TagSize)..], data.Slice(header + NonceSize, TagSize), plain, associatedData);
         return plain;
     }
 
-    /// <summary>Topic, epoch and seq; and for a binary payload one byte more, so that flipping a stored message's
-    /// format makes it fail to open (a JSON message's associated data is what it was before formats existed).</summary>
-    private static byte[] AssociatedData(TopicMessage m)
+    /// <summary>Topic, epoch and seq; for a binary payload one byte more, so that flipping a stored message's format
+    /// makes it fail to open (a JSON message's associated data is what it was before formats existed); and for the
+    /// properties a last byte of their own, so that payload and properties cannot be swapped.</summary>
+    private static byte[] AssociatedData(TopicMessage m, bool properties)
     {
         var topic = Encoding.UTF8.GetBytes(m.Topic + "\n" + m.Epoch + "\n");
         var binary = m.Format == PayloadFormat.Binary;
-        var ad = new byte[topic.Length + 8 + (binary ? 1 : 0)];
+        var ad = new byte[topic.Length + 8 + (binary ? 1 : 0) + (properties ? 1 : 0)];
         topic.CopyTo(ad, 0);
         BinaryPrimitives.WriteInt64BigEndian(ad.AsSpan(topic.Length), m.Seq);
         if (binary)
         {
-            ad[^1] = (byte)PayloadFormat.Binary;
+            ad[topic.Length + 8] = (byte)PayloadFormat.Binary;
+        }
+
+        if (properties)
+        {
+            ad[^1] = PropertiesMark;
         }
 
         return ad;

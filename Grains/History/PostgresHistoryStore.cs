@@ -30,7 +30,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
 
     /// <summary>The version of <see cref="SchemaFor"/>, recorded in <c>{prefix}_schema</c> once applied. Raise it with
     /// every change of the schema.</summary>
-    public const int SchemaVersion = 4;
+    public const int SchemaVersion = 5;
 
     /// <summary>The tables and the append function this store needs. Columns added since a table was first created are
     /// added with <c>ADD COLUMN IF NOT EXISTS</c>, so an older deployment's tables carry on; tables are altered in the
@@ -54,6 +54,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_published_at_ms bigint;
             ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_payload bytea;
             ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_format smallint;
+            ALTER TABLE {topics} ADD COLUMN IF NOT EXISTS latest_properties bytea;
             CREATE INDEX IF NOT EXISTS {Identifier(prefix + "_topics_history_expiry")} ON {topics} (history_expires_at_ms);
             CREATE INDEX IF NOT EXISTS {Identifier(prefix + "_topics_position_expiry")} ON {topics} (position_expires_at_ms);
             CREATE TABLE IF NOT EXISTS {messages} (
@@ -64,6 +65,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                 PRIMARY KEY (topic, seq)
             );
             ALTER TABLE {messages} ADD COLUMN IF NOT EXISTS format smallint NOT NULL DEFAULT 0;
+            ALTER TABLE {messages} ADD COLUMN IF NOT EXISTS properties bytea;
             CREATE TABLE IF NOT EXISTS {keys} (
                 topic text NOT NULL,
                 key text NOT NULL,
@@ -77,10 +79,11 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, boolean);
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, bigint, bigint, boolean);
             DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, bigint, bigint, boolean, boolean);
+            DROP FUNCTION IF EXISTS {append}(text, text, bigint[], bigint[], bytea[], smallint[], integer, bigint, text[], bigint[], bigint, bigint, bigint, bigint, boolean, integer);
             CREATE OR REPLACE FUNCTION {append}(
                 p_topic text, p_epoch text, p_seqs bigint[], p_times bigint[], p_payloads bytea[], p_formats smallint[],
                 p_max integer, p_oldest bigint, p_keys text[], p_key_seqs bigint[], p_key_expires bigint, p_now bigint,
-                p_history_expires bigint, p_position_expires bigint, p_sweep boolean, p_latest integer)
+                p_history_expires bigint, p_position_expires bigint, p_sweep boolean, p_latest integer, p_properties bytea[])
             RETURNS TABLE (applied boolean, stored_epoch text, stored_head bigint)
             LANGUAGE plpgsql AS $fn$
             DECLARE
@@ -124,16 +127,18 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
                     DELETE FROM {messages} WHERE topic = p_topic;
                 END IF;
                 IF p_max > 0 THEN
-                    INSERT INTO {messages} (topic, seq, published_at_ms, payload, format)
-                        SELECT p_topic, x.s, x.t, x.p, x.f FROM unnest(p_seqs, p_times, p_payloads, p_formats) AS x(s, t, p, f)
+                    INSERT INTO {messages} (topic, seq, published_at_ms, payload, format, properties)
+                        SELECT p_topic, x.s, x.t, x.p, x.f, x.r FROM unnest(p_seqs, p_times, p_payloads, p_formats, p_properties) AS x(s, t, p, f, r)
                         ON CONFLICT (topic, seq) DO UPDATE
-                        SET published_at_ms = EXCLUDED.published_at_ms, payload = EXCLUDED.payload, format = EXCLUDED.format;
+                        SET published_at_ms = EXCLUDED.published_at_ms, payload = EXCLUDED.payload, format = EXCLUDED.format,
+                            properties = EXCLUDED.properties;
                 END IF;
                 UPDATE {topics} SET history_expires_at_ms = p_history_expires, position_expires_at_ms = p_position_expires,
                     latest_seq = CASE WHEN p_latest > 0 THEN p_seqs[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_seq END,
                     latest_published_at_ms = CASE WHEN p_latest > 0 THEN p_times[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_published_at_ms END,
                     latest_payload = CASE WHEN p_latest > 0 THEN p_payloads[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_payload END,
-                    latest_format = CASE WHEN p_latest > 0 THEN p_formats[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_format END
+                    latest_format = CASE WHEN p_latest > 0 THEN p_formats[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_format END,
+                    latest_properties = CASE WHEN p_latest > 0 THEN p_properties[p_latest] WHEN p_latest < 0 AND NOT v_new_epoch THEN latest_properties END
                     WHERE topic = p_topic;
                 -- Seqs are consecutive, so the bound by count is a bound on seq; the bound by age trims from the front.
                 DELETE FROM {messages} WHERE topic = p_topic AND (seq <= v_last - p_max OR published_at_ms < p_oldest);
@@ -216,7 +221,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         long head;
         TopicMessage? latest = null;
         await using (var meta = new NpgsqlCommand(
-            $"SELECT epoch, head, latest_seq, latest_published_at_ms, latest_payload, latest_format FROM {_topics} WHERE topic = $1 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $2)", connection))
+            $"SELECT epoch, head, latest_seq, latest_published_at_ms, latest_payload, latest_format, latest_properties FROM {_topics} WHERE topic = $1 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $2)", connection))
         {
             meta.Parameters.Add(new NpgsqlParameter { Value = topic });
             meta.Parameters.Add(new NpgsqlParameter { Value = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() });
@@ -230,7 +235,8 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             head = reader.GetInt64(1);
             if (!reader.IsDBNull(2) && reader.GetInt64(2) <= head)
             {
-                latest = new TopicMessage(topic, epoch, reader.GetInt64(2), (byte[])reader[4], reader.GetInt64(3), (PayloadFormat)reader.GetInt16(5));
+                latest = new TopicMessage(topic, epoch, reader.GetInt64(2), (byte[])reader[4], reader.GetInt64(3), (PayloadFormat)reader.GetInt16(5),
+                    reader.IsDBNull(6) ? null : (byte[])reader[6]);
             }
         }
 
@@ -238,7 +244,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         if (bounds.MaxCount > 0)
         {
             await using var read = new NpgsqlCommand(
-                $"SELECT seq, published_at_ms, payload, format FROM (SELECT seq, published_at_ms, payload, format FROM {_messages} WHERE topic = $1 AND seq <= $4 AND published_at_ms >= $2 ORDER BY seq DESC LIMIT $3) newest ORDER BY seq",
+                $"SELECT seq, published_at_ms, payload, format, properties FROM (SELECT seq, published_at_ms, payload, format, properties FROM {_messages} WHERE topic = $1 AND seq <= $4 AND published_at_ms >= $2 ORDER BY seq DESC LIMIT $3) newest ORDER BY seq",
                 connection);
             read.Parameters.Add(new NpgsqlParameter { Value = topic });
             read.Parameters.Add(new NpgsqlParameter { Value = bounds.OldestAllowedUnixMs(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()) });
@@ -247,7 +253,8 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             await using var reader = await read.ExecuteReaderAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
-                list.Add(new TopicMessage(topic, epoch, reader.GetInt64(0), (byte[])reader[2], reader.GetInt64(1), (PayloadFormat)reader.GetInt16(3)));
+                list.Add(new TopicMessage(topic, epoch, reader.GetInt64(0), (byte[])reader[2], reader.GetInt64(1), (PayloadFormat)reader.GetInt16(3),
+                    reader.IsDBNull(4) ? null : (byte[])reader[4]));
             }
         }
 
@@ -271,7 +278,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
             Interlocked.Exchange(ref _nextSweepUnixMs, now + (long)SweepInterval.TotalMilliseconds);
         }
 
-        await using var command = dataSource.CreateCommand($"SELECT applied, stored_epoch, stored_head FROM {_append}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)");
+        await using var command = dataSource.CreateCommand($"SELECT applied, stored_epoch, stored_head FROM {_append}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)");
         command.Parameters.Add(new NpgsqlParameter { Value = topic });
         command.Parameters.Add(new NpgsqlParameter { Value = epoch });
         command.Parameters.Add(new NpgsqlParameter { Value = messages.Select(m => m.Seq).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
@@ -288,6 +295,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         command.Parameters.Add(new NpgsqlParameter { Value = now + (long)bounds.PositionLifetime.TotalMilliseconds });
         command.Parameters.Add(new NpgsqlParameter { Value = sweep });
         command.Parameters.Add(new NpgsqlParameter { Value = latest.Keeps ? -1 : latest.Clears ? 0 : latest.Index + 1 });
+        command.Parameters.Add(new NpgsqlParameter { Value = messages.Select(m => m.Properties).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
         if (!reader.GetBoolean(0))
@@ -305,7 +313,7 @@ public sealed class PostgresHistoryStore(NpgsqlDataSource dataSource, string pre
         await using var command = dataSource.CreateCommand($"""
             WITH live AS (SELECT epoch, head FROM {_topics} WHERE topic = $1 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $4)),
             cleared AS (
-                UPDATE {_topics} SET latest_seq = NULL, latest_published_at_ms = NULL, latest_payload = NULL, latest_format = NULL
+                UPDATE {_topics} SET latest_seq = NULL, latest_published_at_ms = NULL, latest_payload = NULL, latest_format = NULL, latest_properties = NULL
                 WHERE topic = $1 AND epoch = $2 AND head = $3 AND (position_expires_at_ms IS NULL OR position_expires_at_ms > $4)
                 RETURNING 1)
             SELECT live.epoch, live.head, EXISTS (SELECT 1 FROM cleared) FROM live

@@ -43,6 +43,29 @@ public abstract class EncryptedHistoryStoreTests : HistoryStoreConformanceTests
         Assert.Equal(["{\"card\":\"4111-1111\"}", "{\"card\":\"5500-0000\"}"], opened.Messages.Select(m => Encoding.UTF8.GetString(m.Data)));
     }
 
+    /// <summary>A message's MQTT 5 properties (user properties, correlation data, a response topic) are the
+    /// publisher's data as much as its payload: sealed too, and bound to the message, so they cannot be swapped with
+    /// its payload.</summary>
+    [Fact]
+    public async Task AMessagesPropertiesAreSealedLikeItsPayload()
+    {
+        var topic = "encp-" + Guid.NewGuid().ToString("N");
+        byte[] properties = [0x26, 0, 4, (byte)'c', (byte)'a', (byte)'r', (byte)'d', 0, 4, (byte)'4', (byte)'1', (byte)'1', (byte)'1'];
+        var message = Message(topic, "e", 1, "{\"a\":1}") with { Properties = properties };
+        await Store.AppendAsync(topic, "e", [message], Ten);
+
+        var raw = (await Inner.LoadAsync(topic, Ten))!.Messages[0];
+        Assert.NotNull(raw.Properties);
+        Assert.True(EncryptingHistoryStore.IsSealed(raw.Properties));
+        Assert.DoesNotContain("card", Encoding.UTF8.GetString(raw.Properties), StringComparison.Ordinal);
+        Assert.Equal(properties, (await Store.LoadAsync(topic, Ten))!.Messages[0].Properties);
+
+        // The sealed properties stored as a payload (and the payload as properties) do not open.
+        var swapped = new TopicMessage(topic, "e", 2, raw.Properties, raw.PublishedAtUnixMs, raw.Format, raw.Data);
+        await Inner.AppendAsync(topic, "e", [swapped], Ten);
+        await Assert.ThrowsAnyAsync<CryptographicException>(() => Store.LoadAsync(topic, Ten));
+    }
+
     [Fact]
     public async Task KeysRotateWithoutRewritingHistoryAndARemovedKeyFailsLoudly()
     {
@@ -98,8 +121,6 @@ public sealed class EncryptedPostgresHistoryStoreTests : EncryptedHistoryStoreTe
     private readonly NpgsqlDataSource _postgres = NpgsqlDataSource.Create(TestServers.Postgres);
 
     protected override IHistoryStore Inner => new PostgresHistoryStore(_postgres, "testenc");
-
-    protected override bool KeepsProperties => false;
 
     public void Dispose() => _postgres.Dispose();
 }

@@ -16,9 +16,6 @@ public abstract class HistoryStoreConformanceTests
 
     protected abstract IHistoryStore Store { get; }
 
-    /// <summary>Whether the store keeps <see cref="TopicMessage.Properties"/> (PostgreSQL does not yet: README, MQTT).</summary>
-    protected virtual bool KeepsProperties => true;
-
     private static string NewTopic() => "conf-" + Guid.NewGuid().ToString("N");
 
     private static TopicMessage[] Messages(string topic, string epoch, long from, long to, long? atMs = null) =>
@@ -78,13 +75,8 @@ public abstract class HistoryStoreConformanceTests
     }
 
     [Fact]
-    public async Task EachMessagesPropertiesAreKept()
+    public async Task EachMessagesPropertiesAreKeptAlsoWithTheLatestValue()
     {
-        if (!KeepsProperties)
-        {
-            return;
-        }
-
         var topic = NewTopic();
         var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         TopicMessage[] messages =
@@ -93,9 +85,11 @@ public abstract class HistoryStoreConformanceTests
             new(topic, "e", 2, Encoding.UTF8.GetBytes("{\"j\":1}"), now),
             new(topic, "e", 3, Encoding.UTF8.GetBytes("[1]"), now, PayloadFormat.Json, [0xF1, 1]),
         ];
-        await Store.AppendAsync(topic, "e", messages, Ten);
+        await Store.AppendAsync(topic, "e", messages, Ten, LatestChange.To(0));
 
-        var loaded = (await Store.LoadAsync(topic, Ten))!.Messages;
+        var stored = (await Store.LoadAsync(topic, Ten))!;
+        Assert.Equal(messages[0].Properties, stored.Latest?.Properties);
+        var loaded = stored.Messages;
         Assert.Equal(messages.Select(m => m.Properties), loaded.Select(m => m.Properties));
         Assert.Equal(messages.Select(m => m.Data), loaded.Select(m => m.Data));
         Assert.Equal(messages.Select(m => m.Format), loaded.Select(m => m.Format));
@@ -476,8 +470,6 @@ public sealed class PostgresHistoryStoreTests : HistoryStoreConformanceTests, ID
     private readonly NpgsqlDataSource _postgres = NpgsqlDataSource.Create(TestServers.Postgres);
 
     protected override IHistoryStore Store => new PostgresHistoryStore(_postgres, "test");
-
-    protected override bool KeepsProperties => false;
 
     public void Dispose() => _postgres.Dispose();
 }
