@@ -372,13 +372,18 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
             frame = frame with { Message = message };
         }
 
+        if (!Sending(frame))
+        {
+            // Unsubscribed since it was queued: once UNSUBSCRIBE is answered no new message of the topic goes out
+            // (MQTT 3.10.4), and what was still queued is dropped rather than sent after the UNSUBACK.
+            return;
+        }
+
         if (frame.Acknowledged && _sendQuota is { } quota)
         {
             // Receive Maximum: the client takes no more unacknowledged QoS 1 and 2 messages than it said.
             await quota.WaitAsync(cancellationToken);
         }
-
-        Sending(frame);
         if (moreQueued && _unawaited < AwaitEvery)
         {
             _unawaited++;
@@ -527,32 +532,27 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
         }
     }
 
-    private void Sending(MqttFrame frame)
+    /// <summary>Records that <paramref name="frame"/> goes out; false when the client no longer follows its topic.</summary>
+    private bool Sending(MqttFrame frame)
     {
-        if (frame.LatestValue)
-        {
-            // A latest value sent at SUBSCRIBE may be older than where the subscription goes on from (the subscribe's
-            // answer says where): it moves no position. Its acknowledgement comes in order with the topic's others
-            // (MQTT 3.1.1 §4.6), so it takes a place in the queue that moves nothing when acknowledged.
-            if (frame.Acknowledged)
-            {
-                lock (_topics)
-                {
-                    if (_topics.TryGetValue(frame.Topic, out var latest))
-                    {
-                        latest.Inflight.Enqueue(LatestValueMark);
-                    }
-                }
-            }
-
-            return;
-        }
-
         lock (_topics)
         {
             if (!_topics.TryGetValue(frame.Topic, out var state))
             {
-                return;
+                return false;
+            }
+
+            if (frame.LatestValue)
+            {
+                // A latest value sent at SUBSCRIBE may be older than where the subscription goes on from (the
+                // subscribe's answer says where): it moves no position. Its acknowledgement comes in order with the
+                // topic's others (MQTT 3.1.1 §4.6), so it takes a place in the queue that moves nothing when acknowledged.
+                if (frame.Acknowledged)
+                {
+                    state.Inflight.Enqueue(LatestValueMark);
+                }
+
+                return true;
             }
 
             if (state.Epoch != frame.Epoch)
@@ -570,6 +570,8 @@ internal sealed class MqttConnection : QueuedConnection<MqttFrame>
             {
                 state.Acked = frame.Seq;
             }
+
+            return true;
         }
     }
 
