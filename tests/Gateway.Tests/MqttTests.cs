@@ -343,6 +343,22 @@ internal sealed class MqttTestClient : IAsyncDisposable
         await oldest.AcknowledgeAsync(cts.Token);
     }
 
+    /// <summary>Sends SUBSCRIBE and, right behind it without waiting for the SUBACK, DISCONNECT (as Paho's test client
+    /// does).</summary>
+    public async Task SubscribeAndLeaveAsync(string topic, MqttQualityOfServiceLevel qos)
+    {
+        using var cts = new CancellationTokenSource(WsClient.DefaultWait);
+        var subscribing = _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter(topic, qos).Build(), cts.Token);
+        await _client.DisconnectAsync(new MqttClientDisconnectOptions(), cts.Token);
+        try
+        {
+            await subscribing; // its SUBACK may have come before the connection closed
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or MQTTnet.Exceptions.MqttCommunicationException)
+        {
+        }
+    }
+
     /// <summary>Ends the connection with DISCONNECT reason 0x04 (MQTT 5: the server publishes the will).</summary>
     public async Task DisconnectWithWillAsync()
     {

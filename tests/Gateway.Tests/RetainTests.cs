@@ -1,4 +1,5 @@
 using System.Globalization;
+using Microsoft.Extensions.DependencyInjection;
 using MQTTnet;
 using MQTTnet.Protocol;
 
@@ -142,6 +143,49 @@ public sealed class RetainTests(RetainBrokerFixture fixture)
         await client.UnsubscribeAsync(p + "/+");
         Assert.Equal([p + "/b kept b"], await SubscribeAsync(p + "/b", MqttRetainHandling.SendAtSubscribe, markerTopic: "b"));
         Assert.Equal([p + "/b kept b"], await SubscribeAsync(p + "/b", MqttRetainHandling.SendAtSubscribe, markerTopic: "b"));
+    }
+
+    /// <summary>Paho MQTT 5 <c>test_publication_expiry</c>'s start: a persistent-session client sends SUBSCRIBE for a new
+    /// topic and DISCONNECT right behind it; what is published meanwhile reaches it when it comes back. (Where a topic
+    /// keeps a latest value, the subscription's start position used to be known only after that value was read, which
+    /// could be after the DISCONNECT: the session then kept the filter but no position, and the client resumed from the
+    /// head, missing everything.)</summary>
+    [Fact]
+    public async Task APersistentSessionThatLeavesRightAfterItsSubscribeGetsWhatWasPublishedMeanwhile()
+    {
+        var clientId = "away-" + Unique();
+        string[] topics = [Unique() + "/t"];
+        await using (var away = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false))
+        {
+            await away.SubscribeAndLeaveAsync(topics[0], MqttQualityOfServiceLevel.AtLeastOnce);
+        }
+
+        // The gateway has taken the SUBSCRIBE and then the DISCONNECT once it keeps the session (a publish before that
+        // could precede the subscription, and nobody would owe it to the client).
+        var bridge = Gateway.Services.GetRequiredService<OrleansPush.Gateway.Transports.Mqtt.MqttBridge>();
+        var deadline = DateTime.UtcNow + WsClient.DefaultWait;
+        while (!bridge.KeepsSessionOf(clientId))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the gateway kept no session for the client");
+            await Task.Delay(20);
+        }
+
+        foreach (var topic in topics)
+        {
+            await Gateway.PublishAsync(topic, "{\"while\":\"away\"}");
+        }
+
+        await using var back = await MqttTestClient.ConnectTcpAsync(fixture.MqttPort, clientId, cleanSession: false);
+        Assert.True(back.Connected.IsSessionPresent);
+        var received = new List<string>();
+        for (var i = 0; i < topics.Length; i++)
+        {
+            var m = await back.NextMessageAsync();
+            Assert.Equal("{\"while\":\"away\"}", m.Payload);
+            received.Add(m.Topic);
+        }
+
+        Assert.Equal(topics.Order(StringComparer.Ordinal), received.Order(StringComparer.Ordinal));
     }
 
     [Fact]

@@ -80,6 +80,9 @@ internal sealed class MqttBridge : IDisposable
     /// <summary>Persistent sessions whose positions are kept for a resume.</summary>
     internal int ResumableSessions => _gone.Count;
 
+    /// <summary>Whether the session of <paramref name="clientId"/>, gone, is kept for a resume.</summary>
+    internal bool KeepsSessionOf(string clientId) => _gone.ContainsKey(clientId);
+
     public void Attach(MqttServer server)
     {
         _server = server;
@@ -478,11 +481,22 @@ internal sealed class MqttBridge : IDisposable
         connection.Subscribing(filter, qos, since);
         try
         {
-            // SUBACK once the subscription is recorded: a persistent session's resume then replays at the pace the
-            // client takes it (flow-controlled by this connection's queue), however long that is.
             var subscribing = _commands.BeginSubscribe(connection, filter, since, 0);
-            await subscribing.AdmittedAsync();
-            _ = FollowResumeAsync(connection, filter, since, subscribing.Completed);
+            if (since is null)
+            {
+                // SUBACK once the subscription's start is known (after the topic's latest value, where it keeps one,
+                // was queued): a persistent session that leaves right after keeps that position, and gets what is
+                // published while it is away when it comes back.
+                connection.Subscribed(filter, await subscribing.Completed);
+            }
+            else
+            {
+                // SUBACK once the resume is recorded: it then replays at the pace the client takes it (flow-controlled
+                // by this connection's queue), however long that is.
+                await subscribing.AdmittedAsync();
+                _ = FollowResumeAsync(connection, filter, since, subscribing.Completed);
+            }
+
             connection.AddFilter(filter, qos);
             return (granted, null);
         }
@@ -534,15 +548,15 @@ internal sealed class MqttBridge : IDisposable
         }
     }
 
-    /// <summary>When the subscription is live (its replay queued): where the client starts, and a resume that could not be
-    /// complete is logged (MQTT has no word for it).</summary>
-    private async Task FollowResumeAsync(MqttConnection connection, string filter, Since? since, Task<SubscribeResult> completed)
+    /// <summary>When a resumed subscription is live (its replay queued): where the client starts, and a resume that could
+    /// not be complete is logged (MQTT has no word for it).</summary>
+    private async Task FollowResumeAsync(MqttConnection connection, string filter, Since since, Task<SubscribeResult> completed)
     {
         try
         {
             var result = await completed;
             connection.Subscribed(filter, result);
-            if (since is not null && result.Recovered == false)
+            if (result.Recovered == false)
             {
                 MqttLog.ResumeNotRecovered(_logger, connection.ClientId, filter, since.Seq, result.Epoch, result.Seq);
             }
