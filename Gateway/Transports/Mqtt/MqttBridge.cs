@@ -514,7 +514,12 @@ internal sealed class MqttBridge : IDisposable
         catch (Exception ex)
         {
             connection.Unsubscribed(filter);
-            GatewayLog.RequestFailed(_logger, connection.Id, ex);
+            if (!(ex is OperationCanceledException && connection.Gone.IsCancellationRequested))
+            {
+                // (A subscribe the client's own leaving cut short is not a failure to report.)
+                GatewayLog.RequestFailed(_logger, connection.Id, ex);
+            }
+
             return (MqttSubscribeReasonCode.UnspecifiedError, "unavailable: the subscribe failed; try again.");
         }
     }
