@@ -299,6 +299,21 @@ internal static class Churn
         return (Sum("dotnet_gc_last_collection_heap_size_bytes"), Sum("dotnet_gc_last_collection_memory_committed_size_bytes"));
     }
 
+    /// <summary>Server CPU (µs) per topic created over the given churn samples: each sample's cores times the time since
+    /// the sample before it, over the topics created in that time.</summary>
+    private static double CpuPerTopic(List<ChurnSample> all, IEnumerable<ChurnSample> some)
+    {
+        double cpu = 0, created = 0;
+        foreach (var s in some)
+        {
+            var before = all[all.IndexOf(s) - 1];
+            cpu += s.Cores * (s.Seconds - before.Seconds);
+            created += s.Topics - before.Topics;
+        }
+
+        return cpu * 1e6 / Math.Max(1, created);
+    }
+
     private static string Markdown(ChurnSpec spec, List<ChurnSample> samples, ChurnSample start, ChurnSample live, double memorySeconds, ChurnSample rested,
         ChurnSample end, double churnSeconds, double churnCpu, double loaderCpu, List<ChurnSample> churned, double expirySeconds, long topics, long connections, string[] load)
     {
@@ -325,6 +340,8 @@ internal static class Churn
         {
             var third = Math.Max(1, churned.Count / 3);
             md.AppendLine(inv, $"| CPU, first third of the churn against the last | {churned.Take(third).Average(s => s.Cores):F2} → {churned.TakeLast(third).Average(s => s.Cores):F2} cores |");
+            var (first, last) = (CpuPerTopic(samples, churned.Take(third)), CpuPerTopic(samples, churned.TakeLast(third)));
+            md.AppendLine(inv, $"| CPU per created topic, first third of the churn against the last | {first:N0} → {last:N0} µs ({(last - first) / first:+0%;-0%}) |");
         }
 
         md.AppendLine(inv, $"| memory per live topic, one message in history (managed heap after a full GC, grains active) | {(live.Heap - start.Heap) / (double)spec.MemoryTopics:N0} bytes |");
