@@ -95,7 +95,8 @@ public sealed class IdleMemoryTrim : BackgroundService
         var native = TrimNativeHeap();
         var after = GC.GetGCMemoryInfo().TotalCommittedBytes;
         HostingLog.MemoryTrimmed(_logger, committed >> 20, after >> 20, native);
-        _floor = committed - after < MinGrowth / 2 ? Math.Max(_floor, after) : Math.Min(_floor, after);
+        // Freed little: what is left is alive, the new floor. Freed much: the floor stays, a later look may trim again.
+        _floor = committed - after < MinGrowth / 2 ? after : Math.Min(_floor, after);
         _allocated = GC.GetTotalAllocatedBytes();
         Trims++;
         return true;
